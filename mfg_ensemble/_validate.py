@@ -86,3 +86,11 @@ def check_finite(name: str, arr: FloatArray) -> None:
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"{name} contains NaN or inf (first at index {i}: {arr[i]})")
+
+
+def check_inside(name: str, x: FloatArray, lo: float, hi: float, interval: str) -> None:
+    """``ValueError`` unless every value of ``x`` lies in [lo, hi] (``interval`` names it)."""
+    outside = (x < lo) | (x > hi)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ValueError(f"{name} must lie in {interval} = [{lo}, {hi}], {name}[{i}] = {x[i]}")

@@ -18,8 +18,10 @@ from mfg_ensemble import _backend
 from mfg_ensemble import _validate as v
 from mfg_ensemble._backend import backend_info
 from mfg_ensemble._validate import FloatArray
+from mfg_ensemble.fv import fv_forward_reference
+from mfg_ensemble.hjb import hjb_backward_reference
 from mfg_ensemble.kde import BANDWIDTH_RULES, bandwidth_rule, kde_binned_reference, kde_exact_reference
-from mfg_ensemble.particles import evolve_particles_reference
+from mfg_ensemble.particles import evolve_particles_reference, forward_sweep_reference
 from mfg_ensemble.weno import MIN_NODES, smoothness_indicators_reference, weno5_derivatives_reference
 
 import numpy as np
@@ -28,10 +30,14 @@ from numpy.typing import ArrayLike
 __all__ = [
     "backend_info",
     "evolve_particles",
+    "fv_forward",
+    "hjb_backward",
     "kde",
+    "particles_forward",
     "smoothness_indicators",
     "weno5_derivatives",
 ]
+SOLVER_BCS = ("reflect", "periodic")
 
 
 def smoothness_indicators(u: ArrayLike, *, backend: str | None = None) -> FloatArray:
@@ -86,7 +92,8 @@ def kde(
     ``bandwidth``: a float h > 0, or "scott" / "silverman" (scipy's rules). ``method``:
     "exact" (direct sum, truncated at 8h) or "binned" (linear binning + convolution; needs a
     uniform grid). ``bc``: "reflect" (walls at grid[0] and grid[-1], no mass lost, the result
-    integrates to one by the trapezoid rule) or "none".
+    integrates to one by the trapezoid rule), "periodic" (the uniform grid holds one period
+    without its end node; dx·Σ m = 1) or "none".
     """
     p = v.float_array("particles", particles)
     g = v.float_array("grid", grid)
@@ -94,7 +101,7 @@ def kde(
         raise ValueError("particles must not be empty")
     v.min_length("grid", g, 2, "a density")
     method = v.choice("method", method, ("exact", "binned"))
-    bc = v.choice("bc", bc, ("reflect", "none"))
+    bc = v.choice("bc", bc, ("reflect", "periodic", "none"))
     if isinstance(bandwidth, str):
         h = bandwidth_rule(p, v.choice("bandwidth", bandwidth, BANDWIDTH_RULES))
     else:
@@ -142,3 +149,131 @@ def evolve_particles(
     if _backend.resolve(backend) == "rust":
         return _backend.rust().evolve_particles(xa, da, dt, sigma, lo=lo, hi=hi, seed=seed, step=step, bc=bc)
     return evolve_particles_reference(xa, da, dt, sigma, lo, hi, seed, step, bc)
+
+
+def _time_grid(name: str, values: ArrayLike, nx: int | None = None) -> FloatArray:
+    arr = v.float_array(name, values, ndim=2)
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 output times (rows), got shape {arr.shape}")
+    if nx is not None and arr.shape[1] != nx:
+        raise ValueError(f"{name} must have {nx} columns (one per grid node), got shape {arr.shape}")
+    return arr
+
+
+def _cfl(value: float) -> float:
+    c = v.positive("cfl", value)
+    if c > 1.0:
+        raise ValueError(f"cfl must be in (0, 1], got {c}")
+    return c
+
+
+def hjb_backward(
+    f: ArrayLike,
+    g: ArrayLike,
+    *,
+    dx: float,
+    sigma: float,
+    T: float,
+    bc: str = "reflect",
+    variant: str = "js",
+    eps: float = 1e-6,
+    cfl: float = 0.4,
+    backend: str | None = None,
+) -> tuple[FloatArray, int]:
+    """Solve the HJB equation backward from u(T) = g for the running cost f (see :mod:`mfg_ensemble.hjb`).
+
+    ``f`` has shape (nt, nx) on the output times t_j = j·T/(nt − 1); ``g`` has nx values.
+    Returns u of shape (nt, nx) and the number of TVD-RK3 sub-steps taken. Raises
+    ``FloatingPointError`` if the solution blows up.
+    """
+    ga = v.float_array("g", g)
+    v.min_length("g", ga, MIN_NODES, "the WENO5 stencil")
+    fa = _time_grid("f", f, ga.shape[0])
+    kw = dict(
+        dx=v.positive("dx", dx),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        bc=v.choice("bc", bc, SOLVER_BCS),
+        variant=v.choice("variant", variant, ("js", "z")),
+        eps=v.positive("eps", eps),
+        cfl=_cfl(cfl),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().hjb_backward(fa, ga, **kw)
+    return hjb_backward_reference(fa, ga, **kw)
+
+
+def fv_forward(
+    u: ArrayLike,
+    m0: ArrayLike,
+    *,
+    dx: float,
+    sigma: float,
+    T: float,
+    bc: str = "reflect",
+    cfl: float = 0.9,
+    backend: str | None = None,
+) -> tuple[FloatArray, int]:
+    """Solve the Fokker–Planck equation forward from m0 with the drift −∂x u by finite volumes
+    (see :mod:`mfg_ensemble.fv`). Returns m of shape (nt, nx) and the sub-step count."""
+    m0a = v.float_array("m0", m0)
+    v.min_length("m0", m0a, 3, "the finite-volume scheme")
+    ua = _time_grid("u", u, m0a.shape[0])
+    if (m0a < 0).any():
+        i = int(np.argmax(m0a < 0))
+        raise ValueError(f"m0 must be >= 0, m0[{i}] = {m0a[i]}")
+    kw = dict(
+        dx=v.positive("dx", dx),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        bc=v.choice("bc", bc, SOLVER_BCS),
+        cfl=_cfl(cfl),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().fv_forward(ua, m0a, **kw)
+    return fv_forward_reference(ua, m0a, **kw)
+
+
+def particles_forward(
+    x0: ArrayLike,
+    u: ArrayLike,
+    grid: ArrayLike,
+    *,
+    sigma: float,
+    T: float,
+    lo: float,
+    hi: float,
+    seed: int,
+    bc: str = "reflect",
+    method: str = "binned",
+    bandwidth: float | str = "scott",
+    backend: str | None = None,
+) -> tuple[FloatArray, int]:
+    """The particle Fokker–Planck sweep (see :func:`mfg_ensemble.particles.forward_sweep_reference`):
+    the particles ``x0`` moved by the drift −∂x u with Euler–Maruyama steps (noise from the
+    Philox stream of ``seed``), their KDE on ``grid`` at every output time. Returns m of shape
+    (nt, nx) and the sub-step count."""
+    xa = v.float_array("x0", x0)
+    if xa.shape[0] == 0:
+        raise ValueError("x0 must not be empty")
+    ga = v.float_array("grid", grid)
+    v.min_length("grid", ga, 3, "a density")
+    ua = _time_grid("u", u, ga.shape[0])
+    lo, hi = v.interval(lo, hi)
+    kw = dict(
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        lo=lo,
+        hi=hi,
+        seed=v.uint64("seed", seed),
+        bc=v.choice("bc", bc, SOLVER_BCS),
+        method=v.choice("method", method, ("exact", "binned")),
+    )
+    if isinstance(bandwidth, str):
+        rule: str | None = v.choice("bandwidth", bandwidth, BANDWIDTH_RULES)
+        h = None
+    else:
+        rule, h = None, v.positive("bandwidth", bandwidth)
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().particles_forward(xa, ua, ga, bandwidth=h, rule=rule or "scott", **kw)
+    return forward_sweep_reference(xa, ua, ga, bandwidth=h if rule is None else rule, **kw)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from mfg_ensemble import rng
-from mfg_ensemble._validate import FloatArray, check_finite
+from mfg_ensemble._validate import FloatArray, check_finite, check_inside
+from mfg_ensemble.kde import bandwidth_rule, kde_binned_reference, kde_exact_reference
+from mfg_ensemble.sweep_steps import Diverged, substeps
 
 
 def fold_into(x: FloatArray, lo: float, hi: float, bc: str) -> FloatArray:
@@ -27,13 +29,6 @@ def fold_into(x: FloatArray, lo: float, hi: float, bc: str) -> FloatArray:
         y = np.mod(x - lo, 2.0 * length)
         y = np.where(y > length, 2.0 * length - y, y)
     return np.clip(lo + y, lo, hi)
-
-
-def check_inside(name: str, x: FloatArray, lo: float, hi: float, interval: str) -> None:
-    outside = (x < lo) | (x > hi)
-    if outside.any():
-        i = int(np.argmax(outside))
-        raise ValueError(f"{name} must lie in {interval} = [{lo}, {hi}], {name}[{i}] = {x[i]}")
 
 
 def evolve_particles_reference(
@@ -51,6 +46,85 @@ def evolve_particles_reference(
     check_finite("x", x)
     check_finite("drift", drift)
     check_inside("x", x, lo, hi, "[lo, hi]")
+    return _advance(x, drift, dt, sigma, lo, hi, seed, step, bc)
+
+
+def _advance(x, drift, dt, sigma, lo, hi, seed, step, bc) -> FloatArray:
     xi = rng.normals(seed, step, rng.STREAM_EM, x.shape[0])
     moved = x + drift * dt + (sigma * np.sqrt(dt)) * xi
     return fold_into(moved, lo, hi, bc)
+
+
+def node_gradient(u: FloatArray, dx: float, bc: str) -> FloatArray:
+    """∂x u at the nodes: central differences, 0 at reflecting walls (mirror ghost), wrapped
+    on a periodic grid."""
+    if bc == "periodic":
+        return (np.roll(u, -1) - np.roll(u, 1)) / (2.0 * dx)
+    grad = np.zeros_like(u)
+    grad[1:-1] = (u[2:] - u[:-2]) / (2.0 * dx)
+    return grad
+
+
+def interpolate(values: FloatArray, lo: float, dx: float, x: FloatArray, periodic: bool) -> FloatArray:
+    """Linear interpolation of node values (nodes lo + i·dx) at ``x``; periodic grids wrap."""
+    n = values.shape[0]
+    t = (x - lo) / dx
+    j = np.minimum(np.maximum(np.floor(t), 0.0).astype(np.int64), n - 1 if periodic else n - 2)
+    f = t - j
+    return (1.0 - f) * values[j] + f * values[(j + 1) % n]
+
+
+def forward_sweep_reference(
+    x0: FloatArray,
+    u: FloatArray,
+    grid: FloatArray,
+    *,
+    sigma: float,
+    T: float,
+    lo: float,
+    hi: float,
+    seed: int,
+    bc: str,
+    method: str,
+    bandwidth: float | str,
+) -> tuple[FloatArray, int]:
+    """The particle Fokker–Planck sweep; returns (m of shape (nt, nx), sub-steps).
+
+    From the particles ``x0`` at t = 0: Euler–Maruyama steps with drift α = −∂x u (u of shape
+    (nt, nx) on ``grid``, linear in t between output times; ∂x u by :func:`node_gradient`,
+    linear in x between nodes) and the KDE of the particles at every output time. An output
+    interval Δt takes k = ⌈Δt·max|∂x u|/dx⌉ ≥ 1 equal sub-steps (no particle drifts more than
+    a cell per step); sub-step s overall draws its noise from Philox step s.
+    """
+    check_finite("u", u.ravel())
+    check_finite("x0", x0)
+    check_inside("x0", x0, lo, hi, "[lo, hi]")
+    nt, nx = u.shape
+    periodic = bc == "periodic"
+    dx = (hi - lo) / (nx if periodic else nx - 1)
+    dt_out = T / (nt - 1)
+    kde_bc = "periodic" if periodic else "reflect"
+    kernel = kde_exact_reference if method == "exact" else kde_binned_reference
+
+    def density(x: FloatArray) -> FloatArray:
+        h = bandwidth if not isinstance(bandwidth, str) else bandwidth_rule(x, bandwidth)
+        return kernel(x, grid, h, kde_bc)
+
+    m = np.full((nt, nx), np.nan)
+    x = np.array(x0, dtype=np.float64)
+    m[0] = density(x)
+    grad_now = node_gradient(u[0], dx, bc)
+    step, total = 0, 0
+    for j in range(nt - 1):
+        grad_next = node_gradient(u[j + 1], dx, bc)
+        gmax = float(np.max(np.abs(np.r_[grad_now, grad_next])))
+        k, dt = substeps(dt_out, dx / gmax if gmax > 0 else np.inf, f"FP particles near t = {j * dt_out}")
+        for s in range(k):
+            theta = s / k
+            grad = (1.0 - theta) * grad_now + theta * grad_next
+            x = _advance(x, -interpolate(grad, lo, dx, x, periodic), dt, sigma, lo, hi, seed, step, bc)
+            step += 1
+        total += k
+        m[j + 1] = density(x)
+        grad_now = grad_next
+    return m, total

@@ -69,7 +69,8 @@ CASES: list[tuple[str, Callable[..., Any], type[Exception], str]] = [
     ("kde binned outside", kd(particles=[0.0, 1.5], bc="none", method="binned"), ValueError, r"particles must lie in"),
     ("kde binned non-uniform", kd(grid=[-1.0, 0.0, 0.1, 1.0], method="binned"), ValueError, r"grid must be uniformly spaced"),
     ("kde bad method", kd(method="fft"), ValueError, r"method must be one of 'exact', 'binned'"),
-    ("kde bad bc", kd(bc="periodic"), ValueError, r"bc must be one of 'reflect', 'none'"),
+    ("kde bad bc", kd(bc="wall"), ValueError, r"bc must be one of 'reflect', 'periodic', 'none'"),
+    ("kde periodic non-uniform", kd(grid=[-1.0, 0.0, 0.1, 1.0], bc="periodic"), ValueError, r"grid must be uniformly spaced for bc='periodic'"),
     ("kde tiny bandwidth", kd(particles=[0.05], bandwidth=1e-5), ValueError, r"bandwidth .* too small for this grid"),
     # Particles
     ("em x 2-D", em(x=np.zeros((2, 2))), ValueError, r"x must be 1-dimensional"),

@@ -10,11 +10,16 @@
 //!   the two nodes around a particle at fraction f of a cell), then a direct truncated
 //!   convolution of the weights with the sampled kernel exp(−(k dx)²/(2h²)).
 //!
-//! Boundary "reflect" (no-flux walls at grid[0] = lo and grid[-1] = hi): every particle also
-//! contributes through its images 2·lo − x and 2·hi − x, so no mass leaks through the walls;
-//! the density is then divided by its trapezoid mass on the grid so that it integrates to
-//! one exactly (that factor differs from one by the quadrature error only). Boundary "none":
-//! no images, no normalisation.
+//! Boundaries. "reflect" (no-flux walls at lo = grid[0] and hi = grid[-1]): every particle
+//! also contributes through its images 2·lo − x and 2·hi − x (binned: the weights mirrored
+//! about the end nodes), so no mass leaks through the walls, and the density is divided by its
+//! trapezoid mass so that it integrates to one exactly (the factor differs from one by the
+//! quadrature error only). "periodic" (uniform grid holding one period lo + i·dx, i < m, of
+//! length L = m·dx): images x ± L, normalised so that dx·Σ m = 1. "none": no images, no
+//! normalisation. One image on each side is used: exact for h ≤ L/16.
+//!
+//! Bandwidth rules as scipy.stats.gaussian_kde: with σ̂ the sample standard deviation (n − 1
+//! in the denominator), "scott" h = σ̂ n^(−1/5), "silverman" h = σ̂ (3n/4)^(−1/5).
 
 use rayon::prelude::*;
 
@@ -26,7 +31,99 @@ pub const CUTOFF: f64 = 8.0;
 const GRID_CHUNK: usize = 64;
 const PARTICLE_BLOCK: usize = 65_536;
 
-fn validate(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> KernelResult<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Exact,
+    Binned,
+}
+
+impl Method {
+    pub fn parse(text: &str) -> KernelResult<Method> {
+        match text {
+            "exact" => Ok(Method::Exact),
+            "binned" => Ok(Method::Binned),
+            _ => Err(KernelError(format!("method must be one of 'exact', 'binned', got '{text}'"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bandwidth {
+    Fixed(f64),
+    Scott,
+    Silverman,
+}
+
+impl Bandwidth {
+    pub fn parse(text: &str) -> KernelResult<Bandwidth> {
+        match text {
+            "scott" => Ok(Bandwidth::Scott),
+            "silverman" => Ok(Bandwidth::Silverman),
+            _ => Err(KernelError(format!("bandwidth must be one of 'scott', 'silverman', got '{text}'"))),
+        }
+    }
+
+    /// The bandwidth h for these particles.
+    pub fn resolve(self, particles: &[f64]) -> KernelResult<f64> {
+        let factor = match self {
+            Bandwidth::Fixed(h) => return Ok(h),
+            Bandwidth::Scott => (particles.len() as f64).powf(-0.2),
+            Bandwidth::Silverman => (0.75 * particles.len() as f64).powf(-0.2),
+        };
+        let n = particles.len() as f64;
+        let mean = particles.iter().sum::<f64>() / n;
+        let var = particles.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+        let std = var.sqrt();
+        if particles.len() < 2 || std.is_nan() || std <= 0.0 {
+            return Err(KernelError(
+                "a bandwidth rule needs at least 2 distinct particles; pass a float bandwidth instead".into(),
+            ));
+        }
+        Ok(std * factor)
+    }
+}
+
+/// The interval the particles live in and how they are imaged across its ends.
+#[derive(Debug, Clone, Copy)]
+struct Domain {
+    lo: f64,
+    hi: f64,
+    bc: Boundary,
+}
+
+impl Domain {
+    fn of(grid: &[f64], bc: Boundary) -> KernelResult<Domain> {
+        let (lo, last) = (grid[0], grid[grid.len() - 1]);
+        let hi = match bc {
+            Boundary::Periodic => lo + grid.len() as f64 * uniform_spacing(grid, "bc='periodic'")?,
+            _ => last,
+        };
+        Ok(Domain { lo, hi, bc })
+    }
+
+    /// The positions through which a particle at `x` contributes.
+    #[inline(always)]
+    fn sources(&self, x: f64) -> ([f64; 3], usize) {
+        match self.bc {
+            Boundary::Reflect => ([x, 2.0 * self.lo - x, 2.0 * self.hi - x], 3),
+            Boundary::Periodic => ([x, x - (self.hi - self.lo), x + (self.hi - self.lo)], 3),
+            Boundary::Open => ([x, 0.0, 0.0], 1),
+        }
+    }
+
+    fn check_inside(&self, particles: &[f64]) -> KernelResult<()> {
+        let name = if self.bc == Boundary::Periodic { "[grid[0], grid[0] + period]" } else { "[grid[0], grid[-1]]" };
+        match particles.iter().position(|&x| x < self.lo || x > self.hi) {
+            None => Ok(()),
+            Some(i) => Err(KernelError(format!(
+                "particles must lie in {name} = [{}, {}], particles[{i}] = {}",
+                self.lo, self.hi, particles[i]
+            ))),
+        }
+    }
+}
+
+fn validate(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> KernelResult<Domain> {
     if particles.is_empty() {
         return Err(KernelError("particles must not be empty".into()));
     }
@@ -45,50 +142,41 @@ fn validate(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> KernelResu
             grid[i + 1]
         )));
     }
-    match bc {
-        Boundary::Reflect => check_inside(particles, grid),
-        Boundary::Open => Ok(()),
-        Boundary::Periodic => Err(KernelError("bc must be one of 'reflect', 'none', got 'periodic'".into())),
+    let domain = Domain::of(grid, bc)?;
+    if bc != Boundary::Open {
+        domain.check_inside(particles)?;
     }
+    Ok(domain)
 }
 
-fn check_inside(particles: &[f64], grid: &[f64]) -> KernelResult<()> {
-    let (lo, hi) = (grid[0], grid[grid.len() - 1]);
-    match particles.iter().position(|&x| x < lo || x > hi) {
-        None => Ok(()),
-        Some(i) => Err(KernelError(format!(
-            "particles must lie in [grid[0], grid[-1]] = [{lo}, {hi}], particles[{i}] = {}",
-            particles[i]
-        ))),
-    }
-}
-
-fn uniform_spacing(grid: &[f64]) -> KernelResult<f64> {
+fn uniform_spacing(grid: &[f64], what: &str) -> KernelResult<f64> {
     let m = grid.len();
     let dx = (grid[m - 1] - grid[0]) / (m - 1) as f64;
     let tol = 1e-9 * (grid[m - 1] - grid[0]);
     match (0..m).position(|i| (grid[i] - (grid[0] + i as f64 * dx)).abs() > tol) {
         None => Ok(dx),
         Some(i) => Err(KernelError(format!(
-            "grid must be uniformly spaced for method='binned' (grid[{i}] = {} is off the uniform grid)",
+            "grid must be uniformly spaced for {what} (grid[{i}] = {} is off the uniform grid)",
             grid[i]
         ))),
     }
 }
 
-/// Scale `density` by 1/(n h √(2π)), and with reflection by 1/(trapezoid mass).
+/// Scale `density` by 1/(n h √(2π)); with walls or a period, to unit mass on the grid.
 fn finish(mut density: Vec<f64>, grid: &[f64], n: usize, h: f64, bc: Boundary) -> KernelResult<Vec<f64>> {
     let norm = 1.0 / (n as f64 * h * (2.0 * std::f64::consts::PI).sqrt());
     density.iter_mut().for_each(|d| *d *= norm);
-    if bc == Boundary::Reflect {
-        let mass = trapezoid(&density, grid);
-        if !(mass > 0.0 && mass.is_finite()) {
-            return Err(KernelError(format!(
-                "bandwidth {h} is too small for this grid: the density vanishes at every grid point"
-            )));
-        }
-        density.iter_mut().for_each(|d| *d /= mass);
+    let mass = match bc {
+        Boundary::Open => return Ok(density),
+        Boundary::Reflect => trapezoid(&density, grid),
+        Boundary::Periodic => density.iter().sum::<f64>() * (grid[1] - grid[0]),
+    };
+    if !(mass > 0.0 && mass.is_finite()) {
+        return Err(KernelError(format!(
+            "bandwidth {h} is too small for this grid: the density vanishes at every grid point"
+        )));
     }
+    density.iter_mut().for_each(|d| *d /= mass);
     Ok(density)
 }
 
@@ -100,19 +188,9 @@ pub fn trapezoid(f: &[f64], grid: &[f64]) -> f64 {
         .sum()
 }
 
-/// The positions that contribute for a particle at `x`: itself and, with reflection, its images.
-#[inline(always)]
-fn sources(x: f64, lo: f64, hi: f64, bc: Boundary) -> ([f64; 3], usize) {
-    match bc {
-        Boundary::Reflect => ([x, 2.0 * lo - x, 2.0 * hi - x], 3),
-        _ => ([x, 0.0, 0.0], 1),
-    }
-}
-
 /// Direct-sum KDE of `particles` on `grid` with bandwidth `h`.
 pub fn kde_exact(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> KernelResult<Vec<f64>> {
-    validate(particles, grid, h, bc)?;
-    let (lo, hi) = (grid[0], grid[grid.len() - 1]);
+    let domain = validate(particles, grid, h, bc)?;
     let cut = CUTOFF * h;
     let mut density = vec![0.0; grid.len()];
     density
@@ -121,19 +199,19 @@ pub fn kde_exact(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> Kerne
         .for_each(|(out, g)| {
             let (a, b) = (g[0] - cut, g[g.len() - 1] + cut);
             for &x in particles {
-                let (src, count) = sources(x, lo, hi, bc);
+                let (src, count) = domain.sources(x);
                 for &s in &src[..count] {
                     if s < a || s > b {
                         continue;
                     }
                     let first = g.partition_point(|&gv| gv - s < -cut);
-                    for k in first..g.len() {
-                        let d = g[k] - s;
+                    for (o, &gv) in out[first..].iter_mut().zip(&g[first..]) {
+                        let d = gv - s;
                         if d > cut {
                             break;
                         }
                         let z = d / h;
-                        out[k] += (-0.5 * (z * z)).exp();
+                        *o += (-0.5 * (z * z)).exp();
                     }
                 }
             }
@@ -141,18 +219,20 @@ pub fn kde_exact(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> Kerne
     finish(density, grid, particles.len(), h, bc)
 }
 
-/// Linear-binning weights of `particles` on the uniform grid (g0, dx, m nodes).
-fn linear_binning(particles: &[f64], g0: f64, dx: f64, m: usize) -> Vec<f64> {
+/// Linear-binning weights of `particles` on the uniform grid (g0, dx, m nodes); with
+/// `wrap`, the cell after the last node ends on node 0.
+fn linear_binning(particles: &[f64], g0: f64, dx: f64, m: usize, wrap: bool) -> Vec<f64> {
+    let last_cell = if wrap { m - 1 } else { m - 2 };
     let partial: Vec<Vec<f64>> = particles
         .par_chunks(PARTICLE_BLOCK)
         .map(|block| {
             let mut w = vec![0.0; m];
             for &x in block {
                 let t = (x - g0) / dx;
-                let j = (t.floor().max(0.0) as usize).min(m - 2);
+                let j = (t.floor().max(0.0) as usize).min(last_cell);
                 let f = t - j as f64;
                 w[j] += 1.0 - f;
-                w[j + 1] += f;
+                w[(j + 1) % m] += f;
             }
             w
         })
@@ -165,51 +245,61 @@ fn linear_binning(particles: &[f64], g0: f64, dx: f64, m: usize) -> Vec<f64> {
     weights
 }
 
+/// The images of node j as extended node indices sign·j + offset.
+fn node_images(m: usize, bc: Boundary) -> Vec<(i64, i64)> {
+    let m = m as i64;
+    match bc {
+        Boundary::Open => vec![(1, 0)],
+        Boundary::Reflect => vec![(1, 0), (-1, 0), (-1, 2 * (m - 1))],
+        Boundary::Periodic => vec![(1, 0), (1, -m), (1, m)],
+    }
+}
+
 /// Linear binning + truncated direct convolution on a uniform grid.
 pub fn kde_binned(particles: &[f64], grid: &[f64], h: f64, bc: Boundary) -> KernelResult<Vec<f64>> {
-    validate(particles, grid, h, bc)?;
-    check_inside(particles, grid)?;
-    let dx = uniform_spacing(grid)?;
+    let domain = validate(particles, grid, h, bc)?;
+    if bc == Boundary::Open {
+        Domain { bc: Boundary::Reflect, ..domain }.check_inside(particles)?;
+    }
+    let dx = uniform_spacing(grid, "method='binned'")?;
     let m = grid.len();
-    let weights = linear_binning(particles, grid[0], dx, m);
-    let reach = ((CUTOFF * h / dx).floor() as usize).min(2 * (m - 1));
+    let weights = linear_binning(particles, grid[0], dx, m, bc == Boundary::Periodic);
+    let reach = ((CUTOFF * h / dx).floor() as usize).min(2 * m) as i64;
     let kernel: Vec<f64> = (0..=reach)
         .map(|k| {
             let z = k as f64 * dx / h;
             (-0.5 * (z * z)).exp()
         })
         .collect();
-    let last = 2 * (m - 1);
+    let images = node_images(m, bc);
+    let last = m as i64 - 1;
     let mut density = vec![0.0; m];
     density.par_chunks_mut(GRID_CHUNK).enumerate().for_each(|(c, out)| {
         for (k, o) in out.iter_mut().enumerate() {
-            let i = c * GRID_CHUNK + k;
-            let (j0, j1) = (i.saturating_sub(reach), (i + reach).min(m - 1));
+            let i = (c * GRID_CHUNK + k) as i64;
             let mut acc = 0.0;
-            for j in j0..=j1 {
-                acc += weights[j] * kernel[i.abs_diff(j)];
-            }
-            if bc == Boundary::Reflect {
-                // image about lo: node j at offset i + j; image about hi: offset 2(m−1) − i − j
-                for j in 0..m {
-                    let near = i + j;
-                    if near > reach {
-                        break;
-                    }
-                    acc += weights[j] * kernel[near];
-                }
-                for j in (0..m).rev() {
-                    let far = last - i - j;
-                    if far > reach {
-                        break;
-                    }
-                    acc += weights[j] * kernel[far];
+            for &(sign, offset) in &images {
+                // nodes j whose image e = sign·j + offset lies within reach of i
+                let centre = sign * (i - offset);
+                for j in (centre - reach).max(0)..=(centre + reach).min(last) {
+                    let e = sign * j + offset;
+                    acc += weights[j as usize] * kernel[(i - e).unsigned_abs() as usize];
                 }
             }
             *o = acc;
         }
     });
     finish(density, grid, particles.len(), h, bc)
+}
+
+/// KDE by `method` with the bandwidth `bandwidth` resolved for these particles.
+pub fn kde(particles: &[f64], grid: &[f64], bandwidth: Bandwidth, method: Method, bc: Boundary) -> KernelResult<Vec<f64>> {
+    check_finite("particles", particles)?;
+    let h = bandwidth.resolve(particles)?;
+    match method {
+        Method::Exact => kde_exact(particles, grid, h, bc),
+        Method::Binned => kde_binned(particles, grid, h, bc),
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +349,28 @@ mod tests {
                 assert_eq!(d[i], 0.0, "truncated beyond 8h at {x}");
             }
         }
+    }
+
+    #[test]
+    fn periodic_density_wraps_around() {
+        let m = 100;
+        let g: Vec<f64> = (0..m).map(|i| i as f64 / m as f64).collect();
+        let p = [0.01, 0.02, 0.98, 0.5];
+        for d in [kde_exact(&p, &g, 0.03, Boundary::Periodic).unwrap(), kde_binned(&p, &g, 0.03, Boundary::Periodic).unwrap()] {
+            assert!((d.iter().sum::<f64>() * 0.01 - 1.0).abs() < 1e-13);
+            // node 0 sits between the particles at 0.98 and 0.01: it sees both sides
+            assert!(d[0] > d[5] && (d[0] - d[99]).abs() < 0.2 * d[0]);
+        }
+    }
+
+    #[test]
+    fn bandwidth_rules_follow_scipy() {
+        let x = [0.0, 1.0, 2.0, 4.0];
+        let std = (((0.0f64 - 1.75).powi(2) + 0.75f64.powi(2) + 0.25f64.powi(2) + 2.25f64.powi(2)) / 3.0).sqrt();
+        assert!((Bandwidth::Scott.resolve(&x).unwrap() - std * 4f64.powf(-0.2)).abs() < 1e-15);
+        assert!((Bandwidth::Silverman.resolve(&x).unwrap() - std * 3f64.powf(-0.2)).abs() < 1e-15);
+        assert!(Bandwidth::Scott.resolve(&[1.0]).is_err());
+        assert!(Bandwidth::Scott.resolve(&[1.0, 1.0]).is_err());
     }
 
     #[test]

@@ -4,9 +4,12 @@
 
 pub mod boundary;
 pub mod error;
+pub mod fv;
+pub mod hjb;
 pub mod kde;
 pub mod particles;
 pub mod rng;
+pub mod sweep;
 pub mod weno;
 
 #[cfg(feature = "python")]
@@ -14,16 +17,39 @@ mod bindings {
     use std::borrow::Cow;
 
     use numpy::ndarray::Array2;
-    use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
-    use pyo3::exceptions::PyValueError;
+    use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+    use pyo3::exceptions::{PyFloatingPointError, PyValueError};
     use pyo3::prelude::*;
 
     use crate::boundary::Boundary;
     use crate::error::KernelError;
-    use crate::{kde, particles, rng, weno};
+    use crate::sweep::Sweep;
+    use crate::{fv, hjb, kde, particles, rng, weno};
+
+    type Array1Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+    const SOLVER_BCS: [Boundary; 2] = [Boundary::Reflect, Boundary::Periodic];
 
     fn to_py(e: KernelError) -> PyErr {
         PyValueError::new_err(e.0)
+    }
+
+    /// A 2-D array's data (row-major) and its shape, copied only when not C-contiguous.
+    fn slice2<'a>(a: &'a PyReadonlyArray2<'_, f64>) -> (Cow<'a, [f64]>, usize, usize) {
+        let (rows, cols) = a.as_array().dim();
+        let data = match a.as_slice() {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => Cow::Owned(a.as_array().iter().copied().collect()),
+        };
+        (data, rows, cols)
+    }
+
+    /// (values (nt, nx), sub-steps) of a sweep, or FloatingPointError if it diverged.
+    fn sweep_to_py(py: Python<'_>, sweep: Sweep, nt: usize, nx: usize) -> PyResult<(Bound<'_, PyArray2<f64>>, usize)> {
+        if let Some(reason) = sweep.diverged {
+            return Err(PyFloatingPointError::new_err(reason));
+        }
+        let values = Array2::from_shape_vec((nt, nx), sweep.values).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok((values.into_pyarray(py), sweep.substeps))
     }
 
     /// The array's data as a slice, copied only when it is not contiguous.
@@ -55,7 +81,7 @@ mod bindings {
         bc: &str,
         variant: &str,
         eps: f64,
-    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+    ) -> PyResult<Array1Pair<'py>> {
         let bc = Boundary::parse(bc, &[Boundary::Periodic, Boundary::Reflect]).map_err(to_py)?;
         let variant = weno::Variant::parse(variant).map_err(to_py)?;
         let u = slice(&u);
@@ -75,15 +101,10 @@ mod bindings {
         method: &str,
         bc: &str,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let bc = Boundary::parse(bc, &[Boundary::Reflect, Boundary::Open]).map_err(to_py)?;
-        let kernel = match method {
-            "exact" => kde::kde_exact,
-            "binned" => kde::kde_binned,
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "method must be one of 'exact', 'binned', got '{method}'"
-                )))
-            }
+        let bc = Boundary::parse(bc, &[Boundary::Reflect, Boundary::Open, Boundary::Periodic]).map_err(to_py)?;
+        let kernel = match kde::Method::parse(method).map_err(to_py)? {
+            kde::Method::Exact => kde::kde_exact,
+            kde::Method::Binned => kde::kde_binned,
         };
         let (p, g) = (slice(&particles), slice(&grid));
         let density = py.detach(|| kernel(&p, &g, bandwidth, bc)).map_err(to_py)?;
@@ -112,6 +133,87 @@ mod bindings {
             .detach(|| particles::evolve_particles(&x, &drift, &params))
             .map_err(to_py)?;
         Ok(out.into_pyarray(py))
+    }
+
+    /// u (nt, nx) of the HJB equation backward from g for the running cost f (nt, nx).
+    #[pyfunction]
+    #[pyo3(signature = (f, g, *, dx, sigma, T, bc="reflect", variant="js", eps=1e-6, cfl=0.4))]
+    #[allow(clippy::too_many_arguments, non_snake_case)]
+    fn hjb_backward<'py>(
+        py: Python<'py>,
+        f: PyReadonlyArray2<'py, f64>,
+        g: PyReadonlyArray1<'py, f64>,
+        dx: f64,
+        sigma: f64,
+        T: f64,
+        bc: &str,
+        variant: &str,
+        eps: f64,
+        cfl: f64,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, usize)> {
+        let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
+        let variant = weno::Variant::parse(variant).map_err(to_py)?;
+        let params = hjb::HjbParams { dx, sigma, horizon: T, bc, variant, eps, cfl };
+        let (f, nt, _) = slice2(&f);
+        let g = slice(&g);
+        let sweep = py.detach(|| hjb::hjb_backward(&f, &g, nt, &params)).map_err(to_py)?;
+        sweep_to_py(py, sweep, nt, g.len())
+    }
+
+    /// m (nt, nx) of the finite-volume Fokker–Planck sweep from m0 with the drift −∂x u.
+    #[pyfunction]
+    #[pyo3(signature = (u, m0, *, dx, sigma, T, bc="reflect", cfl=0.9))]
+    #[allow(clippy::too_many_arguments, non_snake_case)]
+    fn fv_forward<'py>(
+        py: Python<'py>,
+        u: PyReadonlyArray2<'py, f64>,
+        m0: PyReadonlyArray1<'py, f64>,
+        dx: f64,
+        sigma: f64,
+        T: f64,
+        bc: &str,
+        cfl: f64,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, usize)> {
+        let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
+        let params = fv::FvParams { dx, sigma, horizon: T, bc, cfl };
+        let (u, nt, _) = slice2(&u);
+        let m0 = slice(&m0);
+        let sweep = py.detach(|| fv::fv_forward(&u, &m0, nt, &params)).map_err(to_py)?;
+        sweep_to_py(py, sweep, nt, m0.len())
+    }
+
+    /// m (nt, nx): particles from x0 moved by −∂x u, density by KDE at every output time.
+    #[pyfunction]
+    #[pyo3(signature = (x0, u, grid, *, sigma, T, lo, hi, seed, bc="reflect", method="binned", bandwidth=None, rule="scott"))]
+    #[allow(clippy::too_many_arguments, non_snake_case)]
+    fn particles_forward<'py>(
+        py: Python<'py>,
+        x0: PyReadonlyArray1<'py, f64>,
+        u: PyReadonlyArray2<'py, f64>,
+        grid: PyReadonlyArray1<'py, f64>,
+        sigma: f64,
+        T: f64,
+        lo: f64,
+        hi: f64,
+        seed: u64,
+        bc: &str,
+        method: &str,
+        bandwidth: Option<f64>,
+        rule: &str,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, usize)> {
+        let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
+        let method = kde::Method::parse(method).map_err(to_py)?;
+        let bandwidth = match bandwidth {
+            Some(h) => kde::Bandwidth::Fixed(h),
+            None => kde::Bandwidth::parse(rule).map_err(to_py)?,
+        };
+        let params = particles::SweepParams { sigma, horizon: T, lo, hi, bc, seed, method, bandwidth };
+        let (u, nt, _) = slice2(&u);
+        let (x0, grid) = (slice(&x0), slice(&grid));
+        let sweep = py
+            .detach(|| particles::forward_sweep(&x0, &u, &grid, nt, &params))
+            .map_err(to_py)?;
+        sweep_to_py(py, sweep, nt, grid.len())
     }
 
     /// Normals `start .. start + n` of the Philox sequence (seed, step, stream).
@@ -143,6 +245,9 @@ mod bindings {
         m.add_function(wrap_pyfunction!(weno5_derivatives, m)?)?;
         m.add_function(wrap_pyfunction!(kde_density, m)?)?;
         m.add_function(wrap_pyfunction!(evolve_particles, m)?)?;
+        m.add_function(wrap_pyfunction!(hjb_backward, m)?)?;
+        m.add_function(wrap_pyfunction!(fv_forward, m)?)?;
+        m.add_function(wrap_pyfunction!(particles_forward, m)?)?;
         m.add_function(wrap_pyfunction!(philox_normals, m)?)?;
         m.add_function(wrap_pyfunction!(rayon_threads, m)?)?;
         Ok(())

@@ -13,7 +13,9 @@ use rayon::prelude::*;
 
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
+use crate::kde::{kde, Bandwidth, Method};
 use crate::rng::{fill_normals, STREAM_EM};
+use crate::sweep::{substeps, Sweep};
 
 /// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
 const CHUNK: usize = 8192;
@@ -84,23 +86,122 @@ pub fn evolve_particles(x: &[f64], drift: &[f64], p: &Step) -> KernelResult<Vec<
     }
     check_finite("x", x)?;
     check_finite("drift", drift)?;
-    if let Some(i) = x.iter().position(|&v| v < p.lo || v > p.hi) {
-        return Err(KernelError(format!(
-            "x must lie in [lo, hi] = [{}, {}], x[{i}] = {}",
-            p.lo, p.hi, x[i]
-        )));
+    check_inside("x", x, p.lo, p.hi)?;
+    let mut out = x.to_vec();
+    advance(&mut out, |i, _| drift[i], p);
+    Ok(out)
+}
+
+fn check_inside(name: &str, x: &[f64], lo: f64, hi: f64) -> KernelResult<()> {
+    match x.iter().position(|&v| v < lo || v > hi) {
+        None => Ok(()),
+        Some(i) => Err(KernelError(format!("{name} must lie in [lo, hi] = [{lo}, {hi}], {name}[{i}] = {}", x[i]))),
     }
+}
+
+/// Move every particle in place by one step; `drift(i, x_i)` gives its drift.
+fn advance(x: &mut [f64], drift: impl Fn(usize, f64) -> f64 + Sync, p: &Step) {
     let scale = p.sigma * p.dt.sqrt();
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+    x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
         let start = c * CHUNK;
-        fill_normals(p.seed, p.step, STREAM_EM, start as u64, chunk);
-        for (k, o) in chunk.iter_mut().enumerate() {
-            let i = start + k;
-            let moved = x[i] + drift[i] * p.dt + scale * *o;
-            *o = fold_into(moved, p.lo, p.hi, p.bc);
+        let mut noise = [0.0; CHUNK];
+        let noise = &mut noise[..chunk.len()];
+        fill_normals(p.seed, p.step, STREAM_EM, start as u64, noise);
+        for (k, (xi, z)) in chunk.iter_mut().zip(noise.iter()).enumerate() {
+            let moved = *xi + drift(start + k, *xi) * p.dt + scale * z;
+            *xi = fold_into(moved, p.lo, p.hi, p.bc);
         }
     });
+}
+
+/// Parameters of the fused forward sweep that are not arrays.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepParams {
+    pub sigma: f64,
+    pub horizon: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub bc: Boundary,
+    pub seed: u64,
+    pub method: Method,
+    pub bandwidth: Bandwidth,
+}
+
+/// ∂x u at the nodes of one output row: central differences, 0 at reflecting walls
+/// (the mirror ghost node), wrapped for a periodic grid.
+pub fn node_gradient(u: &[f64], dx: f64, bc: Boundary) -> Vec<f64> {
+    let n = u.len();
+    (0..n)
+        .map(|i| match (bc, i) {
+            (Boundary::Periodic, _) => (u[(i + 1) % n] - u[(i + n - 1) % n]) / (2.0 * dx),
+            (_, 0) => 0.0,
+            (_, i) if i == n - 1 => 0.0,
+            _ => (u[i + 1] - u[i - 1]) / (2.0 * dx),
+        })
+        .collect()
+}
+
+/// Linear interpolation of node values `v` (nodes lo + i·dx) at `x`; periodic grids wrap.
+#[inline]
+pub fn interpolate(v: &[f64], lo: f64, dx: f64, x: f64, periodic: bool) -> f64 {
+    let n = v.len();
+    let t = (x - lo) / dx;
+    let last_cell = if periodic { n - 1 } else { n - 2 };
+    let j = (t.floor().max(0.0) as usize).min(last_cell);
+    let f = t - j as f64;
+    (1.0 - f) * v[j] + f * v[(j + 1) % n]
+}
+
+/// The particle Fokker–Planck sweep: from the particles `x0` at t = 0, Euler–Maruyama steps
+/// with drift α = −∂x u (u of shape (nt, nx) on `grid`, linear in t between output times, ∂x u
+/// by `node_gradient`, linear in x between nodes), and the KDE of the particles at every output
+/// time. Each output interval Δt takes k = ⌈Δt·max|∂x u|/dx⌉ ≥ 1 equal sub-steps (no particle
+/// drifts more than one cell per step); sub-step number s overall draws its noise from Philox
+/// step s, so the sweep is a pure function of (x0, u, seed).
+pub fn forward_sweep(x0: &[f64], u: &[f64], grid: &[f64], nt: usize, p: &SweepParams) -> KernelResult<Sweep> {
+    let nx = grid.len();
+    if nx < 3 || nt < 2 || u.len() != nt * nx {
+        return Err(KernelError(format!(
+            "u must have shape (nt, nx) with nt >= 2 and nx = len(grid) >= 3, got {} values for nt={nt}, nx={nx}",
+            u.len()
+        )));
+    }
+    if x0.is_empty() {
+        return Err(KernelError("x0 must not be empty".into()));
+    }
+    check_positive("T", p.horizon)?;
+    let step = Step { dt: 1.0, sigma: p.sigma, lo: p.lo, hi: p.hi, seed: p.seed, step: 0, bc: p.bc };
+    step.validate()?;
+    check_finite("u", u)?;
+    check_finite("x0", x0)?;
+    check_inside("x0", x0, p.lo, p.hi)?;
+    let periodic = p.bc == Boundary::Periodic;
+    let dx = (p.hi - p.lo) / if periodic { nx } else { nx - 1 } as f64;
+    let dt_out = p.horizon / (nt - 1) as f64;
+    let kde_bc = if periodic { Boundary::Periodic } else { Boundary::Reflect };
+    let mut out = Sweep::new(nt, nx);
+    let mut x = x0.to_vec();
+    out.row_mut(0, nx).copy_from_slice(&kde(&x, grid, p.bandwidth, p.method, kde_bc)?);
+    let mut grad_now = node_gradient(&u[..nx], dx, p.bc);
+    let mut global_step = 0u64;
+    for j in 0..nt - 1 {
+        let grad_next = node_gradient(&u[(j + 1) * nx..(j + 2) * nx], dx, p.bc);
+        let gmax = grad_now.iter().chain(&grad_next).fold(0.0_f64, |a, v| a.max(v.abs()));
+        let Some((k, dt)) = substeps(dt_out, dx / gmax) else {
+            out.diverged = Some(format!("FP particles: the drift blew up near t = {}", j as f64 * dt_out));
+            return Ok(out);
+        };
+        for s in 0..k {
+            let theta = s as f64 / k as f64;
+            let grad: Vec<f64> = grad_now.iter().zip(&grad_next).map(|(a, b)| (1.0 - theta) * a + theta * b).collect();
+            let params = Step { dt, step: global_step, ..step };
+            advance(&mut x, |_, xi| -interpolate(&grad, p.lo, dx, xi, periodic), &params);
+            global_step += 1;
+        }
+        out.substeps += k;
+        out.row_mut(j + 1, nx).copy_from_slice(&kde(&x, grid, p.bandwidth, p.method, kde_bc)?);
+        grad_now = grad_next;
+    }
     Ok(out)
 }
 

@@ -149,25 +149,43 @@ pub fn weno5_derivatives(
         return Err(KernelError("bc must be one of 'periodic', 'reflect', got 'none'".into()));
     }
     check_finite("u", u)?;
+    Ok(derivatives_unchecked(u, dx, bc, variant, eps))
+}
+
+/// d⁻ and d⁺ of nodes `start ..` into `dm`, `dp` from the divided differences `diff`.
+fn combine_range(diff: &[f64], start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64]) {
+    for k in 0..dm.len() {
+        let v = &diff[start + k..start + k + 6];
+        dm[k] = weno_combine([v[0], v[1], v[2], v[3], v[4]], variant, eps);
+        dp[k] = weno_combine([v[5], v[4], v[3], v[2], v[1]], variant, eps);
+    }
+}
+
+/// The derivatives without argument checks (for callers that validated already, e.g. the
+/// HJB solver); small grids run on the calling thread, large ones in parallel.
+pub(crate) fn derivatives_unchecked(
+    u: &[f64],
+    dx: f64,
+    bc: Boundary,
+    variant: Variant,
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let n = u.len();
     let ext = with_ghosts(u, bc);
     // diff[j] = (ext[j+1] − ext[j])/dx is v_{j−3} of the docstring.
     let diff: Vec<f64> = ext.windows(2).map(|w| (w[1] - w[0]) / dx).collect();
     let mut d_minus = vec![0.0; n];
     let mut d_plus = vec![0.0; n];
-    d_minus
-        .par_chunks_mut(CHUNK)
-        .zip(d_plus.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(c, (dm, dp))| {
-            let start = c * CHUNK;
-            for k in 0..dm.len() {
-                let v = &diff[start + k..start + k + 6];
-                dm[k] = weno_combine([v[0], v[1], v[2], v[3], v[4]], variant, eps);
-                dp[k] = weno_combine([v[5], v[4], v[3], v[2], v[1]], variant, eps);
-            }
-        });
-    Ok((d_minus, d_plus))
+    if n <= CHUNK {
+        combine_range(&diff, 0, variant, eps, &mut d_minus, &mut d_plus);
+    } else {
+        d_minus
+            .par_chunks_mut(CHUNK)
+            .zip(d_plus.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, (dm, dp))| combine_range(&diff, c * CHUNK, variant, eps, dm, dp));
+    }
+    (d_minus, d_plus)
 }
 
 #[cfg(test)]
