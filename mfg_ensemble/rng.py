@@ -81,3 +81,16 @@ def normals(seed: int, step: int, stream: int, n: int, start: int = 0) -> FloatA
     flat = np.stack([z0, z1, z2, z3], axis=1).ravel()
     offset = start % 4
     return flat[offset : offset + n]
+
+
+STREAM_INIT = 1
+"""Stream tag of the initial particle positions."""
+
+
+def uniforms(seed: int, step: int, stream: int, n: int) -> FloatArray:
+    """n uniforms in (0, 1) from the (seed, step, stream) sequence: ((w >> 11) + ½)·2⁻⁵³ for
+    the four words w of each block in order."""
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
+    counter = np.stack([blocks, np.full_like(blocks, step), np.full_like(blocks, stream), np.zeros_like(blocks)])
+    words = philox4x64_10(counter, (seed, 0)).T.ravel()[:n]
+    return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
