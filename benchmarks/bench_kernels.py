@@ -22,7 +22,7 @@ once per process). All children run one after the other in the same invocation. 
 reference / scipy cells whose estimated single call (linear extrapolation from the next
 smaller size) exceeds a limit are reported as skipped with the estimate.
 
-Run (needs ``pip install . KDEpy scipy``; about 1–2 minutes on 2 cores)::
+Run (needs ``pip install . KDEpy scipy``; under a minute on 2 idle cores)::
 
     python benchmarks/bench_kernels.py          # full sizes, prints a Markdown table
     python benchmarks/bench_kernels.py --quick  # small sizes only: a smoke test (seconds)
@@ -403,7 +403,7 @@ def run_child(role: str, threads: int, quick: bool) -> Record:
     busy1, cpu1, wall = _busy_cpu_seconds(), _children_cpu_seconds(), time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"benchmark child {role!r} (RAYON_NUM_THREADS={threads}) failed: exit code {done.returncode}")
-    result: Record = json.loads(done.stdout)
+    result: Record = json.loads(done.stdout.strip().splitlines()[-1])  # the JSON is the last line
     own = (cpu1 - cpu0) / wall
     other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) / wall - own)
     result["run"] = {"wall": wall, "own_cores": own, "other_cores": other}
@@ -545,7 +545,9 @@ def targets(s: Settings, ref: Record, one: Record, many: Record, threads: int, q
             err = f"err {e_rust:.2e} ≤ KDEpy's {e_kdepy:.2e} (met)"
         else:
             err = f"err {e_rust:.2e} > KDEpy's {e_kdepy:.2e} (MISSED: {e_rust / e_kdepy:.3g}× KDEpy's)"
-        parts.append(speedup(key, "kdepy", 1.0, f"{pow10(n)}: KDEpy/Rust1") + ", " + err)
+        many_ratio = ratio(t(ref, key, "kdepy"), t(many, key, "rust"))
+        extra = "" if many_ratio is None else f" [KDEpy/Rust{threads} = {many_ratio:.3g}×]"
+        parts.append(speedup(key, "kdepy", 1.0, f"{pow10(n)}: KDEpy/Rust1") + extra + ", " + err)
     lines.append("KDE binned faster than KDEpy FFTKDE at 1e5 and 1e6, error ≤ KDEpy's (1 thr): " + "; ".join(parts))
 
     parts = []
@@ -643,7 +645,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", choices=("reference", "rust"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        json.dump(worker(args.worker, QUICK if args.quick else FULL), sys.stdout)
+        result = worker(args.worker, QUICK if args.quick else FULL)
+        print(json.dumps(result))
     else:
         parent(args.quick)
 
