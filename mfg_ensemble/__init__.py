@@ -3,7 +3,21 @@
 from mfg_ensemble import kernels
 from mfg_ensemble.kernels import backend_info
 from mfg_ensemble.problem import Problem
+from mfg_ensemble.runner import run_sweep
 from mfg_ensemble.solver import SolverOptions, solve
+from mfg_ensemble.store import open_sweep
+from mfg_ensemble.sweep import ConfigError, Sweep
 
 __version__ = "0.1.0"
-__all__ = ["Problem", "SolverOptions", "__version__", "backend_info", "kernels", "solve"]
+__all__ = [
+    "ConfigError",
+    "Problem",
+    "SolverOptions",
+    "Sweep",
+    "__version__",
+    "backend_info",
+    "kernels",
+    "open_sweep",
+    "run_sweep",
+    "solve",
+]

@@ -1,0 +1,159 @@
+"""The ``mfg-ensemble`` command: run, validate and inspect sweeps.
+
+    mfg-ensemble run CONFIG [--store PATH] [--scheduler ADDRESS] [--workers N]
+                            [--threads-per-worker K] [--overwrite]
+    mfg-ensemble validate CONFIG
+    mfg-ensemble info STORE
+
+A config error (or a store of another sweep) prints its message and exits with status 2,
+before anything is computed or created. Ctrl-C stops a run cleanly (status 130): the members
+finished so far are in the store, and the same command resumes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mfg_ensemble import store as st
+from mfg_ensemble.runner import Progress as RunProgress
+from mfg_ensemble.runner import run_sweep
+from mfg_ensemble.store import StoreMismatch
+from mfg_ensemble.sweep import ConfigError, Sweep
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _load(config: str) -> Sweep:
+    try:
+        return Sweep.from_file(config)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA –"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"ETA {minutes}:{secs:02d}"
+
+
+@click.group()
+@click.version_option(package_name="mfg_ensemble")
+def main() -> None:
+    """Ensembles of mean field game solves on Dask, stored as labelled Zarr datasets."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--store", type=click.Path(), default=None, help="Zarr store to write (default: <name>.zarr here).")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (default: a LocalCluster).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="LocalCluster worker processes (default: one per core).")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace a store made from another sweep.")
+def run(config: str, store: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int, overwrite: bool) -> None:
+    """Run the sweep file CONFIG (resuming its store if it exists)."""
+    sweep = _load(config)
+    path = Path(store) if store else Path(f"{sweep.name or 'sweep'}.zarr")
+    try:
+        st.check_store_path(path, sweep.source)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    console.print(f"sweep [bold]{sweep.name}[/]: {len(sweep)} members → {path}")
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    job = bar.add_task("solving", total=len(sweep), counts="")
+    last: list[RunProgress] = []
+
+    def started(client: object, p: RunProgress) -> None:
+        console.print(f"dashboard: {getattr(client, 'dashboard_link', 'n/a')}")
+        bar.start()
+        bar.update(job, completed=p.skipped, counts=f"(resumed: {p.skipped} already done)" if p.skipped else "")
+
+    def progressed(p: RunProgress) -> None:
+        last[:] = [p]
+        counts = f"done {p.done}  failed {p.failed}  in flight {p.in_flight}  {_fmt_eta(p.eta)}"
+        bar.update(job, completed=p.skipped + p.finished, counts=counts)
+
+    try:
+        ds = run_sweep(
+            sweep,
+            path,
+            client=scheduler,
+            overwrite=overwrite,
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            on_start=started,
+            on_progress=progressed,
+        )
+    except StoreMismatch as exc:
+        bar.stop()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        bar.stop()
+        done = last[0].finished if last else 0
+        err_console.print(f"interrupted: {done} member(s) finished in this run are in {path}; run the same command to resume")
+        sys.exit(130)
+    bar.stop()
+    _print_summary(path)
+    console.print(f"open it with:  xarray.open_zarr({str(path)!r})   (dims {dict(ds.sizes)})")
+
+
+def _print_summary(path: Path) -> None:
+    summary = st.summary(path)
+    table = Table(title=f"store {path}")
+    for col in ("members", "done", "failed", "pending"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(summary[k]) for k in ("members", "done", "failed", "pending")))
+    console.print(table)
+    if summary["errors"]:
+        errors = Table(title="failed members")
+        errors.add_column("member", justify="right")
+        errors.add_column("error")
+        for index, error in list(summary["errors"].items())[:20]:
+            errors.add_row(str(index), str(error))
+        console.print(errors)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--list", "limit", type=int, default=10, show_default=True, help="Members to list.")
+def validate(config: str, limit: int) -> None:
+    """Check the sweep file CONFIG without computing: print its axes and member count."""
+    sweep = _load(config)
+    console.print(sweep.describe(limit), highlight=False)
+    console.print(f"[green]ok[/]: {len(sweep)} members")
+
+
+@main.command()
+@click.argument("store", type=click.Path())
+def info(store: str) -> None:
+    """What the sweep store STORE holds: members done, failed and missing."""
+    path = Path(store)
+    try:
+        attrs = st.read_attrs(path)
+    except StoreMismatch as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    console.print(f"{attrs.get('title', path)}  (fingerprint {str(attrs.get('mfg_ensemble.fingerprint'))[:12]}…)")
+    console.print(f"axes: {attrs.get('mfg_ensemble.axes')}  from {attrs.get('mfg_ensemble.sweep_source')}")
+    _print_summary(path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

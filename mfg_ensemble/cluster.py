@@ -1,0 +1,83 @@
+"""Where the members run: a Dask ``Client``, by default on a ``LocalCluster`` of processes.
+
+No oversubscription: each worker process runs ``threads_per_worker`` solves at a time (1 by
+default) and sizes Rayon's pool to its share of the cores,
+``RAYON_NUM_THREADS = max(1, cores // n_workers)``, passed in the workers' environment
+(Rayon reads it once, at the first kernel call). BLAS is kept to one thread per worker.
+Workers are spawned processes, never forked (Rayon's pool does not survive ``fork``).
+
+On an HPC cluster set the same variables in the job script, e.g. with dask-jobqueue:
+``SLURMCluster(cores=8, processes=2, job_script_prologue=["export RAYON_NUM_THREADS=4"])``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def worker_env(n_workers: int, cores: int | None = None) -> dict[str, str]:
+    """Environment of each worker process: Rayon sized to the worker's share of the cores."""
+    cores = cores or usable_cores()
+    rayon = max(1, cores // max(1, n_workers))
+    single = "1"
+    return {
+        "RAYON_NUM_THREADS": str(rayon),
+        "OMP_NUM_THREADS": single,
+        "OPENBLAS_NUM_THREADS": single,
+        "MKL_NUM_THREADS": single,
+    }
+
+
+def local_cluster(
+    n_workers: int | None = None, threads_per_worker: int = 1, **kwargs: Any
+) -> LocalCluster:
+    """A LocalCluster of ``n_workers`` processes (default: one per core) sized as above."""
+    n = n_workers or max(1, usable_cores() // threads_per_worker)
+    env = {**worker_env(n), **kwargs.pop("env", {})}
+    kwargs.setdefault("dashboard_address", ":8787")
+    return LocalCluster(
+        n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs
+    )
+
+
+@contextlib.contextmanager
+def connect(
+    client: Client | str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+) -> Iterator[Client]:
+    """A client to run on: ``client`` itself, a new client of the scheduler at the address
+    ``client``, or (``None``) a LocalCluster started here and closed on exit."""
+    if isinstance(client, Client):
+        yield client
+        return
+    if isinstance(client, str):
+        with Client(client) as c:
+            yield c
+        return
+    with local_cluster(n_workers, threads_per_worker) as cluster, Client(cluster) as c:
+        yield c
+
+
+def thread_settings(client: Client) -> dict[str, Any]:
+    """Workers, their threads and their Rayon pool sizes, for the store's provenance."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    rayon = client.run(lambda: os.environ.get("RAYON_NUM_THREADS", "unset"))
+    return {
+        "run.n_workers": len(workers),
+        "run.threads_per_worker": sorted({w.get("nthreads", 0) for w in workers.values()}),
+        "run.rayon_num_threads": sorted(set(rayon.values())),
+    }
