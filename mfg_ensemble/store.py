@@ -94,8 +94,11 @@ def template(sweep: Sweep) -> tuple[xr.Dataset, dict[str, Any]]:
         coords[a.name] = (a.name, np.asarray(a.coords), {"long_name": a.name, "fields": list(a.fields)})
         if len(a.fields) > 1 or a.coords != tuple(v[0] for v in a.values):
             for k, field in enumerate(a.fields):
+                values = [v[k] for v in a.values]
+                if not all(isinstance(v, (int, float, str)) for v in values):
+                    continue  # tables (families) along an axis: described by the sweep text only
                 name = field.replace(".", "_") if field.replace(".", "_") != a.name else f"{a.name}_value"
-                coords[name] = (a.name, np.asarray([v[k] for v in a.values]), {"long_name": field})
+                coords[name] = (a.name, np.asarray(values), {"long_name": field})
     coords["iteration"] = ("iteration", np.arange(1, n_iter + 1), {"long_name": "Picard iteration", "units": "1"})
     if tdim == "t":
         coords["t"] = ("t", base.times(), {"units": "time", "long_name": "time"})
