@@ -75,6 +75,13 @@ def _sizes(sweep: Sweep) -> tuple[int, int, int]:
     return nt, nx, it
 
 
+def _labels(values: list[Any]) -> np.ndarray:
+    """Coordinate values; integers stay exact (seeds need all 64 bits)."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.uint64 if max(values) > np.iinfo(np.int64).max else np.int64)
+    return np.asarray(values)
+
+
 def template(sweep: Sweep) -> tuple[xr.Dataset, dict[str, Any]]:
     """The empty dataset of a sweep (lazy dask arrays of NaN for the data) and its encoding."""
     import dask.array as da
@@ -91,14 +98,14 @@ def template(sweep: Sweep) -> tuple[xr.Dataset, dict[str, Any]]:
     base = sweep.base_problem
     coords: dict[str, Any] = {}
     for a in sweep.axes:
-        coords[a.name] = (a.name, np.asarray(a.coords), {"long_name": a.name, "fields": list(a.fields)})
+        coords[a.name] = (a.name, _labels(list(a.coords)), {"long_name": a.name, "fields": list(a.fields)})
         if len(a.fields) > 1 or a.coords != tuple(v[0] for v in a.values):
             for k, field in enumerate(a.fields):
                 values = [v[k] for v in a.values]
                 if not all(isinstance(v, (int, float, str)) for v in values):
                     continue  # tables (families) along an axis: described by the sweep text only
                 name = field.replace(".", "_") if field.replace(".", "_") != a.name else f"{a.name}_value"
-                coords[name] = (a.name, np.asarray(values), {"long_name": field})
+                coords[name] = (a.name, _labels(values), {"long_name": field})
     coords["iteration"] = ("iteration", np.arange(1, n_iter + 1), {"long_name": "Picard iteration", "units": "1"})
     if tdim == "t":
         coords["t"] = ("t", base.times(), {"units": "time", "long_name": "time"})

@@ -163,3 +163,15 @@ def test_rayon_is_sized_to_the_workers_share_of_the_cores() -> None:
     assert worker_env(2, cores=2)["RAYON_NUM_THREADS"] == "1"
     assert worker_env(1, cores=2)["RAYON_NUM_THREADS"] == "2"
     assert worker_env(4, cores=16)["RAYON_NUM_THREADS"] == "4"
+
+
+def test_an_axis_that_changes_the_grid_pads_members_and_labels_them(client, tmp_path) -> None:
+    sweep = Sweep({**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10}, {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}})
+    ds = run_sweep(sweep, tmp_path / "g.zarr", client=client)
+    assert ds.m.dims == ("res", "t_index", "x_index") and ds.x.dims == ("res", "x_index")
+    assert ds.nx.values.tolist() == [21, 41] and ds.nt.values.tolist() == [5, 9]
+    coarse = ds.isel(res=0)
+    ref = solve(sweep.member(0).problem, fp="fv", max_iter=10)
+    np.testing.assert_array_equal(coarse.m.values[:5, :21], ref.m.values)
+    np.testing.assert_array_equal(coarse.x.values[:21], ref.x.values)
+    assert np.isnan(coarse.m.values[5:]).all() and np.isnan(coarse.x.values[21:]).all()
