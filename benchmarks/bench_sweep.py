@@ -1,0 +1,77 @@
+"""Throughput of the ensemble runner on a LocalCluster with 1 and 2 workers, in one run.
+
+    python benchmarks/bench_sweep.py [--members 32] [--quick]     (release build: pip install .)
+
+A sweep of the crowd problem (configs/crowd_log.toml, particles) over sigma × seed, members
+of about a second or more each. For 1 and 2 worker processes (Rayon sized to the worker's
+share of the cores): the wall time, members per second and the scaling ratio; the runner's
+overhead (Dask + store) as a share of the pure solve time,
+(workers × wall − Σ member solve times) / Σ member solve times; and each worker's peak
+resident memory. The cluster start-up time is reported apart and not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from distributed import Client
+
+from mfg_ensemble import Sweep, backend_info, run_sweep
+from mfg_ensemble.cluster import local_cluster
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "crowd_log.toml"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="8 small members")
+    args = ap.parse_args()
+    base = Sweep.from_file(CONFIG)
+    problem = dict(base.problem_table)
+    solver = dict(base.solver_table, tol=1e-5)
+    n = 8 if args.quick else args.members
+    if args.quick:
+        problem.update(nx=61, nt=31)
+        solver.update(n_particles=2000)
+    sigmas = [0.15, 0.2, 0.25, 0.3]
+    sweep = Sweep(problem, solver, {"sigma": sigmas, "seed": {"count": n // len(sigmas)}})
+    print(f"# runner throughput: {len(sweep)} members of {CONFIG.name} (nx={problem['nx']}, nt={problem['nt']}, "
+          f"{solver['n_particles']} particles)")
+    print(f"- {backend_info()}\n")
+    print("| workers | cluster start | sweep wall | members/s | Σ solve time | mean member | overhead | peak RSS per worker |")
+    print("|---|---|---|---|---|---|---|---|")
+    rates = {}
+    for workers in (1, 2):
+        folder = Path(tempfile.mkdtemp(prefix="mfg-bench-"))
+        try:
+            t0 = time.perf_counter()
+            with local_cluster(workers, dashboard_address=":0") as cluster, Client(cluster) as client:
+                started = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                ds = run_sweep(sweep, folder / "bench.zarr", client=client)
+                wall = time.perf_counter() - t1
+                rss = client.run(peak_rss_mib)
+            solve_times = ds.wall_time.values.ravel()
+            total = float(np.nansum(solve_times))
+            overhead = (workers * wall - total) / total
+            rates[workers] = len(sweep) / wall
+            print(f"| {workers} | {started:.1f} s | {wall:.1f} s | {rates[workers]:.2f} | {total:.1f} s "
+                  f"| {np.nanmean(solve_times):.2f} s | {100 * overhead:.1f}% | {max(rss.values()):.0f} MiB |")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\nscaling 2 workers / 1 worker: {rates[2] / rates[1]:.2f}× (target ≥ 1.8× on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()
