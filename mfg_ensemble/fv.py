@@ -12,9 +12,11 @@ volumes are centred on the nodes: width dx inside and dx/2 at the two wall nodes
 (upwind drift, central diffusion); no flux through the walls of "reflect", a face between the
 last and the first node for "periodic". Explicit Euler m_i ← m_i − δ/w_i (F_{i+½} − F_{i−½}):
 the fluxes telescope, so mass is conserved to rounding, and δ ≤ cfl·dx/(2 max|α| + 2D/dx)
-with cfl ≤ 1 makes each update a convex combination, so m ≥ 0. Each output interval takes
-k = ⌈Δt/δ⌉ equal sub-steps with α linear in t between output times, taken at the start of
-each sub-step. First order in space and time. Units: m in 1/length.
+with cfl ≤ 1 makes each update a convex combination, so m ≥ 0. Output interval j (length
+Δt = T/(nt − 1)) takes k_j = max(min_substeps[j], ⌈Δt/δ_j⌉) equal sub-steps Δt/k_j, with
+δ_j = cfl·dx/(2A + 2D/dx) and A the max |α| of the output rows at both ends of the interval;
+α is linear in t between output times and taken at the start of each sub-step. The k_j taken
+are returned. First order in space and time. Units: m in 1/length.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from mfg_ensemble._validate import FloatArray, check_finite
-from mfg_ensemble.sweep_steps import Diverged, substeps
+from mfg_ensemble.sweep_steps import Diverged, IntArray, floors, step_limit, substeps
 
 
 def cell_widths(nx: int, dx: float, bc: str) -> FloatArray:
@@ -49,11 +51,14 @@ def fv_forward_reference(
     T: float,
     bc: str = "reflect",
     cfl: float = 0.9,
-) -> tuple[FloatArray, int]:
-    """m at the output times (shape (nt, nx)) and the sub-step count."""
+    min_substeps: IntArray | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """m at the output times (shape (nt, nx)) and the sub-steps taken in each output interval
+    (shape (nt − 1,)), at least ``min_substeps``."""
     check_finite("u", u.ravel())
     check_finite("m0", m0)
     nt, nx = u.shape
+    floor = floors(min_substeps, nt - 1)
     diffusion = 0.5 * sigma * sigma
     dt_out = T / (nt - 1)
     widths = cell_widths(nx, dx, bc)
@@ -61,11 +66,12 @@ def fv_forward_reference(
     out[0] = m0
     m = m0.copy()
     drift_now = face_drift(u[0], dx, bc)
-    total = 0
+    counts = np.zeros(nt - 1, dtype=np.int64)
     for j in range(nt - 1):
         drift_next = face_drift(u[j + 1], dx, bc)
         amax = float(np.max(np.abs(np.r_[drift_now, drift_next])))
-        k, dt = substeps(dt_out, cfl * dx / (2.0 * amax + 2.0 * diffusion / dx), f"FP near t = {j * dt_out}")
+        limit = step_limit(cfl * dx, 2.0 * amax + 2.0 * diffusion / dx)
+        k, dt = substeps(dt_out, limit, f"FP near t = {j * dt_out}", int(floor[j]))
         for s in range(k):
             theta = s / k
             a = (1.0 - theta) * drift_now + theta * drift_next
@@ -77,9 +83,9 @@ def fv_forward_reference(
             else:
                 right, left = np.r_[flux, 0.0], np.r_[0.0, flux]
             m = m - dt / widths * (right - left)
-        total += k
+        counts[j] = k
         if not np.isfinite(m).all():
             raise Diverged(f"FP: m is not finite at t = {(j + 1) * dt_out}")
         out[j + 1] = m
         drift_now = drift_next
-    return out, total
+    return out, counts

@@ -10,9 +10,14 @@ the convex H,
 
 and the central second difference (u_{i+1} − 2u_i + u_{i−1})/dx² with the same ghost nodes
 (mirror for "reflect": zero flux through the walls; wrap for "periodic"). Time: TVD-RK3
-(Shu–Osher) from each output time to the previous one in k equal sub-steps,
-k = ⌈Δt/δ⌉, δ = cfl/(max|d±|/dx + σ²/dx²) taken afresh at each sub-step, so the sub-steps
-add up to Δt = T/(nt − 1) exactly; f is linear in t between output times.
+(Shu–Osher) from each output time to the previous one, f linear in t between output times.
+With the step limit δ(p) = cfl/(p/dx + σ²/dx²) and pmax = max|d±| of a state, output interval
+j (length Δt = T/(nt − 1)) takes k_j = max(min_substeps[j], ⌈Δt/δ(pmax₀)⌉) equal sub-steps
+Δt/k_j, pmax₀ taken at the interval's start, so they add up to Δt exactly. At the start of
+every sub-step the CFL is checked with the current slopes: if Δt/k_j > 2·δ(pmax) (a CFL number
+above 2·cfl: the slopes steepened within the interval) the interval is restarted from its
+start with k_j = ⌈Δt/δ(pmax)⌉, which is more than 2·k_j. A limit that asks for more than 10⁶
+sub-steps (or is NaN), or a non-finite u, raises ``Diverged``. The k_j taken are returned.
 Units: u in cost, f in cost/time, σ in length/√time, x in length.
 """
 
@@ -21,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from mfg_ensemble._validate import FloatArray, check_finite
-from mfg_ensemble.sweep_steps import Diverged, substeps
+from mfg_ensemble.sweep_steps import Diverged, IntArray, floors, step_limit, substeps
 from mfg_ensemble.weno import weno5_derivatives_reference
 
 
@@ -56,46 +61,57 @@ def hjb_backward_reference(
     variant: str = "js",
     eps: float = 1e-6,
     cfl: float = 0.4,
-) -> tuple[FloatArray, int]:
-    """u at the output times t_j = j·T/(nt − 1) (shape (nt, nx)) and the sub-step count,
-    for the running cost ``f`` (nt, nx) and the terminal cost ``g`` (nx)."""
+    min_substeps: IntArray | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """u at the output times t_j = j·T/(nt − 1) (shape (nt, nx)) and the sub-steps taken in
+    each output interval (shape (nt − 1,)), for the running cost ``f`` (nt, nx), the terminal
+    cost ``g`` (nx) and the floors ``min_substeps`` of the sub-step counts."""
     check_finite("f", f.ravel())
     check_finite("g", g)
     nt, nx = f.shape
+    floor = floors(min_substeps, nt - 1)
     dt_out = T / (nt - 1)
     rate_diffusion = sigma * sigma / (dx * dx)
     args = (dx, sigma, bc, variant, eps)
     out = np.full((nt, nx), np.nan)
     out[-1] = g
     u = g.copy()
-    total = 0
+    counts = np.zeros(nt - 1, dtype=np.int64)
     for j in range(nt - 2, -1, -1):
         f_lo, f_hi = f[j], f[j + 1]
         with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below
-            u, steps = _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j)
-        total += steps
+            u, counts[j] = _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, int(floor[j]))
         if not np.isfinite(u).all():
             raise Diverged(f"HJB: u is not finite at t = {j * dt_out}")
         out[j] = u
-    return out, total
+    return out, counts
 
 
-def _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j) -> tuple[FloatArray, int]:
-    """TVD-RK3 sub-steps from one output time back to the previous one."""
+def _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, floor) -> tuple[FloatArray, int]:
+    """TVD-RK3 in k equal sub-steps from one output time back to the previous one, restarted
+    with more sub-steps when the slopes steepen beyond twice the step limit."""
     dx = args[0]
-    theta, remaining, steps = 0.0, dt_out, 0
-    while True:
-        l1, pmax = _rhs(u, f_hi, f_lo, theta, *args)
-        k, dt = substeps(remaining, cfl / (pmax / dx + rate_diffusion), f"HJB near t = {j * dt_out}")
-        dtheta = dt / dt_out
-        u1 = u + dt * l1
-        l2, _ = _rhs(u1, f_hi, f_lo, theta + dtheta, *args)
-        u2 = 0.75 * u + 0.25 * (u1 + dt * l2)
-        l3, _ = _rhs(u2, f_hi, f_lo, theta + 0.5 * dtheta, *args)
-        u = u / 3.0 + 2.0 / 3.0 * (u2 + dt * l3)
-        steps += 1
-        if k == 1:
-            return u, steps
-        remaining -= dt
-        theta += dtheta
+    where = f"HJB near t = {j * dt_out}"
 
+    def limit(pmax: float) -> float:
+        return step_limit(cfl, pmax / dx + rate_diffusion)
+
+    l1_start, pmax_start = _rhs(u, f_hi, f_lo, 0.0, *args)
+    k, _ = substeps(dt_out, limit(pmax_start), where, floor)
+    while True:
+        dt, dtheta = dt_out / k, 1.0 / k
+        v = u
+        for s in range(k):
+            theta = s / k
+            l1, pmax = (l1_start, pmax_start) if s == 0 else _rhs(v, f_hi, f_lo, theta, *args)
+            allowed = limit(pmax)
+            if dt > 2.0 * allowed or np.isnan(allowed):
+                k, _ = substeps(dt_out, allowed, where, k + 1)  # restart the interval
+                break
+            u1 = v + dt * l1
+            l2, _ = _rhs(u1, f_hi, f_lo, theta + dtheta, *args)
+            u2 = 0.75 * v + 0.25 * (u1 + dt * l2)
+            l3, _ = _rhs(u2, f_hi, f_lo, theta + 0.5 * dtheta, *args)
+            v = v / 3.0 + 2.0 / 3.0 * (u2 + dt * l3)
+        else:
+            return v, k

@@ -22,6 +22,7 @@ from mfg_ensemble.fv import fv_forward_reference
 from mfg_ensemble.hjb import hjb_backward_reference
 from mfg_ensemble.kde import BANDWIDTH_RULES, bandwidth_rule, kde_binned_reference, kde_exact_reference
 from mfg_ensemble.particles import evolve_particles_reference, forward_sweep_reference
+from mfg_ensemble.sweep_steps import IntArray, floors
 from mfg_ensemble.weno import MIN_NODES, smoothness_indicators_reference, weno5_derivatives_reference
 
 import numpy as np
@@ -167,6 +168,11 @@ def _cfl(value: float) -> float:
     return c
 
 
+def _floors(min_substeps: ArrayLike | None, nt: int) -> IntArray | None:
+    """``min_substeps`` checked for a sweep over nt output times (None stays None)."""
+    return None if min_substeps is None else floors(min_substeps, nt - 1)
+
+
 def hjb_backward(
     f: ArrayLike,
     g: ArrayLike,
@@ -178,13 +184,15 @@ def hjb_backward(
     variant: str = "js",
     eps: float = 1e-6,
     cfl: float = 0.4,
+    min_substeps: ArrayLike | None = None,
     backend: str | None = None,
-) -> tuple[FloatArray, int]:
+) -> tuple[FloatArray, IntArray]:
     """Solve the HJB equation backward from u(T) = g for the running cost f (see :mod:`mfg_ensemble.hjb`).
 
     ``f`` has shape (nt, nx) on the output times t_j = j·T/(nt − 1); ``g`` has nx values.
-    Returns u of shape (nt, nx) and the number of TVD-RK3 sub-steps taken. Raises
-    ``FloatingPointError`` if the solution blows up.
+    ``min_substeps``: None, or nt − 1 integers ≥ 1, the least number of TVD-RK3 sub-steps of
+    each output interval. Returns u of shape (nt, nx) and the sub-steps taken in each output
+    interval (int64, shape (nt − 1,)). Raises ``FloatingPointError`` if the solution blows up.
     """
     ga = v.float_array("g", g)
     v.min_length("g", ga, MIN_NODES, "the WENO5 stencil")
@@ -197,6 +205,7 @@ def hjb_backward(
         variant=v.choice("variant", variant, ("js", "z")),
         eps=v.positive("eps", eps),
         cfl=_cfl(cfl),
+        min_substeps=_floors(min_substeps, fa.shape[0]),
     )
     if _backend.resolve(backend) == "rust":
         return _backend.rust().hjb_backward(fa, ga, **kw)
@@ -212,10 +221,13 @@ def fv_forward(
     T: float,
     bc: str = "reflect",
     cfl: float = 0.9,
+    min_substeps: ArrayLike | None = None,
     backend: str | None = None,
-) -> tuple[FloatArray, int]:
+) -> tuple[FloatArray, IntArray]:
     """Solve the Fokker–Planck equation forward from m0 with the drift −∂x u by finite volumes
-    (see :mod:`mfg_ensemble.fv`). Returns m of shape (nt, nx) and the sub-step count."""
+    (see :mod:`mfg_ensemble.fv`). ``min_substeps``: None, or nt − 1 integers ≥ 1, the least
+    number of sub-steps of each output interval. Returns m of shape (nt, nx) and the sub-steps
+    taken in each output interval (int64, shape (nt − 1,))."""
     m0a = v.float_array("m0", m0)
     v.min_length("m0", m0a, 3, "the finite-volume scheme")
     ua = _time_grid("u", u, m0a.shape[0])
@@ -228,6 +240,7 @@ def fv_forward(
         T=v.positive("T", T),
         bc=v.choice("bc", bc, SOLVER_BCS),
         cfl=_cfl(cfl),
+        min_substeps=_floors(min_substeps, ua.shape[0]),
     )
     if _backend.resolve(backend) == "rust":
         return _backend.rust().fv_forward(ua, m0a, **kw)
@@ -247,12 +260,15 @@ def particles_forward(
     bc: str = "reflect",
     method: str = "binned",
     bandwidth: float | str = "scott",
+    min_substeps: ArrayLike | None = None,
     backend: str | None = None,
-) -> tuple[FloatArray, int]:
+) -> tuple[FloatArray, IntArray]:
     """The particle Fokker–Planck sweep (see :func:`mfg_ensemble.particles.forward_sweep_reference`):
     the particles ``x0`` moved by the drift −∂x u with Euler–Maruyama steps (noise from the
-    Philox stream of ``seed``), their KDE on ``grid`` at every output time. Returns m of shape
-    (nt, nx) and the sub-step count."""
+    Philox stream of ``seed``), their KDE on ``grid`` at every output time. ``min_substeps``:
+    None, or nt − 1 integers ≥ 1, the least number of sub-steps of each output interval.
+    Returns m of shape (nt, nx) and the sub-steps taken in each output interval (int64, shape
+    (nt − 1,))."""
     xa = v.float_array("x0", x0)
     if xa.shape[0] == 0:
         raise ValueError("x0 must not be empty")
@@ -268,6 +284,7 @@ def particles_forward(
         seed=v.uint64("seed", seed),
         bc=v.choice("bc", bc, SOLVER_BCS),
         method=v.choice("method", method, ("exact", "binned")),
+        min_substeps=_floors(min_substeps, ua.shape[0]),
     )
     if isinstance(bandwidth, str):
         rule: str | None = v.choice("bandwidth", bandwidth, BANDWIDTH_RULES)

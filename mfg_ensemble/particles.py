@@ -7,6 +7,11 @@ One step of dX = b dt + σ dW for every particle i:
 (see :mod:`mfg_ensemble.rng`), so the noise is a pure function of (seed, step, i). x' is then
 brought back into [lo, hi]: "reflect" folds it about the walls as often as needed,
 "periodic" wraps it into [lo, hi). Units: x in length, b in length/time, σ in length/√time.
+
+In the forward sweep, sub-step s of output interval j uses the Philox step
+:func:`noise_step` (j, s) = (j << 32) | s = j·2³² + s: the noise of an interval depends only
+on its own index and sub-step, so a different sub-step count in one interval leaves the noise
+drawn in every other interval unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from mfg_ensemble import rng
 from mfg_ensemble._validate import FloatArray, check_finite, check_inside
 from mfg_ensemble.kde import bandwidth_rule, kde_binned_reference, kde_exact_reference
-from mfg_ensemble.sweep_steps import Diverged, substeps
+from mfg_ensemble.sweep_steps import IntArray, floors, step_limit, substeps
 
 
 def fold_into(x: FloatArray, lo: float, hi: float, bc: str) -> FloatArray:
@@ -55,6 +60,12 @@ def _advance(x, drift, dt, sigma, lo, hi, seed, step, bc) -> FloatArray:
     return fold_into(moved, lo, hi, bc)
 
 
+def noise_step(j: int, s: int) -> int:
+    """The Philox step of sub-step ``s`` of output interval ``j`` of the forward sweep:
+    (j << 32) | s. Sub-step counts are at most 10⁶ < 2³², so distinct (j, s) never collide."""
+    return (j << 32) | s
+
+
 def node_gradient(u: FloatArray, dx: float, bc: str) -> FloatArray:
     """∂x u at the nodes: central differences, 0 at reflecting walls (mirror ghost), wrapped
     on a periodic grid."""
@@ -87,19 +98,25 @@ def forward_sweep_reference(
     bc: str,
     method: str,
     bandwidth: float | str,
-) -> tuple[FloatArray, int]:
-    """The particle Fokker–Planck sweep; returns (m of shape (nt, nx), sub-steps).
+    min_substeps: IntArray | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """The particle Fokker–Planck sweep; returns (m of shape (nt, nx), the sub-steps taken in
+    each output interval, shape (nt − 1,)).
 
     From the particles ``x0`` at t = 0: Euler–Maruyama steps with drift α = −∂x u (u of shape
     (nt, nx) on ``grid``, linear in t between output times; ∂x u by :func:`node_gradient`,
-    linear in x between nodes) and the KDE of the particles at every output time. An output
-    interval Δt takes k = ⌈Δt·max|∂x u|/dx⌉ ≥ 1 equal sub-steps (no particle drifts more than
-    a cell per step); sub-step s overall draws its noise from Philox step s.
+    linear in x between nodes) and the KDE of the particles at every output time. Output
+    interval j (length Δt) takes k_j = max(min_substeps[j], ⌈Δt·G_j/dx⌉) ≥ 1 equal sub-steps
+    Δt/k_j, G_j the max |∂x u| of the output rows at both ends of the interval (no particle
+    drifts more than a cell per step); sub-step s of interval j draws its noise from Philox
+    step :func:`noise_step` (j, s) = (j << 32) | s, so changing k_j changes the noise of
+    interval j only.
     """
     check_finite("u", u.ravel())
     check_finite("x0", x0)
     check_inside("x0", x0, lo, hi, "[lo, hi]")
     nt, nx = u.shape
+    floor = floors(min_substeps, nt - 1)
     periodic = bc == "periodic"
     dx = (hi - lo) / (nx if periodic else nx - 1)
     dt_out = T / (nt - 1)
@@ -114,17 +131,16 @@ def forward_sweep_reference(
     x = np.array(x0, dtype=np.float64)
     m[0] = density(x)
     grad_now = node_gradient(u[0], dx, bc)
-    step, total = 0, 0
+    counts = np.zeros(nt - 1, dtype=np.int64)
     for j in range(nt - 1):
         grad_next = node_gradient(u[j + 1], dx, bc)
         gmax = float(np.max(np.abs(np.r_[grad_now, grad_next])))
-        k, dt = substeps(dt_out, dx / gmax if gmax > 0 else np.inf, f"FP particles near t = {j * dt_out}")
+        k, dt = substeps(dt_out, step_limit(dx, gmax), f"FP particles near t = {j * dt_out}", int(floor[j]))
         for s in range(k):
             theta = s / k
             grad = (1.0 - theta) * grad_now + theta * grad_next
-            x = _advance(x, -interpolate(grad, lo, dx, x, periodic), dt, sigma, lo, hi, seed, step, bc)
-            step += 1
-        total += k
+            x = _advance(x, -interpolate(grad, lo, dx, x, periodic), dt, sigma, lo, hi, seed, noise_step(j, s), bc)
+        counts[j] = k
         m[j + 1] = density(x)
         grad_now = grad_next
-    return m, total
+    return m, counts

@@ -13,13 +13,15 @@
 //! face between the last and first node for "periodic". Explicit Euler:
 //! m_i ← m_i − δ/w_i (F_{i+½} − F_{i−½}). The fluxes telescope, so the mass is conserved to
 //! rounding, and with δ ≤ cfl·dx/(2 max|α| + 2D/dx), cfl ≤ 1, every update is a convex
-//! combination: m stays ≥ 0. Each output interval Δt takes k = ⌈Δt/δ⌉ equal sub-steps, with u
-//! (hence α) linear in t between output times and taken at the start of each sub-step.
+//! combination: m stays ≥ 0. Output interval j (length Δt = T/(nt − 1)) takes
+//! k_j = max(min_substeps[j], ⌈Δt/δ_j⌉) equal sub-steps Δt/k_j, δ_j = cfl·dx/(2A + 2D/dx) with A
+//! the max |α| of the output rows at both ends of the interval; u (hence α) is linear in t
+//! between output times and taken at the start of each sub-step. The k_j taken are returned.
 //! First order in space and time. Units: m in 1/length.
 
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
-use crate::sweep::{substeps, Sweep};
+use crate::sweep::{floors, substeps, Sweep};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FvParams {
@@ -86,9 +88,11 @@ fn validate(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResult<()> 
     }
 }
 
-/// m at the nt output times, row-major (nt, nx), transported by the drift −∂x u of `u` (nt, nx).
-pub fn fv_forward(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResult<Sweep> {
+/// m at the nt output times, row-major (nt, nx), transported by the drift −∂x u of `u` (nt, nx);
+/// `min_substeps` (nt − 1 values ≥ 1, or `None` for ones) are the floors of the sub-step counts.
+pub fn fv_forward(u: &[f64], m0: &[f64], nt: usize, p: &FvParams, min_substeps: Option<&[usize]>) -> KernelResult<Sweep> {
     validate(u, m0, nt, p)?;
+    let floor = floors(min_substeps, nt - 1)?;
     let nx = m0.len();
     let nf = face_count(nx, p.bc);
     let diffusion = 0.5 * p.sigma * p.sigma;
@@ -102,7 +106,7 @@ pub fn fv_forward(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResul
     for j in 0..nt - 1 {
         let drift_next = face_drift(&u[(j + 1) * nx..(j + 2) * nx], p.dx, p.bc);
         let amax = drift_now.iter().chain(&drift_next).fold(0.0_f64, |a, v| a.max(v.abs()));
-        let Some((k, dt)) = substeps(dt_out, p.cfl * p.dx / (2.0 * amax + 2.0 * diffusion / p.dx)) else {
+        let Some((k, dt)) = substeps(dt_out, p.cfl * p.dx / (2.0 * amax + 2.0 * diffusion / p.dx), floor[j]) else {
             out.diverged = Some(format!("FP: the CFL sub-step collapsed near t = {}", j as f64 * dt_out));
             return Ok(out);
         };
@@ -123,7 +127,7 @@ pub fn fv_forward(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResul
                 m[i] -= dt / widths[i] * (right - left);
             }
         }
-        out.substeps += k;
+        out.substeps[j] = k;
         if let Some(i) = m.iter().position(|v| !v.is_finite()) {
             out.diverged = Some(format!("FP: m is not finite at t = {}, x index {i}", (j + 1) as f64 * dt_out));
             return Ok(out);
@@ -150,7 +154,7 @@ mod tests {
             let u: Vec<f64> = (0..nt * nx).map(|k| 3.0 * ((k % nx) as f64 * dx * 6.0).sin()).collect();
             let m0: Vec<f64> = (0..nx).map(|i| if (10..20).contains(&i) { 5.0 } else { 0.0 }).collect();
             let p = FvParams { dx, sigma: 0.3, horizon: 1.0, bc, cfl: 0.9 };
-            let s = fv_forward(&u, &m0, nt, &p).unwrap();
+            let s = fv_forward(&u, &m0, nt, &p, None).unwrap();
             let w = cell_widths(nx, dx, bc);
             let m_start = mass(&m0, &w);
             for j in 0..nt {
@@ -162,12 +166,26 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_sets_the_substeps_where_it_dominates() {
+        let (nx, nt) = (41, 6);
+        let dx = 1.0 / 40.0;
+        let u: Vec<f64> = (0..nt * nx).map(|k| ((k % nx) as f64 * dx * 5.0).sin()).collect();
+        let m0 = vec![1.0; nx];
+        let p = FvParams { dx, sigma: 0.2, horizon: 1.0, bc: Boundary::Reflect, cfl: 0.9 };
+        let free = fv_forward(&u, &m0, nt, &p, None).unwrap();
+        let floor = [free.substeps[0] + 5, 1, free.substeps[2] * 3, 1, 1];
+        let floored = fv_forward(&u, &m0, nt, &p, Some(&floor)).unwrap();
+        assert_eq!(floored.substeps, vec![floor[0], free.substeps[1], floor[2], free.substeps[3], free.substeps[4]]);
+        assert!(fv_forward(&u, &m0, nt, &p, Some(&[1; 4])).is_err());
+    }
+
+    #[test]
     fn pure_diffusion_flattens_to_uniform() {
         let (nx, nt) = (41, 11);
         let dx = 1.0 / 40.0;
         let m0: Vec<f64> = (0..nx).map(|i| 1.0 + (std::f64::consts::PI * i as f64 * dx).cos()).collect();
         let p = FvParams { dx, sigma: 1.0, horizon: 2.0, bc: Boundary::Reflect, cfl: 0.9 };
-        let s = fv_forward(&vec![0.0; nt * nx], &m0, nt, &p).unwrap();
+        let s = fv_forward(&vec![0.0; nt * nx], &m0, nt, &p, None).unwrap();
         let last = &s.values[(nt - 1) * nx..];
         // the cos mode decays like exp(−π²/2·t): e^(−π²) ≈ 5e-5 at t = 2
         assert!(last.iter().all(|v| (v - 1.0).abs() < 1e-3));

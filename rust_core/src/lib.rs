@@ -23,10 +23,11 @@ mod bindings {
 
     use crate::boundary::Boundary;
     use crate::error::KernelError;
-    use crate::sweep::Sweep;
+    use crate::sweep::{self, Sweep};
     use crate::{fv, hjb, kde, particles, rng, weno};
 
     type Array1Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+    type SweepOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i64>>);
     const SOLVER_BCS: [Boundary; 2] = [Boundary::Reflect, Boundary::Periodic];
 
     fn to_py(e: KernelError) -> PyErr {
@@ -43,13 +44,31 @@ mod bindings {
         (data, rows, cols)
     }
 
-    /// (values (nt, nx), sub-steps) of a sweep, or FloatingPointError if it diverged.
-    fn sweep_to_py(py: Python<'_>, sweep: Sweep, nt: usize, nx: usize) -> PyResult<(Bound<'_, PyArray2<f64>>, usize)> {
+    /// (values (nt, nx), sub-steps per output interval (nt − 1,) as int64) of a sweep, or
+    /// FloatingPointError if it diverged.
+    fn sweep_to_py(py: Python<'_>, sweep: Sweep, nt: usize, nx: usize) -> PyResult<SweepOut<'_>> {
         if let Some(reason) = sweep.diverged {
             return Err(PyFloatingPointError::new_err(reason));
         }
         let values = Array2::from_shape_vec((nt, nx), sweep.values).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok((values.into_pyarray(py), sweep.substeps))
+        let counts: Vec<i64> = sweep.substeps.iter().map(|&k| k as i64).collect();
+        Ok((values.into_pyarray(py), counts.into_pyarray(py)))
+    }
+
+    /// The optional `min_substeps` argument as checked floors: a sequence of integers (a list or
+    /// an integer array), each in [1, MAX_SUBSTEPS]; anything else is a ValueError. The length is
+    /// checked by the kernel.
+    fn floor_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
+        let Some(value) = value.filter(|v| !v.is_none()) else {
+            return Ok(None);
+        };
+        let ints: Vec<i64> = value.extract().map_err(|_| {
+            PyValueError::new_err(format!(
+                "min_substeps must be None or a sequence of integers, got {}",
+                value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+            ))
+        })?;
+        sweep::floors_from_i64(&ints).map(Some).map_err(to_py)
     }
 
     /// The array's data as a slice, copied only when it is not contiguous.
@@ -137,7 +156,7 @@ mod bindings {
 
     /// u (nt, nx) of the HJB equation backward from g for the running cost f (nt, nx).
     #[pyfunction]
-    #[pyo3(signature = (f, g, *, dx, sigma, T, bc="reflect", variant="js", eps=1e-6, cfl=0.4))]
+    #[pyo3(signature = (f, g, *, dx, sigma, T, bc="reflect", variant="js", eps=1e-6, cfl=0.4, min_substeps=None))]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn hjb_backward<'py>(
         py: Python<'py>,
@@ -150,19 +169,21 @@ mod bindings {
         variant: &str,
         eps: f64,
         cfl: f64,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, usize)> {
+        min_substeps: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<SweepOut<'py>> {
         let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
         let variant = weno::Variant::parse(variant).map_err(to_py)?;
         let params = hjb::HjbParams { dx, sigma, horizon: T, bc, variant, eps, cfl };
         let (f, nt, _) = slice2(&f);
         let g = slice(&g);
-        let sweep = py.detach(|| hjb::hjb_backward(&f, &g, nt, &params)).map_err(to_py)?;
+        let floor = floor_arg(min_substeps.as_ref())?;
+        let sweep = py.detach(|| hjb::hjb_backward(&f, &g, nt, &params, floor.as_deref())).map_err(to_py)?;
         sweep_to_py(py, sweep, nt, g.len())
     }
 
     /// m (nt, nx) of the finite-volume Fokker–Planck sweep from m0 with the drift −∂x u.
     #[pyfunction]
-    #[pyo3(signature = (u, m0, *, dx, sigma, T, bc="reflect", cfl=0.9))]
+    #[pyo3(signature = (u, m0, *, dx, sigma, T, bc="reflect", cfl=0.9, min_substeps=None))]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn fv_forward<'py>(
         py: Python<'py>,
@@ -173,18 +194,20 @@ mod bindings {
         T: f64,
         bc: &str,
         cfl: f64,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, usize)> {
+        min_substeps: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<SweepOut<'py>> {
         let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
         let params = fv::FvParams { dx, sigma, horizon: T, bc, cfl };
         let (u, nt, _) = slice2(&u);
         let m0 = slice(&m0);
-        let sweep = py.detach(|| fv::fv_forward(&u, &m0, nt, &params)).map_err(to_py)?;
+        let floor = floor_arg(min_substeps.as_ref())?;
+        let sweep = py.detach(|| fv::fv_forward(&u, &m0, nt, &params, floor.as_deref())).map_err(to_py)?;
         sweep_to_py(py, sweep, nt, m0.len())
     }
 
     /// m (nt, nx): particles from x0 moved by −∂x u, density by KDE at every output time.
     #[pyfunction]
-    #[pyo3(signature = (x0, u, grid, *, sigma, T, lo, hi, seed, bc="reflect", method="binned", bandwidth=None, rule="scott"))]
+    #[pyo3(signature = (x0, u, grid, *, sigma, T, lo, hi, seed, bc="reflect", method="binned", bandwidth=None, rule="scott", min_substeps=None))]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn particles_forward<'py>(
         py: Python<'py>,
@@ -200,7 +223,8 @@ mod bindings {
         method: &str,
         bandwidth: Option<f64>,
         rule: &str,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, usize)> {
+        min_substeps: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<SweepOut<'py>> {
         let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
         let method = kde::Method::parse(method).map_err(to_py)?;
         let bandwidth = match bandwidth {
@@ -210,8 +234,9 @@ mod bindings {
         let params = particles::SweepParams { sigma, horizon: T, lo, hi, bc, seed, method, bandwidth };
         let (u, nt, _) = slice2(&u);
         let (x0, grid) = (slice(&x0), slice(&grid));
+        let floor = floor_arg(min_substeps.as_ref())?;
         let sweep = py
-            .detach(|| particles::forward_sweep(&x0, &u, &grid, nt, &params))
+            .detach(|| particles::forward_sweep(&x0, &u, &grid, nt, &params, floor.as_deref()))
             .map_err(to_py)?;
         sweep_to_py(py, sweep, nt, grid.len())
     }

@@ -8,6 +8,11 @@
 //! (seed, step, STREAM_EM) of `rng` — a pure function of (seed, step, i), so the result does
 //! not depend on how Rayon splits the work. x' is then brought back into [lo, hi]:
 //! "reflect" folds it about the walls (as often as needed), "periodic" wraps it into [lo, hi).
+//!
+//! In the forward sweep, sub-step s of output interval j uses the Philox step
+//! `noise_step(j, s)` = (j << 32) | s = j·2³² + s: the noise of an interval depends only on its
+//! own index and sub-step, so a different sub-step count in one interval leaves the noise drawn
+//! in every other interval unchanged.
 
 use rayon::prelude::*;
 
@@ -15,7 +20,7 @@ use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::kde::{kde, Bandwidth, Method};
 use crate::rng::{fill_normals, STREAM_EM};
-use crate::sweep::{substeps, Sweep};
+use crate::sweep::{floors, substeps, Sweep};
 
 /// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
 const CHUNK: usize = 8192;
@@ -152,13 +157,51 @@ pub fn interpolate(v: &[f64], lo: f64, dx: f64, x: f64, periodic: bool) -> f64 {
     (1.0 - f) * v[j] + f * v[(j + 1) % n]
 }
 
+/// The Philox step of sub-step `s` of output interval `j` in the forward sweep: (j << 32) | s.
+/// Sub-step counts are at most `MAX_SUBSTEPS` < 2³², so distinct (j, s) never share a step.
+#[inline]
+pub fn noise_step(j: usize, s: usize) -> u64 {
+    ((j as u64) << 32) | s as u64
+}
+
 /// The particle Fokker–Planck sweep: from the particles `x0` at t = 0, Euler–Maruyama steps
 /// with drift α = −∂x u (u of shape (nt, nx) on `grid`, linear in t between output times, ∂x u
 /// by `node_gradient`, linear in x between nodes), and the KDE of the particles at every output
-/// time. Each output interval Δt takes k = ⌈Δt·max|∂x u|/dx⌉ ≥ 1 equal sub-steps (no particle
-/// drifts more than one cell per step); sub-step number s overall draws its noise from Philox
-/// step s, so the sweep is a pure function of (x0, u, seed).
-pub fn forward_sweep(x0: &[f64], u: &[f64], grid: &[f64], nt: usize, p: &SweepParams) -> KernelResult<Sweep> {
+/// time. Output interval j (length Δt) takes k_j = max(min_substeps[j], ⌈Δt·G_j/dx⌉) ≥ 1 equal
+/// sub-steps Δt/k_j, G_j the max |∂x u| of the output rows at both ends of the interval (no
+/// particle drifts more than one cell per step); sub-step s of interval j draws its noise from
+/// Philox step `noise_step(j, s)` = (j << 32) | s, so the sweep is a pure function of
+/// (x0, u, seed, k) and changing k_j changes the noise of interval j only. The k_j taken are
+/// returned.
+pub fn forward_sweep(
+    x0: &[f64],
+    u: &[f64],
+    grid: &[f64],
+    nt: usize,
+    p: &SweepParams,
+    min_substeps: Option<&[usize]>,
+) -> KernelResult<Sweep> {
+    let nx = grid.len();
+    let kde_bc = if p.bc == Boundary::Periodic { Boundary::Periodic } else { Boundary::Reflect };
+    let mut values = vec![f64::NAN; nt * nx];
+    let (substeps, diverged) = drive(x0, u, grid, nt, p, min_substeps, |j, x| {
+        values[j * nx..(j + 1) * nx].copy_from_slice(&kde(x, grid, p.bandwidth, p.method, kde_bc)?);
+        Ok(())
+    })?;
+    Ok(Sweep { values, substeps, diverged })
+}
+
+/// The particle motion of `forward_sweep`: `at_output(j, x)` gets the particles at every output
+/// time t_j reached (j = 0 for x0). Returns the sub-step counts and the divergence reason.
+fn drive(
+    x0: &[f64],
+    u: &[f64],
+    grid: &[f64],
+    nt: usize,
+    p: &SweepParams,
+    min_substeps: Option<&[usize]>,
+    mut at_output: impl FnMut(usize, &[f64]) -> KernelResult<()>,
+) -> KernelResult<(Vec<usize>, Option<String>)> {
     let nx = grid.len();
     if nx < 3 || nt < 2 || u.len() != nt * nx {
         return Err(KernelError(format!(
@@ -175,34 +218,32 @@ pub fn forward_sweep(x0: &[f64], u: &[f64], grid: &[f64], nt: usize, p: &SweepPa
     check_finite("u", u)?;
     check_finite("x0", x0)?;
     check_inside("x0", x0, p.lo, p.hi)?;
+    let floor = floors(min_substeps, nt - 1)?;
     let periodic = p.bc == Boundary::Periodic;
     let dx = (p.hi - p.lo) / if periodic { nx } else { nx - 1 } as f64;
     let dt_out = p.horizon / (nt - 1) as f64;
-    let kde_bc = if periodic { Boundary::Periodic } else { Boundary::Reflect };
-    let mut out = Sweep::new(nt, nx);
+    let mut counts = vec![0; nt - 1];
     let mut x = x0.to_vec();
-    out.row_mut(0, nx).copy_from_slice(&kde(&x, grid, p.bandwidth, p.method, kde_bc)?);
+    at_output(0, &x)?;
     let mut grad_now = node_gradient(&u[..nx], dx, p.bc);
-    let mut global_step = 0u64;
     for j in 0..nt - 1 {
         let grad_next = node_gradient(&u[(j + 1) * nx..(j + 2) * nx], dx, p.bc);
         let gmax = grad_now.iter().chain(&grad_next).fold(0.0_f64, |a, v| a.max(v.abs()));
-        let Some((k, dt)) = substeps(dt_out, dx / gmax) else {
-            out.diverged = Some(format!("FP particles: the drift blew up near t = {}", j as f64 * dt_out));
-            return Ok(out);
+        let Some((k, dt)) = substeps(dt_out, dx / gmax, floor[j]) else {
+            let reason = format!("FP particles: the drift blew up near t = {}", j as f64 * dt_out);
+            return Ok((counts, Some(reason)));
         };
         for s in 0..k {
             let theta = s as f64 / k as f64;
             let grad: Vec<f64> = grad_now.iter().zip(&grad_next).map(|(a, b)| (1.0 - theta) * a + theta * b).collect();
-            let params = Step { dt, step: global_step, ..step };
+            let params = Step { dt, step: noise_step(j, s), ..step };
             advance(&mut x, |_, xi| -interpolate(&grad, p.lo, dx, xi, periodic), &params);
-            global_step += 1;
         }
-        out.substeps += k;
-        out.row_mut(j + 1, nx).copy_from_slice(&kde(&x, grid, p.bandwidth, p.method, kde_bc)?);
+        counts[j] = k;
+        at_output(j + 1, &x)?;
         grad_now = grad_next;
     }
-    Ok(out)
+    Ok((counts, None))
 }
 
 #[cfg(test)]
@@ -239,6 +280,76 @@ mod tests {
             let expect = fold_into(x[i] + drift[i] * 0.01 + 0.5 * 0.1 * noise[0], -1.0, 1.0, Boundary::Reflect);
             assert_eq!(all[i], expect);
         }
+    }
+
+    fn sweep_params(bc: Boundary) -> SweepParams {
+        SweepParams {
+            sigma: 0.05,
+            horizon: 1.0,
+            lo: -1.0,
+            hi: 1.0,
+            bc,
+            seed: 9,
+            method: Method::Exact,
+            bandwidth: Bandwidth::Fixed(0.1),
+        }
+    }
+
+    /// The particles at every output time of a sweep.
+    fn positions(x0: &[f64], u: &[f64], grid: &[f64], nt: usize, p: &SweepParams, floor: &[usize]) -> (Vec<Vec<f64>>, Vec<usize>) {
+        let mut rows = Vec::new();
+        let (k, diverged) = drive(x0, u, grid, nt, p, Some(floor), |_, x| {
+            rows.push(x.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert!(diverged.is_none());
+        (rows, k)
+    }
+
+    #[test]
+    fn the_noise_of_an_interval_does_not_depend_on_the_substeps_of_another() {
+        // zero drift (k_cfl = 1), particles near the centre and small σ (no wall is reached):
+        // over interval 1 (one sub-step of Δt = 0.5) each particle moves by σ·√Δt·ξ_i with ξ
+        // from Philox step (1 << 32) | 0, whether interval 0 took 1 or 3 sub-steps.
+        let (nx, nt) = (21, 3);
+        let grid: Vec<f64> = (0..nx).map(|i| -1.0 + 0.1 * i as f64).collect();
+        let u = vec![0.0; nt * nx];
+        let x0: Vec<f64> = (0..1000).map(|i| -0.1 + 0.2 * i as f64 / 1000.0).collect();
+        let p = sweep_params(Boundary::Reflect);
+        let (one, k_one) = positions(&x0, &u, &grid, nt, &p, &[1, 1]);
+        let (three, k_three) = positions(&x0, &u, &grid, nt, &p, &[3, 1]);
+        assert_eq!((k_one, k_three), (vec![1, 1], vec![3, 1]));
+        assert_ne!(one[1], three[1], "interval 0 must differ");
+        let mut xi = vec![0.0; x0.len()];
+        fill_normals(p.seed, 1 << 32, STREAM_EM, 0, &mut xi);
+        let scale = p.sigma * 0.5_f64.sqrt();
+        for run in [&one, &three] {
+            for i in 0..x0.len() {
+                assert!(run[2][i].abs() < 0.9);
+                assert!((run[2][i] - run[1][i] - scale * xi[i]).abs() < 1e-14, "particle {i}");
+            }
+        }
+        // and interval 0 of the first run drew Philox step 0
+        let mut xi0 = vec![0.0; x0.len()];
+        fill_normals(p.seed, 0, STREAM_EM, 0, &mut xi0);
+        assert!((0..x0.len()).all(|i| (one[1][i] - x0[i] - scale * xi0[i]).abs() < 1e-14));
+        assert_eq!(noise_step(3, 7), 3 * (1u64 << 32) + 7);
+    }
+
+    #[test]
+    fn the_sweep_honours_the_floor_and_returns_the_densities() {
+        let (nx, nt) = (21, 4);
+        let grid: Vec<f64> = (0..nx).map(|i| -1.0 + 0.1 * i as f64).collect();
+        let u: Vec<f64> = (0..nt * nx).map(|k| grid[k % nx].powi(2)).collect();
+        let x0: Vec<f64> = (0..500).map(|i| -0.5 + i as f64 / 500.0).collect();
+        let p = sweep_params(Boundary::Reflect);
+        let free = forward_sweep(&x0, &u, &grid, nt, &p, None).unwrap();
+        let floor = [free.substeps[0] + 4, 1, 1];
+        let floored = forward_sweep(&x0, &u, &grid, nt, &p, Some(&floor)).unwrap();
+        assert_eq!(floored.substeps, vec![floor[0], free.substeps[1], free.substeps[2]]);
+        assert!(floored.values.iter().all(|v| v.is_finite()));
+        assert!(forward_sweep(&x0, &u, &grid, nt, &p, Some(&[1, 1])).is_err());
     }
 
     #[test]
