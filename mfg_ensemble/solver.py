@@ -11,7 +11,11 @@ i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)), by damped Picard or Anderson
 :func:`~mfg_ensemble.kernels.hjb_backward`; the FP sweep either the finite-volume scheme
 (``fp="fv"``: deterministic, mass conserved to rounding) or particles (``fp="particles"``:
 Euler–Maruyama with drift −∂x u, density by KDE; the same noise in every iteration, so G is
-a deterministic map). The residuals are relative L2 changes of the raw (undamped) updates,
+a deterministic map). The sweeps choose their sub-steps per output interval from the current
+iterate (CFL), which would make G jump where a count flips; so each sweep is passed, as
+``min_substeps``, the largest counts it has used so far in this solve. These floors only grow
+and are bounded, so they settle and G is a fixed map near the solution. The residuals are
+relative L2 changes of the raw (undamped) updates,
 
     res_u = ‖u_k − u_{k−1}‖/‖u_k‖,   res_m = ‖G(m_k) − m_k‖/‖G(m_k)‖,
 
@@ -115,7 +119,12 @@ def sample_initial_particles(problem: Problem, n: int, seed: int) -> FloatArray:
 
 
 class _Sweeps:
-    """The HJB and FP sweeps of one problem with fixed options (the map G and its parts)."""
+    """The HJB and FP sweeps of one problem with fixed options (the map G and its parts).
+
+    ``hjb_floor`` and ``fp_floor`` (one int per output interval, starting at ones) are the
+    ``min_substeps`` of the next sweep: after each call they are raised to the sub-step counts
+    it used, so they only grow and, once they have settled, G no longer changes its sub-steps.
+    """
 
     def __init__(self, problem: Problem, opts: SolverOptions, backend: str | None) -> None:
         self.problem, self.opts, self.backend = problem, opts, backend
@@ -123,29 +132,41 @@ class _Sweeps:
         self.common = dict(sigma=problem.sigma, T=problem.T, bc=problem.bc, backend=backend)
         self.terminal = problem.terminal_values()
         self.m0 = problem.initial_density()
+        self.hjb_floor = np.ones(problem.nt - 1, dtype=np.int64)
+        self.fp_floor = np.ones(problem.nt - 1, dtype=np.int64)
         if opts.fp == "particles":
             self.x0 = sample_initial_particles(problem, opts.n_particles, opts.seed)
 
     def hjb(self, m: FloatArray) -> FloatArray:
         f = self.problem.running_cost(m)
-        u, _ = hjb_backward(f, self.terminal, dx=self.problem.dx, variant=self.opts.hjb_variant, **self.common)
+        u, counts = hjb_backward(
+            f,
+            self.terminal,
+            dx=self.problem.dx,
+            variant=self.opts.hjb_variant,
+            min_substeps=self.hjb_floor,
+            **self.common,
+        )
+        self.hjb_floor = np.maximum(self.hjb_floor, counts)
         return u
 
     def fp(self, u: FloatArray) -> FloatArray:
         if self.opts.fp == "fv":
-            m, _ = fv_forward(u, self.m0, dx=self.problem.dx, **self.common)
-            return m
-        m, _ = particles_forward(
-            self.x0,
-            u,
-            self.grid,
-            lo=self.problem.lo,
-            hi=self.problem.hi,
-            seed=self.opts.seed,
-            method=self.opts.kde_method,
-            bandwidth=self.opts.bandwidth,
-            **self.common,
-        )
+            m, counts = fv_forward(u, self.m0, dx=self.problem.dx, min_substeps=self.fp_floor, **self.common)
+        else:
+            m, counts = particles_forward(
+                self.x0,
+                u,
+                self.grid,
+                lo=self.problem.lo,
+                hi=self.problem.hi,
+                seed=self.opts.seed,
+                method=self.opts.kde_method,
+                bandwidth=self.opts.bandwidth,
+                min_substeps=self.fp_floor,
+                **self.common,
+            )
+        self.fp_floor = np.maximum(self.fp_floor, counts)
         return m
 
 

@@ -1,5 +1,6 @@
 """One MFG solve, proven against the linear-quadratic game's exact solution, and its contracts:
-mass, positivity, backends, threads, Anderson, divergence handling, the labelled result."""
+mass, positivity, backends, threads, Anderson, sub-step floors (a fixed map G), divergence
+handling, the labelled result."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from scipy.integrate import solve_bvp
 
 from conftest import run_python
 from mfg_ensemble import Problem, solve
+from mfg_ensemble.solver import SolverOptions, _Sweeps, iterate
 
 KAPPA, GAMMA, SIGMA, MU0, S0, T = 0.5, 1.0, 0.3, 0.5, 0.3, 1.0
 
@@ -129,6 +131,45 @@ def test_anderson_needs_fewer_iterations_for_the_same_answer() -> None:
     assert picard.attrs["converged"] and anderson.attrs["converged"]
     assert anderson.attrs["iterations"] < picard.attrs["iterations"]
     np.testing.assert_allclose(anderson.m, picard.m, atol=1e-6)
+
+
+@pytest.mark.parametrize("anderson", [0, 5])
+def test_crowd_game_reaches_a_tight_tolerance(anderson: int) -> None:
+    """The time sweeps pick their sub-steps from the iterate; without the floors a count flipped
+    by one near the solution (FV total 646/647) and the residual stalled at ~2.5e-5 in a
+    period-2 cycle."""
+    problem = Problem.from_file("configs/crowd_log.toml").model_copy(update={"nx": 101, "nt": 41})
+    ds = solve(problem, fp="fv", damping=0.5, anderson=anderson, tol=1e-8)
+    assert ds.attrs["converged"], ds.residual.values[-4:]
+    assert ds.residual.values[-1] < 1e-8
+
+
+def test_substep_floors_settle_and_make_the_map_fixed() -> None:
+    problem = Problem.from_file("configs/crowd_log.toml").model_copy(update={"nx": 101, "nt": 41})
+    opts = SolverOptions(fp="fv", damping=0.5, tol=1e-8)
+    sweeps = _Sweeps(problem, opts, "rust")
+    assert (sweeps.hjb_floor == 1).all() and (sweeps.fp_floor == 1).all()
+    _, m, history = iterate(sweeps, opts)
+    assert history.converged
+    floors = sweeps.hjb_floor.copy(), sweeps.fp_floor.copy()
+    assert floors[0].shape == floors[1].shape == (problem.nt - 1,)
+    assert (floors[0] >= 1).all() and (floors[1] > 1).any()
+    # at the solution, G no longer changes its sub-steps: two evaluations are identical
+    u1 = sweeps.hjb(m)
+    g1 = sweeps.fp(u1)
+    u2 = sweeps.hjb(m)
+    g2 = sweeps.fp(u2)
+    np.testing.assert_array_equal(sweeps.hjb_floor, floors[0])
+    np.testing.assert_array_equal(sweeps.fp_floor, floors[1])
+    np.testing.assert_array_equal(u1, u2)
+    np.testing.assert_array_equal(g1, g2)
+    assert np.linalg.norm(g1 - m) < 1e-7 * np.linalg.norm(g1)
+
+
+def test_particle_solve_reaches_a_tight_tolerance() -> None:
+    problem = Problem.from_file("configs/crowd_log.toml").model_copy(update={"nx": 101, "nt": 41})
+    ds = solve(problem, n_particles=10_000, damping=0.5, tol=1e-8)
+    assert ds.attrs["converged"], ds.residual.values[-4:]
 
 
 def test_identical_for_any_number_of_threads() -> None:
