@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -30,12 +32,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _fail(exc: Exception, status: int = 2) -> NoReturn:
+    """Print ``exc`` as an error (its text verbatim: no markup, no wrapping) and exit."""
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    sys.exit(status)
+
+
 def _load(config: str) -> Sweep:
     try:
         return Sweep.from_file(config)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        sys.exit(2)
+        _fail(exc)
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -65,9 +72,8 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
     try:
         st.check_store_path(path, sweep.source)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
-    console.print(f"sweep [bold]{sweep.name}[/]: {len(sweep)} members → {path}")
+        _fail(exc)
+    console.print(f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -78,11 +84,14 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
     )
     job = bar.add_task("solving", total=len(sweep), counts="")
     last: list[RunProgress] = []
+    cluster_started = False
 
     def started(client: object, p: RunProgress) -> None:
-        console.print(f"dashboard: {getattr(client, 'dashboard_link', 'n/a')}")
+        nonlocal cluster_started
+        cluster_started = True
+        console.print(f"dashboard: {getattr(client, 'dashboard_link', 'n/a')}", soft_wrap=True, highlight=False)
         bar.start()
-        bar.update(job, completed=p.skipped, counts=f"(resumed: {p.skipped} already done)" if p.skipped else "")
+        bar.update(job, completed=p.skipped, counts=f"(resumed: {p.skipped} already done or failed)" if p.skipped else "")
 
     def progressed(p: RunProgress) -> None:
         last[:] = [p]
@@ -100,23 +109,25 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
             on_start=started,
             on_progress=progressed,
         )
-    except StoreMismatch as exc:
-        bar.stop()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+    except (StoreMismatch, ConfigError) as exc:
+        _fail(exc)
     except KeyboardInterrupt:
-        bar.stop()
+        if cluster_started:
+            bar.stop()
         done = last[0].finished if last else 0
-        err_console.print(f"interrupted: {done} member(s) finished in this run are in {path}; run the same command to resume")
+        err_console.print(f"interrupted: {done} member(s) finished in this run are in {path}; run the same command to resume", markup=False, soft_wrap=True)
         sys.exit(130)
-    bar.stop()
+    if cluster_started:
+        bar.stop()
+    else:  # run_sweep found every member already done or failed, and started no cluster
+        console.print(f"nothing to run: all {len(sweep)} members are already done or failed in {escape(str(path))}", soft_wrap=True)
     _print_summary(path)
-    console.print(f"open it with:  xarray.open_zarr({str(path)!r})   (dims {dict(ds.sizes)})")
+    console.print(f"open it with:  xarray.open_zarr({str(path)!r})   (dims {dict(ds.sizes)})", markup=False, soft_wrap=True)
 
 
 def _print_summary(path: Path) -> None:
     summary = st.summary(path)
-    table = Table(title=f"store {path}")
+    table = Table(title=f"store {escape(str(path))}")
     for col in ("members", "done", "failed", "pending"):
         table.add_column(col, justify="right")
     table.add_row(*(str(summary[k]) for k in ("members", "done", "failed", "pending")))
@@ -126,7 +137,7 @@ def _print_summary(path: Path) -> None:
         errors.add_column("member", justify="right")
         errors.add_column("error")
         for index, error in list(summary["errors"].items())[:20]:
-            errors.add_row(str(index), str(error))
+            errors.add_row(str(index), escape(str(error)))
         console.print(errors)
 
 
@@ -136,7 +147,7 @@ def _print_summary(path: Path) -> None:
 def validate(config: str, limit: int) -> None:
     """Check the sweep file CONFIG without computing: print its axes and member count."""
     sweep = _load(config)
-    console.print(sweep.describe(limit), highlight=False)
+    console.print(sweep.describe(limit), markup=False, highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/]: {len(sweep)} members")
 
 
@@ -147,11 +158,12 @@ def info(store: str) -> None:
     path = Path(store)
     try:
         attrs = st.read_attrs(path)
+        if "mfg_ensemble.fingerprint" not in attrs:
+            raise StoreMismatch(f"{path} is not an mfg_ensemble store (no mfg_ensemble.fingerprint attribute)")
     except StoreMismatch as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
-    console.print(f"{attrs.get('title', path)}  (fingerprint {str(attrs.get('mfg_ensemble.fingerprint'))[:12]}…)")
-    console.print(f"axes: {attrs.get('mfg_ensemble.axes')}  from {attrs.get('mfg_ensemble.sweep_source')}")
+        _fail(exc)
+    console.print(f"{attrs.get('title', path)}  (fingerprint {str(attrs['mfg_ensemble.fingerprint'])[:12]}…)", markup=False, soft_wrap=True)
+    console.print(f"axes: {attrs.get('mfg_ensemble.axes')}  from {attrs.get('mfg_ensemble.sweep_source')}", markup=False, soft_wrap=True)
     _print_summary(path)
 
 

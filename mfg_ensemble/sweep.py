@@ -17,17 +17,24 @@ solver field can be an axis; every field at most once. ``seed = {count = N}`` gi
 replicate axis k = 0 … N − 1 whose member seed is drawn from
 ``numpy.random.SeedSequence(root_seed, spawn_key=(k,))``: it depends on k alone, not on the
 other axes (common random numbers across parameter points) nor on the order members run in.
-``seed = [s0, s1, ...]`` uses those seeds as they are. Nothing in a file is ever evaluated.
+``seed = [s0, s1, ...]`` uses those seeds as they are. Nothing in a file is ever evaluated,
+and values are typed strictly: a number is written as a number (``sigma = "0.1"``,
+``nx = 31.0`` and ``sigma = true`` are errors, not conversions). An invalid file raises
+:class:`ConfigError` naming the file, each field path (``problem.m0.std``, ``solver.damping``,
+``sweep.zip.resolution``; ``(member i: ...)`` when a value fails for some members only) and
+what is allowed there.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
 import tomllib
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,31 +63,102 @@ class ConfigError(ValueError):
         super().__init__(f"invalid sweep {source}:\n  " + "\n  ".join(lines))
 
 
-def _loc(prefix: str, loc: Sequence[Any]) -> str:
-    parts = [prefix] + [str(p) for p in loc if not (isinstance(p, str) and p in _FAMILY_TAGS)]
-    return ".".join(p for p in parts if p)
+def _families(model: type[BaseModel] | None, field: Any) -> dict[str, type[BaseModel]]:
+    """The named families a field of ``model`` can be, by kind ({} if it is not a family field)."""
+    info = model.model_fields.get(field) if model is not None and isinstance(field, str) else None
+    if info is None:
+        return {}
+    return {
+        arg.model_fields["kind"].default: arg
+        for arg in typing.get_args(info.annotation)
+        if isinstance(arg, type) and issubclass(arg, BaseModel) and "kind" in arg.model_fields
+    }
 
 
-_FAMILY_TAGS = {
-    "zero", "constant", "quadratic", "wells", "cosine", "values", "function", "gaussian", "uniform",
-    "mixture", "linear", "log", "power", "mean_quadratic",
-}  # fmt: skip
+def _file_kinds(families: Mapping[str, type[BaseModel]]) -> str:
+    """The kinds a config file can name ("function" needs a Python callable)."""
+    return ", ".join(repr(k) for k in families if k != "function")
 
 
-def _pydantic_problems(prefix: str, exc: ValidationError) -> list[tuple[str, str]]:
+def _walk(root: type[BaseModel] | None, loc: Sequence[Any]) -> tuple[list[str], type[BaseModel] | None, type[BaseModel] | None]:
+    """A pydantic error location without its union tags ("m0.gaussian.std" -> "m0.std"), the
+    model holding its last part, and the model the location itself is (for model-level errors)."""
+    parts: list[str] = []
+    owner: type[BaseModel] | None = None
+    model, i = root, 0
+    while i < len(loc):
+        part, owner = loc[i], model
+        parts.append(str(part))
+        families = _families(model, part)
+        if i + 1 < len(loc) and loc[i + 1] in families:
+            model, i = families[loc[i + 1]], i + 2
+        else:
+            model, i = None, i + 1
+    return parts, owner, (model if loc else root)
+
+
+def _pydantic_problems(prefix: str, exc: ValidationError, root: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """(field path, message saying what is allowed) for each error of ``exc``."""
     out = []
     for err in exc.errors():
-        msg = err["msg"]
-        if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-            msg += f" (got {err['input']!r})"
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        out.append((_loc(prefix, err["loc"]), msg))
+        parts, owner, model = _walk(root, err["loc"])
+        path = ".".join(p for p in [prefix, *parts] if p)
+        kind, msg = err["type"], err["msg"]
+        if kind == "extra_forbidden":
+            msg = "unknown field" + (f"; allowed: {', '.join(owner.model_fields)}" if owner is not None else "")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            kinds = _file_kinds(_families(owner, err["loc"][-1]))
+            path += ".kind"
+            if kind == "union_tag_invalid":
+                msg = f"unknown kind {err['ctx']['tag']!r}; allowed: {kinds}"
+            else:
+                msg = f"missing: a table needs kind = one of {kinds}"
+        elif kind == "missing":
+            msg = "required, but missing"
+        else:
+            msg = msg.removeprefix("Value error, ")
+            first = msg.split(" ", 1)[0].rstrip(",")
+            if kind == "value_error" and model is not None and first in model.model_fields:
+                path += f".{first}"  # a model-level check that names its field ("lo must be < hi")
+            if "input" in err and not isinstance(err["input"], Mapping):
+                msg += f" (got {err['input']!r})"
+        out.append((path, msg))
     return out
 
 
+def _plain(value: Any) -> Any:
+    """NumPy scalars (from Python callers) as Python numbers, in nested tables and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _solver_problems(table: Mapping[str, Any], where: str) -> list[tuple[str, str]]:
+    """What is wrong with solver options ``table`` ([] if nothing), each naming its field."""
+    fields = SolverOptions.__dataclass_fields__
+    unknown = [k for k in table if k not in fields]
+    if unknown:
+        return [(f"{where}.{k}", f"unknown field; allowed: {', '.join(SOLVER_FIELDS)}") for k in unknown]
+    for k, v in table.items():
+        default = fields[k].default
+        if isinstance(v, bool) and isinstance(default, (int, float)):
+            what = "an integer" if isinstance(default, int) else "a number"
+            return [(f"{where}.{k}", f"{k} must be {what}, got {v!r}")]
+    try:
+        SolverOptions(**table)
+    except (TypeError, ValueError) as exc:
+        msg = str(exc)
+        first = msg.split(" ", 1)[0]
+        return [(f"{where}.{first}" if first in fields else where, msg)]
+    return []
+
+
 class _FileSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = None
     description: str | None = None
     problem: dict[str, Any] = Field(default_factory=dict)
@@ -89,7 +167,7 @@ class _FileSchema(BaseModel):
 
 
 class _AxisTable(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     field: str | None = None
     values: list[Any] | None = None
     count: int | None = Field(None, ge=1, le=MAX_MEMBERS)
@@ -139,21 +217,25 @@ def _seed_values(root: int, count: int) -> tuple[int, ...]:
     )
 
 
-def _set_field(problem: dict[str, Any], solver: dict[str, Any], field: str, value: Any) -> None:
+def _set_field(problem: dict[str, Any], solver: dict[str, Any], field: str, value: Any, base: Problem) -> None:
+    """Set ``field`` (a solver option, a problem field or "family.field") to ``value``; a family
+    the problem table does not give is taken from ``base`` (so its kind is kept)."""
     head, _, rest = field.partition(".")
-    if head in SOLVER_FIELDS and not rest:
+    if head in SOLVER_FIELDS:
         solver[head] = value
         return
-    node = problem
-    parts = field.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {} if child is None else dict(child) if isinstance(child, Mapping) else child
-        if not isinstance(child, dict):
-            raise KeyError(f"{part} is not a table")
-        node = child
-    node[parts[-1]] = value
+    if not rest:
+        problem[head] = value
+        return
+    family = problem.get(head)
+    if isinstance(family, BaseModel):
+        family = family.model_dump()
+    elif isinstance(family, Mapping):
+        family = dict(family)
+    else:
+        family = getattr(base, head).model_dump()
+    family[rest] = value
+    problem[head] = family
 
 
 class Sweep:
@@ -180,10 +262,12 @@ class Sweep:
         self.problem_table: dict[str, Any] = (
             dict(problem) if isinstance(problem, Problem) else copy.deepcopy(dict(problem or {}))
         )
-        self.solver_table: dict[str, Any] = dict(solver or {})
-        self.axes_table: dict[str, Any] = copy.deepcopy(dict(axes or {}))
-        self.axes: tuple[Axis, ...] = self._parse_axes()
+        self.problem_table = _plain(self.problem_table)
+        self.solver_table: dict[str, Any] = _plain(dict(solver or {}))
+        self.axes_table: dict[str, Any] = _plain(copy.deepcopy(dict(axes or {})))
+        self._validate_base()
         self.root_seed = int(self.solver_table.get("seed", 0))
+        self.axes: tuple[Axis, ...] = self._parse_axes()
         self._validate_members()
         self.text = text if text is not None else self.canonical_json()
 
@@ -197,6 +281,8 @@ class Sweep:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, [("", f"not a UTF-8 text file: {exc}")]) from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -204,7 +290,7 @@ class Sweep:
         try:
             schema = _FileSchema.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(source, _pydantic_problems("", exc)) from None
+            raise ConfigError(source, _pydantic_problems("", exc, _FileSchema)) from None
         return cls(schema.problem, schema.solver, schema.sweep, name=schema.name or path.stem, source=source, text=text)
 
     def _error(self, field: str, message: str) -> ConfigError:
@@ -215,13 +301,10 @@ class Sweep:
         seen: dict[str, str] = {}
 
         def claim(field: str, axis: str) -> None:
-            head = field.split(".")[0]
-            if head not in SOLVER_FIELDS and head not in PROBLEM_FIELDS:
-                allowed = ", ".join(PROBLEM_FIELDS + SOLVER_FIELDS)
-                raise self._error(f"sweep.{axis}", f"unknown field {field!r}; axes can vary {allowed} (or a dotted path)")
+            self._check_path(field, f"sweep.{axis}")
             for other, owner in seen.items():
                 if other == field or other.startswith(field + ".") or field.startswith(other + "."):
-                    raise self._error(f"sweep.{axis}", f"field {field!r} is already varied by axis {owner!r}")
+                    raise self._error(f"sweep.{axis}", f"field {field!r} is already varied by axis {owner!r}; vary each field in one axis only")
             seen[field] = axis
 
         for key, spec in self.axes_table.items():
@@ -241,6 +324,23 @@ class Sweep:
             raise self._error("sweep", f"{total} members is more than the {MAX_MEMBERS} allowed")
         return tuple(axes)
 
+    def _check_path(self, field: str, where: str) -> None:
+        """``ConfigError`` unless ``field`` is a solver option, a problem field or a field of one
+        of the base problem's families ("coupling.strength")."""
+        head, _, rest = field.partition(".")
+        if head not in SOLVER_FIELDS and head not in PROBLEM_FIELDS:
+            allowed = ", ".join(PROBLEM_FIELDS + SOLVER_FIELDS)
+            raise self._error(where, f"unknown field {field!r}; axes can vary {allowed}, or a family's field as in 'coupling.strength'")
+        if not rest:
+            return
+        family = getattr(self._base, head, None)
+        if not isinstance(family, BaseModel):
+            families = ", ".join(n for n in PROBLEM_FIELDS if _families(Problem, n))
+            raise self._error(where, f"{field!r}: {head} has no fields; dotted paths reach into the families {families}")
+        if rest not in type(family).model_fields:
+            fields = ", ".join(f"{head}.{f}" for f in type(family).model_fields)
+            raise self._error(where, f"unknown field {field!r}: the base problem's {head} is {family.kind!r}, whose fields are {fields}")
+
     def _plain_axis(self, key: str, spec: Any, claim: Any) -> Axis:
         where = f"sweep.{key}"
         if isinstance(spec, list):
@@ -251,7 +351,7 @@ class Sweep:
             try:
                 table = _AxisTable.model_validate(spec)
             except ValidationError as exc:
-                raise ConfigError(self.source, _pydantic_problems(where, exc)) from None
+                raise ConfigError(self.source, _pydantic_problems(where, exc, _AxisTable)) from None
         else:
             raise self._error(where, f"must be a list of values or a table {{values = [...]}}, got {spec!r}")
         field = table.field or key
@@ -259,11 +359,11 @@ class Sweep:
         name = key.replace(".", "_")
         if table.count is not None:
             if field != "seed" or table.values is not None:
-                raise self._error(where, "count = N is only for the seed axis, and not together with values")
-            seeds = _seed_values(int(self.solver_table.get("seed", 0)), table.count)
+                raise self._error(where, f"count = N is only for the seed axis (seed = {{count = N}}), not for {field!r}, and not together with values")
+            seeds = _seed_values(self.root_seed, table.count)
             return Axis(name, (field,), tuple((s,) for s in seeds), tuple(range(table.count)))
         if table.values is None:
-            raise self._error(where, "needs values = [...] (or count = N for seed)")
+            raise self._error(where, "needs values = [...] (or count = N for the seed axis)")
         values = table.values
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             raise self._error(where, f"has repeated values {values!r}")
@@ -281,27 +381,29 @@ class Sweep:
             lengths[field] = len(values)
             claim(field, group)
         if len(set(lengths.values())) > 1:
-            raise self._error(where, f"the lists of a zip group must have equal lengths, got {lengths}")
+            raise self._error(where, f"the lists of a zip group must all have the same length, got lengths {lengths}")
         n = next(iter(lengths.values()))
         values = tuple(tuple(fields[f][i] for f in fields) for i in range(n))
         return Axis(group, tuple(fields), values, tuple(range(n)))
 
+    def _validate_base(self) -> None:
+        """The base problem and solver options must be valid on their own."""
+        try:
+            self._base = self._problem_obj or Problem.model_validate(self.problem_table, strict=True)
+        except ValidationError as exc:
+            raise ConfigError(self.source, _pydantic_problems("problem", exc, Problem)) from None
+        problems = _solver_problems(self.solver_table, "solver")
+        if problems:
+            raise ConfigError(self.source, problems)
+        self._solver = SolverOptions(**self.solver_table)
+
     def _validate_members(self) -> None:
         """Build every member once, so that a bad value fails before anything runs."""
-        try:
-            base = self._problem_obj or Problem.model_validate(self.problem_table)
-        except ValidationError as exc:
-            raise ConfigError(self.source, _pydantic_problems("problem", exc)) from None
-        self._base = base
-        try:
-            SolverOptions(**self.solver_table)
-        except (TypeError, ValueError) as exc:
-            raise self._error("solver", str(exc)) from None
         problems: list[tuple[str, str]] = []
-        for member in self._iter_members(collect=problems):
+        for _ in self._iter_members(collect=problems):
             pass
         if problems:
-            raise ConfigError(self.source, problems[:20])
+            raise ConfigError(self.source, problems[:20] + ([("", f"... and {len(problems) - 20} more")] if len(problems) > 20 else []))
 
     # -- members ----------------------------------------------------------------------------
     @property
@@ -331,23 +433,25 @@ class Sweep:
     def _build(self, index: int, position: tuple[int, ...]) -> Member:
         problem = copy.deepcopy(self.problem_table)
         solver = dict(self.solver_table)
-        varied_problem = False
+        varied_problem = varied_solver = False
         for axis, i in zip(self.axes, position):
             for field, value in zip(axis.fields, axis.values[i]):
-                try:
-                    _set_field(problem, solver, field, value)
-                except KeyError as exc:
-                    raise self._error(f"sweep.{axis.name}", f"cannot set {field}: {exc.args[0]}") from None
-                varied_problem |= field.split(".")[0] not in SOLVER_FIELDS
-        label = ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(self.axes, position))
+                _set_field(problem, solver, field, value, self._base)
+                is_solver = field.split(".")[0] in SOLVER_FIELDS
+                varied_solver |= is_solver
+                varied_problem |= not is_solver
+        where = f"member {index}: " + ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(self.axes, position))
         try:
-            built = Problem.model_validate(problem) if varied_problem else self._base
+            built = Problem.model_validate(problem, strict=True) if varied_problem else self._base
         except ValidationError as exc:
-            raise ConfigError(self.source, [(f"{p} (member {label})", m) for p, m in _pydantic_problems("problem", exc)]) from None
-        try:
+            raise ConfigError(self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, Problem)]) from None
+        if varied_solver:
+            problems = _solver_problems(solver, "solver")
+            if problems:
+                raise ConfigError(self.source, [(f"{p} ({where})", m) for p, m in problems])
             opts = SolverOptions(**solver)
-        except (TypeError, ValueError) as exc:
-            raise self._error(f"solver (member {label})", str(exc)) from None
+        else:
+            opts = self._solver
         return Member(index, position, built, opts)
 
     # -- description ------------------------------------------------------------------------
@@ -360,11 +464,11 @@ class Sweep:
 
     def canonical_json(self) -> str:
         """The sweep as canonical JSON: what the fingerprint hashes."""
-        doc = {
-            "problem": json.loads(self._base.model_dump_json()) if not self.problem_table else self.problem_table,
-            "solver": self.solver_table,
-            "sweep": self.axes_table,
-        }
+        try:  # the validated base, defaults filled in: `sigma = 0.2` equals leaving the default
+            problem: Any = json.loads(self._base.model_dump_json())
+        except ValueError:  # a Python callable in a family
+            problem = self.problem_table
+        doc = {"problem": problem, "solver": dataclasses.asdict(self._solver), "sweep": self.axes_table}
         return json.dumps(doc, sort_keys=True, default=repr)
 
     @property

@@ -1,0 +1,207 @@
+"""The ``mfg-ensemble`` command end to end, each call a fresh interpreter in a scratch folder.
+
+A config error (or a store that cannot be used) is exit status 2 with the message on stderr,
+no traceback, and nothing created; a run prints its summary and the dashboard link, resumes
+an existing store, and refuses a store of another sweep unless told to overwrite it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = """
+name = "tiny"
+
+[problem]
+nx = 31
+nt = 11
+sigma = 0.2
+m0 = { kind = "gaussian", mean = 0.3, std = 0.1 }
+terminal = { kind = "quadratic", strength = 1.0, center = 0.7 }
+
+[solver]
+fp = "fv"
+max_iter = 20
+seed = 3
+
+[sweep]
+sigma = [0.1, 0.2]
+seed = { count = 2 }
+"""
+BAD = TINY.replace("sigma = [0.1, 0.2]", "sigma = [0.1, -0.2]")
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mfg_ensemble.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *patterns: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    for pattern in patterns:
+        assert re.search(pattern, proc.stderr), (pattern, proc.stderr)
+
+
+def counts_row(stdout: str) -> tuple[int, int, int, int]:
+    """(members, done, failed, pending) from the summary table."""
+    rows = [r for r in stdout.splitlines() if re.fullmatch(r"\W*\d+\W+\d+\W+\d+\W+\d+\W*", r)]
+    assert rows, stdout
+    members, done, failed, pending = map(int, re.findall(r"\d+", rows[-1]))
+    return members, done, failed, pending
+
+
+# -- without a cluster ---------------------------------------------------------------------
+
+
+def test_validate_prints_member_count_and_axes(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    proc = cli("validate", "tiny.toml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep tiny: 4 member(s)" in proc.stdout
+    assert "axis sigma (2): sigma = 0.1, 0.2" in proc.stdout
+    assert "axis seed (2): seed = 0, 1" in proc.stdout
+    assert "[3] sigma=0.2, seed=1" in proc.stdout
+    assert "ok: 4 members" in proc.stdout
+    assert list(tmp_path.iterdir()) == [tmp_path / "tiny.toml"]  # validating creates nothing
+
+
+def test_validate_malformed_file_exits_2_with_the_message(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(BAD)
+    proc = cli("validate", "bad.toml", cwd=tmp_path)
+    assert_clean_error(
+        proc,
+        r"error: invalid sweep bad\.toml:",
+        r"problem\.sigma \(member 2: sigma=-0\.2, seed=0\): Input should be greater than or equal to 0 \(got -0\.2\)",
+    )
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        # rich markup must not eat "[b]" or "[/]", nor wrap a long line
+        ('"[b]old[/]" = 1\n' + TINY, "[b]old[/]: unknown field; allowed: name, description, problem, solver, sweep"),
+        (TINY.replace("max_iter = 20", "damping = 1.5"), "solver.damping: damping must be in (0, 1], got 1.5"),
+        (
+            TINY.replace("nt = 11", "nt = 11\nsigmaa = 0.1"),
+            "problem.sigmaa: unknown field; allowed: lo, hi, T, nx, nt, sigma, potential, coupling, m0, terminal, bc",
+        ),
+    ],
+    ids=["markup", "interval", "long line"],
+)
+def test_error_message_is_printed_verbatim(tmp_path: Path, text: str, line: str) -> None:
+    (tmp_path / "bad.toml").write_text(text)
+    proc = cli("validate", "bad.toml", cwd=tmp_path)
+    assert_clean_error(proc)
+    assert f"  {line}\n" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["missing.toml", "broken.toml"])
+def test_validate_unreadable_file_exits_2(tmp_path: Path, name: str) -> None:
+    (tmp_path / "broken.toml").write_text("[problem\nnx = 31\n")
+    proc = cli("validate", name, cwd=tmp_path)
+    assert_clean_error(proc, rf"invalid sweep {name}:", r"cannot read the file|not valid TOML")
+
+
+def test_run_malformed_file_exits_2_and_creates_no_store(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(BAD)
+    proc = cli("run", "tiny.toml", "--workers", "1", cwd=tmp_path)
+    assert_clean_error(proc, r"invalid sweep tiny\.toml:", r"problem\.sigma \(member 2")
+    proc = cli("run", "tiny.toml", "--store", "out.zarr", "--workers", "1", cwd=tmp_path)
+    assert_clean_error(proc, r"invalid sweep tiny\.toml:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_run_refuses_a_store_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "results.zarr").write_text("not a store")
+    proc = cli("run", "tiny.toml", "--store", "results.zarr", "--workers", "1", cwd=tmp_path)
+    assert_clean_error(proc, r"store: results\.zarr exists and is a file, not a Zarr store")
+    assert (tmp_path / "results.zarr").read_text() == "not a store"
+
+
+def test_run_refuses_a_store_in_a_missing_folder(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    proc = cli("run", "tiny.toml", "--store", "no/such/dir/out.zarr", "--workers", "1", cwd=tmp_path)
+    assert_clean_error(proc, r"store: the folder .*no/such/dir does not exist")
+
+
+def test_info_of_something_that_is_not_a_store_exits_2(tmp_path: Path) -> None:
+    assert_clean_error(cli("info", "nowhere.zarr", cwd=tmp_path), r"nowhere\.zarr is not an mfg_ensemble store")
+    (tmp_path / "empty.zarr").mkdir()
+    assert_clean_error(cli("info", "empty.zarr", cwd=tmp_path), r"empty\.zarr is not an mfg_ensemble store")
+
+
+# -- with a LocalCluster -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The tiny sweep run once on one worker: (its folder, the process)."""
+    folder = tmp_path_factory.mktemp("cli_run")
+    (folder / "tiny.toml").write_text(TINY)
+    return folder, cli("run", "tiny.toml", "--workers", "1", cwd=folder)
+
+
+@pytest.mark.slow
+def test_run_solves_every_member_and_prints_a_summary(first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    folder, proc = first_run
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep tiny: 4 members → tiny.zarr" in proc.stdout
+    assert re.search(r"dashboard: http://\S+/status", proc.stdout), proc.stdout
+    assert counts_row(proc.stdout) == (4, 4, 0, 0)
+    assert "open it with:  xarray.open_zarr('tiny.zarr')" in proc.stdout
+    assert (folder / "tiny.zarr").is_dir()
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_run_again_resumes_with_nothing_to_do(first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    folder, _ = first_run
+    proc = cli("run", "tiny.toml", "--workers", "1", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to run: all 4 members are already done or failed in tiny.zarr" in proc.stdout
+    assert "dashboard:" not in proc.stdout  # no cluster was started
+    assert counts_row(proc.stdout) == (4, 4, 0, 0)
+
+
+@pytest.mark.slow
+def test_info_prints_the_counts(first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    folder, _ = first_run
+    proc = cli("info", "tiny.zarr", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "mfg_ensemble sweep tiny" in proc.stdout
+    assert "axes: ['sigma', 'seed']  from tiny.toml" in proc.stdout
+    assert counts_row(proc.stdout) == (4, 4, 0, 0)
+    for col in ("members", "done", "failed", "pending"):
+        assert col in proc.stdout
+
+
+@pytest.mark.slow
+def test_run_of_another_sweep_on_the_store_needs_overwrite(first_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    folder, _ = first_run
+    shutil.copytree(folder / "tiny.zarr", tmp_path / "tiny.zarr")
+    (tmp_path / "other.toml").write_text(TINY.replace("sigma = [0.1, 0.2]", "sigma = [0.1, 0.3]"))
+
+    refused = cli("run", "other.toml", "--store", "tiny.zarr", "--workers", "1", cwd=tmp_path)
+    assert_clean_error(refused, r"tiny\.zarr holds a different sweep .*--overwrite")
+    assert "dashboard:" not in refused.stdout
+    assert "mfg_ensemble sweep tiny" in cli("info", "tiny.zarr", cwd=tmp_path).stdout  # untouched
+
+    replaced = cli("run", "other.toml", "--store", "tiny.zarr", "--workers", "1", "--overwrite", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert counts_row(replaced.stdout) == (4, 4, 0, 0)
+    info = cli("info", "tiny.zarr", cwd=tmp_path)
+    assert "from other.toml" in info.stdout
