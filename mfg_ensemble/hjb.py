@@ -14,19 +14,23 @@ and the central second difference (u_{i+1} − 2u_i + u_{i−1})/dx² with the s
 With the step limit δ(p) = cfl/(p/dx + σ²/dx²) and pmax = max|d±| of a state, output interval
 j (length Δt = T/(nt − 1)) takes k_j = max(min_substeps[j], ⌈Δt/δ(pmax₀)⌉) equal sub-steps
 Δt/k_j, pmax₀ taken at the interval's start, so they add up to Δt exactly. At the start of
-every sub-step the CFL is checked with the current slopes: if Δt/k_j > 2·δ(pmax) (a CFL number
-above 2·cfl: the slopes steepened within the interval) the interval is restarted from its
-start with k_j = ⌈Δt/δ(pmax)⌉, which is more than 2·k_j. A limit that asks for more than 10⁶
-sub-steps (or is NaN), or a non-finite u, raises ``Diverged``. The k_j taken are returned.
+every sub-step, and at the interval's end, the CFL is checked with the current slopes: if
+Δt/k_j > 2·δ(pmax) (a CFL number above 2·cfl: the slopes steepened within the interval) the
+interval is restarted from its start with ⌈Δt/δ(pmax)⌉ sub-steps, clamped to [2·k_j, 8·k_j]
+(the slopes of an overshot state can be far steeper than the solution's). A
+limit that asks for more than 10⁶ sub-steps (or is NaN), or a non-finite u, raises
+``Diverged``. The k_j taken are returned.
 Units: u in cost, f in cost/time, σ in length/√time, x in length.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mfg_ensemble._validate import FloatArray, check_finite
-from mfg_ensemble.sweep_steps import Diverged, IntArray, floors, step_limit, substeps
+from mfg_ensemble.sweep_steps import MAX_SUBSTEPS, Diverged, IntArray, floors, step_limit, substeps
 from mfg_ensemble.weno import weno5_derivatives_reference
 
 
@@ -87,6 +91,14 @@ def hjb_backward_reference(
     return out, counts
 
 
+def _more_substeps(k: int, wanted: float, where: str) -> int:
+    """The sub-step count of a restarted interval: ⌈wanted⌉ clamped to [2k, 8k]."""
+    nxt = min(max(math.ceil(wanted), 2 * k), 8 * k) if math.isfinite(wanted) else 8 * k
+    if nxt > MAX_SUBSTEPS:
+        raise Diverged(f"{where}: the CFL sub-step collapsed")
+    return nxt
+
+
 def _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, floor) -> tuple[FloatArray, int]:
     """TVD-RK3 in k equal sub-steps from one output time back to the previous one, restarted
     with more sub-steps when the slopes steepen beyond twice the step limit."""
@@ -106,7 +118,7 @@ def _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, floor) -> tup
             l1, pmax = (l1_start, pmax_start) if s == 0 else _rhs(v, f_hi, f_lo, theta, *args)
             allowed = limit(pmax)
             if dt > 2.0 * allowed or np.isnan(allowed):
-                k, _ = substeps(dt_out, allowed, where, k + 1)  # restart the interval
+                k = _more_substeps(k, dt_out / allowed if allowed > 0 else math.inf, where)  # restart the interval
                 break
             u1 = v + dt * l1
             l2, _ = _rhs(u1, f_hi, f_lo, theta + dtheta, *args)
@@ -114,4 +126,7 @@ def _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, floor) -> tup
             l3, _ = _rhs(u2, f_hi, f_lo, theta + 0.5 * dtheta, *args)
             v = v / 3.0 + 2.0 / 3.0 * (u2 + dt * l3)
         else:
-            return v, k
+            allowed = limit(_rhs(v, f_hi, f_lo, 1.0, *args)[1])  # the last sub-step's own slopes
+            if not (dt > 2.0 * allowed or np.isnan(allowed)):
+                return v, k
+            k = _more_substeps(k, dt_out / allowed if allowed > 0 else math.inf, where)

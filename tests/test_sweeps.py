@@ -162,6 +162,19 @@ def test_hjb_restarts_an_interval_whose_slopes_steepen(backend: str) -> None:
     assert max_rel(rust, u) <= 1e-12
 
 
+def test_hjb_checks_the_last_sub_step_of_an_interval(backend: str) -> None:
+    """g = 0, σ = 0 and no floor: one sub-step looks allowed from the flat start, but the
+    slopes it produces break the CFL bound: the end-of-interval check must redo it."""
+    nx, nt = 21, 3
+    x = np.linspace(0.0, 1.0, nx)
+    f = np.tile(50.0 * np.cos(np.pi * x), (nt, 1))
+    kw = dict(dx=x[1], sigma=0.0, T=1.0)
+    u, k = hjb_backward(f, np.zeros(nx), backend=backend, **kw)
+    assert np.isfinite(u).all() and (k > 1).all(), k
+    fine, _ = hjb_backward(f, np.zeros(nx), min_substeps=[20_000, 20_000], backend="rust", **kw)
+    assert max_rel(u, fine) < 1e-3
+
+
 BAD_FLOORS = [
     (np.ones(NT - 2, dtype=np.int64), r"min_substeps must have nt - 1 = 20 values"),
     (np.ones((NT - 1, 1), dtype=np.int64), r"min_substeps must have nt - 1 = 20 values"),

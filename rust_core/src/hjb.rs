@@ -13,15 +13,17 @@
 //! With the step limit δ(p) = cfl/(p/dx + σ²/dx²) and pmax = max|d±| of a state, output
 //! interval j (length Δt = T/(nt − 1)) takes k_j = max(min_substeps[j], ⌈Δt/δ(pmax₀)⌉) equal
 //! sub-steps Δt/k_j, pmax₀ taken at the interval's start, so they add up to Δt exactly. At the
-//! start of every sub-step the CFL is checked with the current slopes: if Δt/k_j > 2·δ(pmax)
-//! (a CFL number above 2·cfl, the slopes steepened within the interval) the interval is
-//! restarted from its start with k_j = ⌈Δt/δ(pmax)⌉, which is more than 2·k_j. A limit that asks
+//! start of every sub-step, and at the interval's end, the CFL is checked with the current
+//! slopes: if Δt/k_j > 2·δ(pmax) (a CFL number above 2·cfl, the slopes steepened within the
+//! interval) the interval is
+//! restarted from its start with ⌈Δt/δ(pmax)⌉ sub-steps, clamped to [2·k_j, 8·k_j] (the
+//! slopes of an overshot state can be far steeper than the solution's). A limit that asks
 //! for more than 10⁶ sub-steps (or is NaN), or a non-finite u, ends the sweep as diverged.
 //! The k_j taken are returned. Units: u in cost, f in cost/time, σ in length/√time.
 
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
-use crate::sweep::{floors, substeps, Sweep};
+use crate::sweep::{floors, substeps, Sweep, MAX_SUBSTEPS};
 use crate::weno::{derivatives_unchecked, Variant, MIN_NODES};
 
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +148,20 @@ fn try_interval(
             v[i] = v[i] / 3.0 + 2.0 / 3.0 * (u2[i] + dt * l3[i]);
         }
     }
+    // the last sub-step is checked against the slopes it produced
+    let allowed = step_limit(rhs(&v, f_hi, f_lo, 1.0, p).1);
+    if dt > 2.0 * allowed || allowed.is_nan() {
+        return Err(allowed);
+    }
     Ok(v)
+}
+
+/// The sub-step count of a restarted interval: what the slopes ask (`wanted` = Δt/δ), but at
+/// least 2k and at most 8k — an overshot state's slopes can be far steeper than the
+/// solution's, so its limit is trusted only to grow k geometrically. `None` past the limit.
+fn more_substeps(k: usize, wanted: f64) -> Option<usize> {
+    let next = if wanted.is_finite() { (wanted.ceil() as usize).clamp(2 * k, 8 * k) } else { 8 * k };
+    (next <= MAX_SUBSTEPS).then_some(next)
 }
 
 /// u at the nt output times t_j = j·T/(nt − 1), row-major (nt, nx), for the running cost
@@ -180,8 +195,8 @@ pub fn hjb_backward(
             match try_interval(&u, &start, k, f_hi, f_lo, dt_out, p, step_limit) {
                 Ok(v) => break v,
                 // the slopes steepened beyond twice the limit: redo the interval with more steps
-                Err(allowed) => match substeps(dt_out, allowed, k + 1) {
-                    Some((more, _)) => k = more,
+                Err(allowed) => match more_substeps(k, dt_out / allowed) {
+                    Some(more) => k = more,
                     None => {
                         out.diverged = Some(collapsed());
                         return Ok(out);
@@ -304,5 +319,18 @@ mod tests {
         let mut q = p;
         q.cfl = 2.0;
         assert!(hjb_backward(&[0.0; 22], &[0.0; 11], 2, &q, None).is_err());
+    }
+
+    #[test]
+    fn the_last_sub_step_is_checked_against_its_own_slopes() {
+        // flat start (no step limit), steep running cost: one sub-step is not enough
+        let (nx, nt) = (21, 3);
+        let p = params(nx, 0.0);
+        let row: Vec<f64> = (0..nx).map(|i| 50.0 * (std::f64::consts::PI * i as f64 * p.dx).cos()).collect();
+        let f: Vec<f64> = row.iter().cycle().take(nx * nt).copied().collect();
+        let s = hjb_backward(&f, &vec![0.0; nx], nt, &p, None).unwrap();
+        assert!(s.diverged.is_none(), "{:?}", s.diverged);
+        assert!(s.substeps.iter().all(|&k| k > 1), "{:?}", s.substeps);
+        assert!(s.values.iter().all(|v| v.is_finite()));
     }
 }
