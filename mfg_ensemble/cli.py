@@ -93,10 +93,13 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
         bar.start()
         bar.update(job, completed=p.skipped, counts=f"(resumed: {p.skipped} already done or failed)" if p.skipped else "")
 
-    def progressed(p: RunProgress) -> None:
+    def progressed(p: RunProgress, event: dict | None = None) -> None:
         last[:] = [p]
-        counts = f"done {p.done}  failed {p.failed}  in flight {p.in_flight}  {_fmt_eta(p.eta)}"
-        bar.update(job, completed=p.skipped + p.finished, counts=counts)
+        members = sorted(dict(p.members).values(), key=lambda e: e["index"])
+        flight = "  ".join(f"#{e['index']} it {e['iteration']} r {e['residual']:.1e}" for e in members[:3])
+        more = f" +{len(members) - 3}" if len(members) > 3 else ""
+        counts = f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  in flight: {flight}{more}"
+        bar.update(job, completed=p.skipped + p.finished, counts=escape(counts))
 
     try:
         ds = run_sweep(
@@ -108,6 +111,7 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
             threads_per_worker=threads_per_worker,
             on_start=started,
             on_progress=progressed,
+            on_event=progressed,
         )
     except (StoreMismatch, ConfigError) as exc:
         _fail(exc)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -170,7 +171,13 @@ class _Sweeps:
         return m
 
 
-def iterate(sweeps: _Sweeps, opts: SolverOptions) -> tuple[FloatArray, FloatArray, History]:
+Callback = Callable[[int, float, float], None]
+"""Called after every iteration with (iteration, residual_u, residual_m)."""
+
+
+def iterate(
+    sweeps: _Sweeps, opts: SolverOptions, callback: Callback | None = None
+) -> tuple[FloatArray, FloatArray, History]:
     """The fixed-point iteration; returns the last u, the last raw density G(m) and the history."""
     history = History()
     mixer = Anderson(depth=opts.anderson, damping=opts.damping)
@@ -186,6 +193,8 @@ def iterate(sweeps: _Sweeps, opts: SolverOptions) -> tuple[FloatArray, FloatArra
             return u, g, history
         history.residual_u.append(_relative_change(u, u_prev) if u_prev is not None else 1.0)
         history.residual_m.append(_relative_change(g, m))
+        if callback is not None:
+            callback(len(history.residual_m), history.residual_u[-1], history.residual_m[-1])
         u_prev = u
         if history.residual_u[-1] < opts.tol and history.residual_m[-1] < opts.tol:
             history.converged, history.reason = True, "tolerance reached"
@@ -224,6 +233,7 @@ def solve(
     tol: float = 1e-6,
     max_iter: int = 200,
     backend: str | None = None,
+    callback: Callback | None = None,
 ) -> xr.Dataset:
     """Solve the mean field game ``problem`` (see the module docstring).
 
@@ -231,11 +241,12 @@ def solve(
     and ``residual_m`` along ``iteration``, and attrs: ``converged``, ``reason``,
     ``iterations``, ``wall_time`` (s), ``backend``, every problem and solver parameter and the
     package versions. A blown-up solve is returned (not raised) with ``converged=False``.
+    ``callback(iteration, residual_u, residual_m)``, if given, is called after every iteration.
     """
     opts = SolverOptions(fp, n_particles, seed, hjb_variant, kde_method, bandwidth, damping, anderson, tol, max_iter)  # type: ignore[arg-type]
     active = _backend.resolve(backend)
     started = time.perf_counter()
-    u, m, history = iterate(_Sweeps(problem, opts, active), opts)
+    u, m, history = iterate(_Sweeps(problem, opts, active), opts, callback)
     wall = time.perf_counter() - started
     return to_dataset(problem, opts, u, m, history, wall, active)
 

@@ -14,6 +14,7 @@ import xarray as xr
 from mfg_ensemble import Sweep, open_sweep, run_sweep, solve
 from mfg_ensemble import store as st
 from mfg_ensemble.cluster import local_cluster, worker_env
+from mfg_ensemble.runner import SweepMonitor
 from mfg_ensemble.store import StoreMismatch
 
 pytestmark = pytest.mark.slow
@@ -175,3 +176,28 @@ def test_an_axis_that_changes_the_grid_pads_members_and_labels_them(client, tmp_
     np.testing.assert_array_equal(coarse.m.values[:5, :21], ref.m.values)
     np.testing.assert_array_equal(coarse.x.values[:21], ref.x.values)
     assert np.isnan(coarse.m.values[5:]).all() and np.isnan(coarse.x.values[21:]).all()
+
+
+def test_workers_publish_every_iteration_of_every_member(client, tmp_path) -> None:
+    sweep = small_sweep(sigma=[0.15, 0.3], seed={"count": 2})
+    events: list[dict] = []
+    monitor = SweepMonitor()
+    seen_in_flight: list[int] = []
+
+    def on_event(progress, event) -> None:
+        events.append(dict(event))
+        seen_in_flight.append(len(progress.members))
+
+    ds = run_sweep(sweep, tmp_path / "e.zarr", client=client, on_event=on_event)
+    assert {e["index"] for e in events} == set(range(len(sweep)))
+    assert all(n >= 1 for n in seen_in_flight)
+    for member in sweep.members():
+        mine = [e for e in events if e["index"] == member.index]
+        history = ds.isel(dict(zip((a.name for a in sweep.axes), member.position))).residual.values
+        n = int(ds.iterations.values.ravel()[member.index])
+        assert [e["iteration"] for e in mine] == list(range(1, n + 1))
+        assert mine[-1]["residual"] == history[n - 1]
+    # the monitor object gets the same stream
+    run_sweep(sweep, tmp_path / "e2.zarr", client=client, monitor=monitor)
+    assert monitor.progress.done == len(sweep) and monitor.dashboard_link
+    assert f"{len(sweep)}/{len(sweep)} members: done {len(sweep)}" in monitor.summary()
