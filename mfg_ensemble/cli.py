@@ -96,9 +96,10 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
     def progressed(p: RunProgress, event: dict | None = None) -> None:
         last[:] = [p]
         members = sorted(dict(p.members).values(), key=lambda e: e["index"])
-        flight = "  ".join(f"#{e['index']} it {e['iteration']} r {e['residual']:.1e}" for e in members[:3])
-        more = f" +{len(members) - 3}" if len(members) > 3 else ""
-        counts = f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  in flight: {flight}{more}"
+        running = [e for e in members if e["iteration"] > 0]
+        shown = "  ".join(f"#{e['index']} it {e['iteration']} r {e['residual']:.1e}" for e in running[:4])
+        counts = (f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  "
+                  f"queued {len(members) - len(running)}  running: {shown}")
         bar.update(job, completed=p.skipped + p.finished, counts=escape(counts))
 
     try:
