@@ -22,6 +22,69 @@ const TWO_POW_M53: f64 = 1.0 / 9_007_199_254_740_992.0;
 /// Stream tag of the Euler–Maruyama noise (counter word 2).
 pub const STREAM_EM: u64 = 0;
 
+/// Whether this CPU runs AVX2 (checked once, then cached by std). The kernels keep a plain
+/// x86-64 (SSE2) path and an AVX2 copy of their hot loops, chosen at run time; both do the
+/// same arithmetic in the same order (Rust never contracts into FMA), so the bits agree.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// Whether this CPU runs AVX-512F (as `has_avx2`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether every value is finite, branch-free per value so that it vectorises: x·0 is ±0
+/// unless x is NaN or ±inf, where it is NaN, and NaN survives the lane sums.
+#[inline(always)]
+pub(crate) fn finite_body(x: &[f64]) -> bool {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            acc[j] += c[j] * 0.0;
+        }
+    }
+    for (j, &r) in rest.iter().enumerate() {
+        acc[j] += r * 0.0;
+    }
+    acc.iter().all(|&a| a == 0.0)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn finite_avx512(x: &[f64]) -> bool {
+    finite_body(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn finite_avx2(x: &[f64]) -> bool {
+    finite_body(x)
+}
+
+/// `finite_body` with the widest vectors the CPU has (a fast pre-check; callers run
+/// `error::check_finite` for the message only when it fails).
+pub(crate) fn all_finite(x: &[f64]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: AVX-512F support was checked at run time.
+            return unsafe { finite_avx512(x) };
+        }
+        if has_avx2() {
+            // SAFETY: AVX2 support was checked at run time.
+            return unsafe { finite_avx2(x) };
+        }
+    }
+    finite_body(x)
+}
+
 #[inline(always)]
 fn mulhilo(a: u64, b: u64) -> (u64, u64) {
     let p = (a as u128) * (b as u128);
