@@ -1,6 +1,7 @@
 """mfg_ensemble: Dask-parallel ensembles of mean field game solves, with Rust kernels."""
 
 from mfg_ensemble import kernels
+from mfg_ensemble import accessor as _accessor  # noqa: F401  (registers the ds.mfg accessor)
 from mfg_ensemble.kernels import backend_info
 from mfg_ensemble.problem import Problem
 from mfg_ensemble.runner import run_sweep

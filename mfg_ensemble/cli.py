@@ -4,6 +4,7 @@
                             [--threads-per-worker K] [--overwrite]
     mfg-ensemble validate CONFIG
     mfg-ensemble info STORE
+    mfg-ensemble report STORE [--out DIR] [--member INDEX]
 
 A config error (or a store of another sweep) prints its message and exits with status 2,
 before anything is computed or created. Ctrl-C stops a run cleanly (status 130): the members
@@ -170,6 +171,36 @@ def info(store: str) -> None:
     console.print(f"{attrs.get('title', path)}  (fingerprint {str(attrs['mfg_ensemble.fingerprint'])[:12]}…)", markup=False, soft_wrap=True)
     console.print(f"axes: {attrs.get('mfg_ensemble.axes')}  from {attrs.get('mfg_ensemble.sweep_source')}", markup=False, soft_wrap=True)
     _print_summary(path)
+
+
+@main.command()
+@click.argument("store", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the PNG files (default: <STORE without .zarr>_report next to the store).")
+@click.option("--member", type=click.IntRange(min=0), default=None,
+              help="Draw this member's density and value function instead of the seed-means "
+                   "(its flat index: C order over the axes, as in `info` and members/<index>).")
+def report(store: str, out_dir: str | None, member: int | None) -> None:
+    """Write PNG figures of the sweep store STORE (also while it is running, or interrupted)."""
+    path = Path(store)
+    try:
+        attrs = st.read_attrs(path)
+        if "mfg_ensemble.fingerprint" not in attrs:
+            raise StoreMismatch(f"{path} is not an mfg_ensemble store (no mfg_ensemble.fingerprint attribute)")
+    except StoreMismatch as exc:
+        _fail(exc)
+    from mfg_ensemble.report import make_report  # matplotlib only for this command
+
+    out = Path(out_dir) if out_dir else path.with_name(f"{path.name.removesuffix('.zarr')}_report")
+    try:
+        files = make_report(path, out, member=member)
+    except (IndexError, ValueError, OSError) as exc:
+        _fail(exc)
+    summary = st.summary(path)
+    for file in files:
+        console.print(str(file), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(files)} figures in {escape(str(out))} ({summary['done']} of {summary['members']} members done, "
+                  f"{summary['failed']} failed, {summary['pending']} pending)", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,35 @@
+"""The examples run headlessly, as plain scripts, and make their figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_quickstart_notebook_runs_headlessly(tmp_path) -> None:
+    script = EXAMPLES / "quickstart_sweep.py"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "dashboard:" in proc.stdout and "members done: 9 of 9" in proc.stdout, proc.stdout
+    report = tmp_path / "quickstart_small_report"
+    names = {"density_sigma=0.1.png", "density_sigma=0.2.png", "density_sigma=0.3.png", "final_density_sigma.png",
+             "value_slices.png", "convergence.png", "summary.png"}
+    assert {p.name for p in report.iterdir()} == names
+    for png in [*report.iterdir(), tmp_path / "mean_position.png"]:
+        assert png.stat().st_size > 2000 and png.read_bytes()[:8] == PNG, png
+    assert (tmp_path / "quickstart_small.zarr").is_dir()
+
+
+def test_the_example_is_a_jupytext_percent_script() -> None:
+    text = (EXAMPLES / "quickstart_sweep.py").read_text(encoding="utf-8")
+    assert "format_name: percent" in text and text.count("# %%") >= 8 and "# %% [markdown]" in text
