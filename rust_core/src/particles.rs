@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::kde::{kde, Bandwidth, Method};
-use crate::rng::{fill_normals, STREAM_EM};
+use crate::rng::{all_finite, fill_normals, STREAM_EM};
 use crate::sweep::{floors, substeps, Sweep};
 
 /// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
@@ -89,12 +89,34 @@ pub fn evolve_particles(x: &[f64], drift: &[f64], p: &Step) -> KernelResult<Vec<
             drift.len()
         )));
     }
-    check_finite("x", x)?;
-    check_finite("drift", drift)?;
-    check_inside("x", x, p.lo, p.hi)?;
+    if !all_finite(x) {
+        check_finite("x", x)?;
+    }
+    if !all_finite(drift) {
+        check_finite("drift", drift)?;
+    }
+    if !all_inside(x, p.lo, p.hi) {
+        check_inside("x", x, p.lo, p.hi)?;
+    }
     let mut out = x.to_vec();
-    advance(&mut out, |i, _| drift[i], p);
+    advance_slice(&mut out, drift, p);
     Ok(out)
+}
+
+/// Whether lo ≤ x ≤ hi for every (finite) x: a branch-free min/max scan that vectorises
+/// (the message comes from `check_inside` when it fails).
+#[inline(always)]
+fn all_inside(x: &[f64], lo: f64, hi: f64) -> bool {
+    let (mut mn, mut mx) = ([lo; 8], [hi; 8]);
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            mn[j] = if c[j] < mn[j] { c[j] } else { mn[j] };
+            mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
+        }
+    }
+    rest.iter().all(|&v| v >= lo && v <= hi) && mn.iter().all(|&v| v >= lo) && mx.iter().all(|&v| v <= hi)
 }
 
 fn check_inside(name: &str, x: &[f64], lo: f64, hi: f64) -> KernelResult<()> {
@@ -106,17 +128,102 @@ fn check_inside(name: &str, x: &[f64], lo: f64, hi: f64) -> KernelResult<()> {
 
 /// Move every particle in place by one step; `drift(i, x_i)` gives its drift.
 fn advance(x: &mut [f64], drift: impl Fn(usize, f64) -> f64 + Sync, p: &Step) {
+    advance_chunks(x, p, |start, xs, out| {
+        for (k, (o, &xi)) in out.iter_mut().zip(xs.iter()).enumerate() {
+            *o = drift(start + k, xi);
+        }
+    });
+}
+
+/// Move every particle in place by one step with the drift `drift[i]` of particle i.
+fn advance_slice(x: &mut [f64], drift: &[f64], p: &Step) {
+    advance_chunks(x, p, |start, xs, out| out.copy_from_slice(&drift[start..start + xs.len()]));
+}
+
+/// The step, chunk by chunk (in parallel; a particle's noise depends on its index only):
+/// `fill_drift(start, x_chunk, out)` writes the chunk's drifts, `fill_normals` its normals
+/// in one batch, then `step_chunk` moves the particles and folds them back.
+fn advance_chunks(x: &mut [f64], p: &Step, fill_drift: impl Fn(usize, &[f64], &mut [f64]) + Sync) {
     let scale = p.sigma * p.dt.sqrt();
     x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
         let start = c * CHUNK;
         let mut noise = [0.0; CHUNK];
         let noise = &mut noise[..chunk.len()];
         fill_normals(p.seed, p.step, STREAM_EM, start as u64, noise);
-        for (k, (xi, z)) in chunk.iter_mut().zip(noise.iter()).enumerate() {
-            let moved = *xi + drift(start + k, *xi) * p.dt + scale * z;
-            *xi = fold_into(moved, p.lo, p.hi, p.bc);
-        }
+        let mut drift = [0.0; CHUNK];
+        let drift = &mut drift[..chunk.len()];
+        fill_drift(start, chunk, drift);
+        step_chunk(chunk, drift, noise, scale, p);
     });
+}
+
+/// x ← fold(x + drift·dt + scale·noise), element by element, branch-free so that it
+/// vectorises.
+///
+/// The fold is `fold_into`'s arithmetic for |x' − lo| < period (the remainder of y = x' − lo is
+/// then y, or y + period for y < 0, exactly): the same bits. Particles thrown farther keep
+/// x' here, which lies outside [lo, hi], and a second pass sends those through `fold_into`.
+#[inline(always)]
+fn step_body(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
+    let n = x.len();
+    let (drift, noise) = (&drift[..n], &noise[..n]);
+    let (dt, lo, hi) = (p.dt, p.lo, p.hi);
+    let length = hi - lo;
+    if p.bc == Boundary::Periodic {
+        for k in 0..n {
+            let moved = x[k] + drift[k] * dt + scale * noise[k];
+            let y = moved - lo;
+            let r = if y < 0.0 { y + length } else { y };
+            let r = if r >= length { 0.0 } else { r };
+            let folded = (lo + r).max(lo).min(hi);
+            x[k] = if y.abs() < length { folded } else { moved };
+        }
+    } else {
+        let period = 2.0 * length;
+        for k in 0..n {
+            let moved = x[k] + drift[k] * dt + scale * noise[k];
+            let y = moved - lo;
+            let r = if y < 0.0 { y + period } else { y };
+            let r = if r > length { period - r } else { r };
+            let folded = (lo + r).max(lo).min(hi);
+            x[k] = if y.abs() < period { folded } else { moved };
+        }
+    }
+    if !all_inside(x, lo, hi) {
+        for xi in x.iter_mut() {
+            if !(*xi >= lo && *xi <= hi) {
+                *xi = fold_into(*xi, lo, hi, p.bc);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn step_avx512(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
+    step_body(x, drift, noise, scale, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn step_avx2(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
+    step_body(x, drift, noise, scale, p)
+}
+
+/// `step_body` with the widest vectors the CPU has (the same arithmetic on every path).
+fn step_chunk(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::rng::has_avx512() {
+            // SAFETY: AVX-512F support was checked at run time.
+            return unsafe { step_avx512(x, drift, noise, scale, p) };
+        }
+        if crate::rng::has_avx2() {
+            // SAFETY: AVX2 support was checked at run time.
+            return unsafe { step_avx2(x, drift, noise, scale, p) };
+        }
+    }
+    step_body(x, drift, noise, scale, p)
 }
 
 /// Parameters of the fused forward sweep that are not arrays.
