@@ -79,6 +79,8 @@ def _labels(values: list[Any]) -> np.ndarray:
     """Coordinate values; integers stay exact (seeds need all 64 bits)."""
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return np.asarray(values, dtype=np.uint64 if max(values) > np.iinfo(np.int64).max else np.int64)
+    if all(isinstance(v, str) for v in values):
+        return np.asarray(values, dtype=object)  # variable-length strings (Zarr v3 has no fixed-width spec)
     return np.asarray(values)
 
 
