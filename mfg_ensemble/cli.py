@@ -134,9 +134,10 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
 def _print_summary(path: Path) -> None:
     summary = st.summary(path)
     table = Table(title=f"store {escape(str(path))}")
-    for col in ("members", "done", "failed", "pending"):
+    columns = ("members", "done", "not converged", "failed", "pending")
+    for col in columns:
         table.add_column(col, justify="right")
-    table.add_row(*(str(summary[k]) for k in ("members", "done", "failed", "pending")))
+    table.add_row(*(str(summary[k]) for k in columns))
     console.print(table)
     if summary["errors"]:
         errors = Table(title="failed members")

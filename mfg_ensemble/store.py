@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,16 @@ def create(sweep: Sweep, store: str | Path) -> None:
     ds, encoding = template(sweep)
     ds.to_zarr(store, mode="w-", compute=False, encoding=encoding, **_ZARR)
     zarr.open_group(str(store), path=LOG_GROUP, mode="a", zarr_format=3)
+    _consolidate(store)
+
+
+def _consolidate(store: str | Path) -> None:
+    """Consolidate the metadata (arrays never change after creation; only chunks are written
+    later), so that ``xr.open_zarr(store)`` opens it at once and without a warning. Zarr warns
+    that consolidated metadata is not in the v3 spec yet; readers fall back without it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        zarr.consolidate_metadata(str(store))
 
 
 def prepare(sweep: Sweep, store: str | Path, *, resume: bool = True, overwrite: bool = False) -> Path:
@@ -194,6 +205,7 @@ def read_attrs(store: str | Path) -> dict[str, Any]:
 def update_attrs(store: str | Path, attrs: dict[str, Any]) -> None:
     """Add run-time attributes (no member may be writing: call before submitting)."""
     zarr.open_group(str(store), mode="r+").attrs.update(attrs)
+    _consolidate(store)
 
 
 def status(store: str | Path) -> np.ndarray:
@@ -262,20 +274,24 @@ def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
     path = Path(store)
     if not path.is_dir():
         raise FileNotFoundError(f"no store at {path}")
-    return xr.open_zarr(path, consolidated=False, **kwargs)
+    return xr.open_zarr(path, **kwargs)
 
 
 def summary(store: str | Path) -> dict[str, Any]:
-    """Counts of pending, done and failed members, and the failed members' errors."""
+    """Counts of pending, done (and of those, not converged within max_iter) and failed
+    members, and the failed members' errors."""
     st = status(store)
     flat = st.ravel()
     failed = [int(i) for i in np.flatnonzero(flat == FAILED)]
+    converged = np.asarray(zarr.open_array(str(store), path="converged", mode="r")[...]).ravel()
+    log = {i: member_log(store, i) for i in failed}
     return {
         "members": int(flat.size),
         "done": int((flat == DONE).sum()),
+        "not converged": int(((flat == DONE) & (converged == 0)).sum()),
         "failed": len(failed),
         "pending": int((flat == PENDING).sum()),
-        "errors": {i: member_log(store, i).get("error") or member_log(store, i).get("reason") for i in failed},
+        "errors": {i: entry.get("error") or entry.get("reason") for i, entry in log.items()},
     }
 
 

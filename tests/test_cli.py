@@ -55,10 +55,12 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], *patterns: str) -
 
 
 def counts_row(stdout: str) -> tuple[int, int, int, int]:
-    """(members, done, failed, pending) from the summary table."""
-    rows = [r for r in stdout.splitlines() if re.fullmatch(r"\W*\d+\W+\d+\W+\d+\W+\d+\W*", r)]
+    """(members, done, failed, pending) from the summary table (whose columns are members,
+    done, not converged, failed, pending)."""
+    assert re.search(r"members\W+done\W+not converged\W+failed\W+pending", stdout), stdout
+    rows = [r for r in stdout.splitlines() if re.fullmatch(r"\W*\d+\W+\d+\W+\d+\W+\d+\W+\d+\W*", r)]
     assert rows, stdout
-    members, done, failed, pending = map(int, re.findall(r"\d+", rows[-1]))
+    members, done, _, failed, pending = map(int, re.findall(r"\d+", rows[-1]))
     return members, done, failed, pending
 
 

@@ -60,6 +60,8 @@ def test_sweep_on_two_workers_equals_serial_solves_bit_for_bit(client, tmp_path)
     sweep = small_sweep()
     ds = run_sweep(sweep, tmp_path / "s.zarr", client=client)
     assert dict(ds.sizes) == {"sigma": 3, "seed": 3, "t": 11, "x": 41, "iteration": 30}
+    summary = st.summary(tmp_path / "s.zarr")
+    assert summary["done"] == 9 and summary["not converged"] == int((ds.converged.values == 0).sum())
     assert ds.m.dims == ("sigma", "seed", "t", "x")
     assert_matches_serial(ds, sweep)
     # labelled and lazy: the post-analysis users write just works
