@@ -261,10 +261,11 @@ class Problem(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> Problem:
-        """The problem of a TOML file: its ``[problem]`` table, or its top level if it has none."""
+        """The problem of a TOML file: its ``[problem]`` table, or its top level if it has none.
+        Values are typed strictly, as in sweep files: ``sigma = "0.1"`` is an error."""
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-        return cls.model_validate(data.get("problem", data))
+        return cls.model_validate(data.get("problem", data), strict=True)
 
     def replace(self, **changes: Any) -> Problem:
         """A validated copy with ``changes`` (``model_copy`` does not validate)."""

@@ -231,3 +231,43 @@ def test_residual_is_measured_on_the_raw_update() -> None:
 def test_bad_solver_options(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         solve(lq_problem(41, 11), **kw)
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"sigma": -0.1}, r"sigma\n.*greater than or equal to 0"),
+        ({"nx": 6}, r"nx\n.*greater than or equal to 7"),
+        ({"T": 0.0}, r"T\n.*greater than 0"),
+        ({"lo": 1.0, "hi": 1.0}, "lo must be < hi"),
+        ({"coupling": {"kind": "cubic"}}, r"coupling\n.*does not match any of the expected tags"),
+        ({"m0": {"kind": "gaussian", "mean": 0.5, "std": 0.0}}, r"m0\.gaussian\.std\n.*greater than 0"),
+        ({"m0": np.r_[-1.0, np.ones(20)]}, "m0 must be finite and >= 0"),
+        ({"m0": np.zeros(21)}, "m0 must have a positive mass"),
+        ({"m0": np.ones(5)}, r"'values' has 5 entries but the grid has nx = 21"),
+        ({"terminal": lambda x: np.full_like(x, np.inf)}, "terminal is not finite"),
+        ({"bc": "open"}, r"bc\n.*'reflect' or 'periodic'"),
+        ({"sigmaa": 0.1}, r"sigmaa\n.*Extra inputs are not permitted"),
+    ],
+)
+def test_bad_problems_are_refused_with_the_field_named(kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Problem(**{"nx": 21, **kw})
+
+
+def test_problem_files_are_typed_strictly(tmp_path) -> None:
+    (tmp_path / "p.toml").write_text('[problem]\nsigma = "0.1"\n')
+    with pytest.raises(ValueError, match="sigma"):
+        Problem.from_file(tmp_path / "p.toml")
+    (tmp_path / "q.toml").write_text("[problem]\nsigma = 0.1\nnx = 31\n")
+    assert Problem.from_file(tmp_path / "q.toml").nx == 31
+
+
+def test_arrays_and_callables_give_the_same_problem_as_named_families() -> None:
+    named = Problem(nx=41, m0={"kind": "gaussian", "mean": 0.4, "std": 0.1})
+    x = named.grid()
+    by_array = Problem(nx=41, m0=np.exp(-0.5 * ((x - 0.4) / 0.1) ** 2))
+    by_callable = Problem(nx=41, m0=lambda y: np.exp(-0.5 * ((y - 0.4) / 0.1) ** 2))
+    np.testing.assert_allclose(by_array.initial_density(), named.initial_density(), rtol=1e-12)
+    np.testing.assert_allclose(by_callable.initial_density(), named.initial_density(), rtol=1e-12)
+    assert by_callable.to_attrs()["m0"].startswith("function(")
