@@ -91,8 +91,10 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
         nonlocal cluster_started
         cluster_started = True
         console.print(f"dashboard: {getattr(client, 'dashboard_link', 'n/a')}", soft_wrap=True, highlight=False)
+        if p.skipped:
+            console.print(f"resumed: {p.skipped} of {p.total} members already in the store", highlight=False)
         bar.start()
-        bar.update(job, completed=p.skipped, counts=f"(resumed: {p.skipped} already done or failed)" if p.skipped else "")
+        bar.update(job, completed=p.skipped)
 
     def progressed(p: RunProgress, event: dict | None = None) -> None:
         last[:] = [p]

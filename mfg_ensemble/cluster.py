@@ -72,11 +72,19 @@ def connect(
         yield c
 
 
+def _worker_backend() -> str:
+    from mfg_ensemble.kernels import backend_info
+
+    return str(backend_info()["backend"])
+
+
 def thread_settings(client: Client) -> dict[str, Any]:
     """Workers, their threads and their Rayon pool sizes, for the store's provenance."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     rayon = client.run(lambda: os.environ.get("RAYON_NUM_THREADS", "unset"))
+    backends = client.run(_worker_backend)
     return {
+        "run.backend": sorted(set(backends.values())),
         "run.n_workers": len(workers),
         "run.threads_per_worker": sorted({w.get("nthreads", 0) for w in workers.values()}),
         "run.rayon_num_threads": sorted(set(rayon.values())),

@@ -207,3 +207,45 @@ def test_run_of_another_sweep_on_the_store_needs_overwrite(first_run: tuple[Path
     assert counts_row(replaced.stdout) == (4, 4, 0, 0)
     info = cli("info", "tiny.zarr", cwd=tmp_path)
     assert "from other.toml" in info.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """SIGINT part-way: exit 130, a consistent store (every member done or still pending);
+    the same command then runs only what is missing and the store equals an uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+    import xarray as xr
+
+    from mfg_ensemble import store as st
+
+    sweep = TINY.replace("nx = 31", "nx = 151").replace("nt = 11", "nt = 41").replace(
+        "sigma = [0.1, 0.2]", "sigma = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]"
+    )
+    (tmp_path / "tiny.toml").write_text(sweep)
+    args = [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--workers", "2"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = tmp_path / "tiny.zarr"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if (store / "status").exists() and (st.status(store) == st.DONE).sum() >= 2:
+            break
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and "Traceback" not in err, err
+    status = st.status(store)
+    assert set(np.unique(status)) <= {st.PENDING, st.DONE} and (status == st.PENDING).any(), status
+
+    again = cli("run", "tiny.toml", "--workers", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resumed" in again.stdout
+    whole = cli("run", "tiny.toml", "--workers", "2", "--store", "whole.zarr", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    a, b = xr.open_zarr(store), xr.open_zarr(tmp_path / "whole.zarr")
+    for name in ("m", "u", "status", "iterations"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)

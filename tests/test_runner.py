@@ -70,7 +70,7 @@ def test_sweep_on_two_workers_equals_serial_solves_bit_for_bit(client, tmp_path)
     for name in ("u", "m", "residual", "status", "converged", "iterations", "wall_time", "t", "x"):
         assert {"units", "long_name"} <= set(ds[name].attrs), name
     for key in ("mfg_ensemble.fingerprint", "mfg_ensemble.sweep_text", "version.dask", "version.zarr",
-                "version.numpy", "version.rust_core", "run.rayon_num_threads"):
+                "version.numpy", "version.rust_core", "run.rayon_num_threads", "run.backend"):
         assert key in ds.attrs, key
 
 
