@@ -167,8 +167,6 @@ def info(store: str) -> None:
     path = Path(store)
     try:
         attrs = st.read_attrs(path)
-        if "mfg_ensemble.fingerprint" not in attrs:
-            raise StoreMismatch(f"{path} is not an mfg_ensemble store (no mfg_ensemble.fingerprint attribute)")
     except StoreMismatch as exc:
         _fail(exc)
     console.print(f"{attrs.get('title', path)}  (fingerprint {str(attrs['mfg_ensemble.fingerprint'])[:12]}…)", markup=False, soft_wrap=True)
@@ -187,9 +185,7 @@ def report(store: str, out_dir: str | None, member: int | None) -> None:
     """Write PNG figures of the sweep store STORE (also while it is running, or interrupted)."""
     path = Path(store)
     try:
-        attrs = st.read_attrs(path)
-        if "mfg_ensemble.fingerprint" not in attrs:
-            raise StoreMismatch(f"{path} is not an mfg_ensemble store (no mfg_ensemble.fingerprint attribute)")
+        st.read_attrs(path)  # refuses what is not an mfg_ensemble store
     except StoreMismatch as exc:
         _fail(exc)
     from mfg_ensemble.report import make_report  # matplotlib only for this command

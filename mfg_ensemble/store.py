@@ -182,7 +182,7 @@ def prepare(sweep: Sweep, store: str | Path, *, resume: bool = True, overwrite: 
     if path.exists() and overwrite:
         shutil.rmtree(path)
     if path.exists() and any(path.iterdir()):
-        found = read_attrs(path).get("mfg_ensemble.fingerprint")
+        found = read_attrs(path)["mfg_ensemble.fingerprint"]
         if found != sweep.fingerprint:
             raise StoreMismatch(
                 f"{path} holds a different sweep (fingerprint {str(found)[:12]}…, this sweep's is "
@@ -196,10 +196,14 @@ def prepare(sweep: Sweep, store: str | Path, *, resume: bool = True, overwrite: 
 
 
 def read_attrs(store: str | Path) -> dict[str, Any]:
+    """The store's attributes; ``StoreMismatch`` if it is not an mfg_ensemble store."""
     try:
-        return dict(zarr.open_group(str(store), mode="r").attrs)
+        attrs = dict(zarr.open_group(str(store), mode="r").attrs)
     except Exception as exc:  # not a Zarr store at all
         raise StoreMismatch(f"{store} is not an mfg_ensemble store: {exc}") from None
+    if "mfg_ensemble.fingerprint" not in attrs:
+        raise StoreMismatch(f"{store} is not an mfg_ensemble store (no mfg_ensemble.fingerprint attribute)")
+    return attrs
 
 
 def update_attrs(store: str | Path, attrs: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,3 +50,52 @@ def max_rel(a: np.ndarray, b: np.ndarray) -> float:
     """max |a − b| relative to max |b| (the scale of the result)."""
     scale = float(np.max(np.abs(b)))
     return float(np.max(np.abs(a - b))) / (scale if scale > 0 else 1.0)
+
+
+# -- small sweeps on a real cluster (test_runner, test_accessor, test_report) ---------------
+
+PROBLEM = {
+    "nx": 41,
+    "nt": 11,
+    "sigma": 0.2,
+    "coupling": {"kind": "log", "strength": 0.1},
+    "m0": {"kind": "gaussian", "mean": 0.3, "std": 0.1},
+    "terminal": {"kind": "quadratic", "strength": 1.0, "center": 0.7},
+}
+SOLVER = {"fp": "particles", "n_particles": 2000, "max_iter": 30, "tol": 1e-6, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of 2 worker processes for the tests of one module."""
+    from distributed import Client
+
+    from mfg_ensemble.cluster import local_cluster
+
+    with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+def interrupt_after(n: int):
+    """An on_progress callback that stops the run (as Ctrl-C would) after n finished members."""
+
+    def interrupt(progress) -> None:
+        if progress.finished >= n:
+            raise KeyboardInterrupt
+
+    return interrupt
+
+
+def settle(path: Path, quiet: float = 1.5, timeout: float = 30.0) -> None:
+    """Wait for the members cancelled in flight to finish writing (a cancelled task that
+    already runs completes and commits): until the status stops changing."""
+    from mfg_ensemble import store as st
+
+    last, since, deadline = b"", time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = st.status(path).tobytes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > quiet:
+            return
+        time.sleep(0.2)

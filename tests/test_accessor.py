@@ -4,39 +4,19 @@ periodic and grid-varying stores, and on one solve's dataset."""
 
 from __future__ import annotations
 
-import time
 import warnings
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 import mfg_ensemble  # noqa: F401  (registers ds.mfg)
 from mfg_ensemble import Problem, Sweep, open_sweep, run_sweep, solve
 from mfg_ensemble import store as st
-from mfg_ensemble.cluster import local_cluster
 
 pytestmark = pytest.mark.slow
-
-PROBLEM = {
-    "nx": 41,
-    "nt": 11,
-    "sigma": 0.2,
-    "coupling": {"kind": "log", "strength": 0.1},
-    "m0": {"kind": "gaussian", "mean": 0.3, "std": 0.1},
-    "terminal": {"kind": "quadratic", "strength": 1.0, "center": 0.7},
-}
-SOLVER = {"fp": "particles", "n_particles": 2000, "max_iter": 30, "tol": 1e-6, "seed": 7}
-
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-
-    with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -52,29 +32,11 @@ def finished(client, tmp_path_factory):
 def partial(client, tmp_path_factory):
     """sigma × seed, interrupted after 2 members."""
     path = tmp_path_factory.mktemp("acc") / "partial.zarr"
-
-    def interrupt(progress) -> None:
-        if progress.finished >= 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         run_sweep(Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}), path, client=client,
-                  on_progress=interrupt, max_in_flight=2)
+                  on_progress=interrupt_after(2), max_in_flight=2)
     settle(path)
     return path
-
-
-def settle(path: Path, quiet: float = 1.5, timeout: float = 30.0) -> None:
-    """Wait for the members cancelled in flight to finish writing (a cancelled task that
-    already runs completes and commits): until the status stops changing."""
-    last, since, deadline = b"", time.monotonic(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = st.status(path).tobytes()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > quiet:
-            return
-        time.sleep(0.2)
 
 
 def trapezoid(x: np.ndarray) -> np.ndarray:

@@ -3,30 +3,20 @@ finished, a partial (interrupted), a one-axis and a grid-varying store; one memb
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 from mfg_ensemble import Sweep, run_sweep
 from mfg_ensemble import store as st
 from mfg_ensemble.cli import main
-from mfg_ensemble.cluster import local_cluster
 from mfg_ensemble.report import _open, make_report
 
 pytestmark = pytest.mark.slow
 
-PROBLEM = {
-    "nx": 41,
-    "nt": 11,
-    "sigma": 0.2,
-    "coupling": {"kind": "log", "strength": 0.1},
-    "m0": {"kind": "gaussian", "mean": 0.3, "std": 0.1},
-    "terminal": {"kind": "quadratic", "strength": 1.0, "center": 0.7},
-}
-SOLVER = {"fp": "particles", "n_particles": 2000, "max_iter": 30, "tol": 1e-6, "seed": 7}
 PNG = b"\x89PNG\r\n\x1a\n"
 SWEEP_WIDE = ["final_density_{}.png", "value_slices.png", "convergence.png", "summary.png"]
 
@@ -47,14 +37,6 @@ def expected(densities: list[str], axes: list[str]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-
-    with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def finished(client, tmp_path_factory) -> Path:
     axes = {"sigma": [0.1, 0.3], "coupling": {"field": "coupling.strength", "values": [0.05, 0.2]}, "seed": {"count": 2}}
     path = tmp_path_factory.mktemp("rep") / "finished.zarr"
@@ -65,29 +47,11 @@ def finished(client, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def partial(client, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("rep") / "partial.zarr"
-
-    def interrupt(progress) -> None:
-        if progress.finished >= 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         run_sweep(Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}), path, client=client,
-                  on_progress=interrupt, max_in_flight=2)
+                  on_progress=interrupt_after(2), max_in_flight=2)
     settle(path)
     return path
-
-
-def settle(path: Path, quiet: float = 1.5, timeout: float = 30.0) -> None:
-    """Wait for the members cancelled in flight to finish writing (a cancelled task that
-    already runs completes and commits): until the status stops changing."""
-    last, since, deadline = b"", time.monotonic(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = st.status(path).tobytes()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > quiet:
-            return
-        time.sleep(0.2)
 
 
 def test_report_of_a_finished_store(finished, tmp_path) -> None:

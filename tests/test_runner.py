@@ -10,36 +10,19 @@ import signal
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import PROBLEM, SOLVER, interrupt_after
 
 from mfg_ensemble import Sweep, open_sweep, run_sweep, solve
 from mfg_ensemble import store as st
-from mfg_ensemble.cluster import local_cluster, worker_env
+from mfg_ensemble.cluster import worker_env
 from mfg_ensemble.runner import SweepMonitor
 from mfg_ensemble.store import StoreMismatch
 
 pytestmark = pytest.mark.slow
 
-PROBLEM = {
-    "nx": 41,
-    "nt": 11,
-    "sigma": 0.2,
-    "coupling": {"kind": "log", "strength": 0.1},
-    "m0": {"kind": "gaussian", "mean": 0.3, "std": 0.1},
-    "terminal": {"kind": "quadratic", "strength": 1.0, "center": 0.7},
-}
-SOLVER = {"fp": "particles", "n_particles": 2000, "max_iter": 30, "tol": 1e-6, "seed": 7}
-
 
 def small_sweep(**axes: object) -> Sweep:
     return Sweep(PROBLEM, SOLVER, axes or {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}})
-
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-
-    with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
 
 
 def assert_matches_serial(ds: xr.Dataset, sweep: Sweep) -> None:
@@ -103,12 +86,8 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_members(client, tmp_
     sweep = small_sweep()
     path = tmp_path / "r.zarr"
 
-    def interrupt(progress) -> None:
-        if progress.finished >= 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, path, client=client, on_progress=interrupt, max_in_flight=2)
+        run_sweep(sweep, path, client=client, on_progress=interrupt_after(3), max_in_flight=2)
     done_before = int((st.status(path) == st.DONE).sum())
     assert 3 <= done_before < len(sweep)
 
