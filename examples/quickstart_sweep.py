@@ -62,7 +62,8 @@ sweep = mfg.Sweep(
         "m0": {"kind": "gaussian", "mean": 0.25, "std": 0.07},
         "terminal": {"kind": "quadratic", "strength": 1.0, "center": 0.75},
     },
-    solver={"fp": "particles", "n_particles": 2000, "damping": 0.5, "tol": 1e-4, "max_iter": 40, "seed": 2026},
+    solver={"fp": "particles", "n_particles": 2000, "damping": 0.5, "anderson": 5, "tol": 1e-4, "max_iter": 40,
+            "seed": 2026},
     axes={"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}},
     name="quickstart_small",
 )
