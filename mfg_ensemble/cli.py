@@ -119,6 +119,10 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
         )
     except (StoreMismatch, ConfigError) as exc:
         _fail(exc)
+    except OSError as exc:  # includes TimeoutError: the scheduler could not be reached
+        if scheduler is None:
+            raise
+        _fail(OSError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}"))
     except KeyboardInterrupt:
         if cluster_started:
             bar.stop()

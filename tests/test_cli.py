@@ -249,3 +249,15 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     a, b = xr.open_zarr(store), xr.open_zarr(tmp_path / "whole.zarr")
     for name in ("m", "u", "status", "iterations"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_run_with_an_unreachable_scheduler_exits_2(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--scheduler", "tcp://127.0.0.1:9"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+    )
+    assert_clean_error(proc, r"cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:9")
