@@ -20,11 +20,17 @@
 //! slopes of an overshot state can be far steeper than the solution's). A limit that asks
 //! for more than 10⁶ sub-steps (or is NaN), or a non-finite u, ends the sweep as diverged.
 //! The k_j taken are returned. Units: u in cost, f in cost/time, σ in length/√time.
+//!
+//! Implementation: one set of buffers per sweep (the state with its ghost nodes, d±, the RK
+//! stages), reused by every stage; each right-hand side is one WENO call on the ghosted state
+//! and one vectorised pass (second difference, Ĥ, f, the RK combination, pmax when needed).
+//! The right-hand side at an interval's end, evaluated for its CFL check, starts the next
+//! interval. Every value has the bits of the unfused form (tests below).
 
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::sweep::{floors, substeps, Sweep, MAX_SUBSTEPS};
-use crate::weno::{derivatives_unchecked, Variant, MIN_NODES};
+use crate::weno::{derivatives_extended_into, Variant, Workspace, MIN_NODES};
 
 #[derive(Debug, Clone, Copy)]
 pub struct HjbParams {
@@ -56,28 +62,146 @@ pub fn godunov(d_minus: f64, d_plus: f64) -> f64 {
     0.5 * max_nan(a * a, b * b)
 }
 
-/// ∂s u = (σ²/2) u_xx − Ĥ(d⁻, d⁺) + f(θ) at every node, and max |d±| for the CFL limit.
-fn rhs(u: &[f64], f_hi: &[f64], f_lo: &[f64], theta: f64, p: &HjbParams) -> (Vec<f64>, f64) {
-    let n = u.len();
-    let (dm, dp) = derivatives_unchecked(u, p.dx, p.bc, p.variant, p.eps);
-    let half_s2 = 0.5 * p.sigma * p.sigma;
-    let dx2 = p.dx * p.dx;
-    let mut out = vec![0.0; n];
-    let mut pmax: f64 = 0.0;
-    for i in 0..n {
-        let (left, right) = match p.bc {
-            Boundary::Periodic => (u[(i + n - 1) % n], u[(i + 1) % n]),
-            _ => (
-                if i == 0 { u[1] } else { u[i - 1] },
-                if i == n - 1 { u[n - 2] } else { u[i + 1] },
-            ),
-        };
-        let lap = (right - 2.0 * u[i] + left) / dx2;
-        let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
-        out[i] = half_s2 * lap - godunov(dm[i], dp[i]) + f;
-        pmax = max_nan(max_nan(pmax, dm[i].abs()), dp[i].abs());
+/// What a right-hand side evaluation writes at node i, from the value `a` already there, the
+/// evaluated state's value `c` at i and L = ∂s u at i.
+trait Combine: Fn(f64, f64, f64) -> f64 {}
+impl<C: Fn(f64, f64, f64) -> f64> Combine for C {}
+
+/// The right-hand side ∂s u = (σ²/2) u_xx − Ĥ(d⁻, d⁺) + f(θ) with its buffers, allocated once
+/// per sweep and reused by every stage: the state with its ghost nodes (`ue`, node i at
+/// ue[i + 3], shared by the WENO stencils and the second difference) and d⁻, d⁺.
+struct Rhs {
+    p: HjbParams,
+    half_s2: f64,
+    dx2: f64,
+    ue: Vec<f64>,
+    dm: Vec<f64>,
+    dp: Vec<f64>,
+    ws: Workspace,
+}
+
+impl Rhs {
+    fn new(nx: usize, p: &HjbParams) -> Rhs {
+        Rhs {
+            p: *p,
+            half_s2: 0.5 * p.sigma * p.sigma,
+            dx2: p.dx * p.dx,
+            ue: vec![0.0; nx + 6],
+            dm: vec![0.0; nx],
+            dp: vec![0.0; nx],
+            ws: Workspace::new(),
+        }
     }
-    (out, pmax)
+
+    /// Evaluates the right-hand side L of `u` and sets out[i] = combine(out[i], u[i], L[i])
+    /// (in one pass with the second difference, Ĥ and the interpolation of f); returns
+    /// pmax = max |d±| of `u` when `PMAX` (NaN if any d± is NaN), else 0.
+    fn eval<const PMAX: bool>(&mut self, u: &[f64], f_hi: &[f64], f_lo: &[f64], theta: f64, out: &mut [f64], combine: impl Combine) -> f64 {
+        with_ghosts(u, self.p.bc, &mut self.ue);
+        derivatives_extended_into(&self.ue, self.p.dx, self.p.variant, self.p.eps, &mut self.dm, &mut self.dp, &mut self.ws);
+        let args = Finish { ue: &self.ue, dm: &self.dm, dp: &self.dp, f_hi, f_lo, theta, half_s2: self.half_s2, dx2: self.dx2 };
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::rng::has_avx512() {
+                // SAFETY: AVX-512F support was checked at run time just above.
+                return unsafe { finish_avx512::<PMAX>(&args, out, combine) };
+            }
+            if crate::rng::has_avx2() {
+                // SAFETY: AVX2 support was checked at run time just above.
+                return unsafe { finish_avx2::<PMAX>(&args, out, combine) };
+            }
+        }
+        finish_body::<PMAX>(&args, out, combine)
+    }
+}
+
+/// `ue` (length u.len() + 6) = u with three ghost nodes on each side, as weno's `ghost`:
+/// mirrored about the end nodes for "reflect", wrapped for "periodic".
+fn with_ghosts(u: &[f64], bc: Boundary, ue: &mut [f64]) {
+    let n = u.len();
+    ue[3..n + 3].copy_from_slice(u);
+    for k in 1..=3 {
+        let (lo, hi) = match bc {
+            Boundary::Periodic => (u[n - k], u[k - 1]),
+            _ => (u[k], u[n - 1 - k]),
+        };
+        ue[3 - k] = lo;
+        ue[n + 2 + k] = hi;
+    }
+}
+
+/// The inputs of the per-node pass of `Rhs::eval`.
+struct Finish<'a> {
+    ue: &'a [f64],
+    dm: &'a [f64],
+    dp: &'a [f64],
+    f_hi: &'a [f64],
+    f_lo: &'a [f64],
+    theta: f64,
+    half_s2: f64,
+    dx2: f64,
+}
+
+/// out[i] = combine(out[i], u_i, (σ²/2)(u_{i+1} − 2u_i + u_{i−1})/dx² − Ĥ(d⁻_i, d⁺_i) + f_i(θ)),
+/// the arithmetic of the reference (NumPy `_rhs`) term by term; and max |d±| when `PMAX`.
+#[inline(always)]
+fn finish_body<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
+    let n = out.len();
+    let (ue, dm, dp, f_hi, f_lo) = (&a.ue[..n + 6], &a.dm[..n], &a.dp[..n], &a.f_hi[..n], &a.f_lo[..n]);
+    let (left, mid, right) = (&ue[2..n + 2], &ue[3..n + 3], &ue[4..n + 4]);
+    let (theta, half_s2, dx2) = (a.theta, a.half_s2, a.dx2);
+    for i in 0..n {
+        let lap = (right[i] - 2.0 * mid[i] + left[i]) / dx2;
+        let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
+        let l = half_s2 * lap - godunov(dm[i], dp[i]) + f;
+        out[i] = combine(out[i], mid[i], l);
+    }
+    if PMAX {
+        abs_max(dm, dp)
+    } else {
+        0.0
+    }
+}
+
+/// max(0, max |d⁻|, max |d⁺|), NaN if any of them is NaN (as NumPy's `max`). The maximum of
+/// exact values does not depend on the order, so it is kept in lanes (to vectorise) with NaN
+/// tracked apart.
+#[inline(always)]
+fn abs_max(dm: &[f64], dp: &[f64]) -> f64 {
+    const LANES: usize = 8;
+    let (mut top, mut nan) = ([0.0f64; LANES], [false; LANES]);
+    for d in [dm, dp] {
+        let chunks = d.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                let x = c[j].abs();
+                top[j] = if x > top[j] { x } else { top[j] };
+                nan[j] |= x.is_nan();
+            }
+        }
+        for (j, &x) in rest.iter().enumerate() {
+            let x = x.abs();
+            top[j] = if x > top[j] { x } else { top[j] };
+            nan[j] |= x.is_nan();
+        }
+    }
+    if nan.iter().any(|&b| b) {
+        return f64::NAN;
+    }
+    top.iter().fold(0.0, |m, &x| if x > m { x } else { m })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn finish_avx2<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
+    finish_body::<PMAX>(a, out, combine)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_avx512<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
+    finish_body::<PMAX>(a, out, combine)
 }
 
 fn validate(f: &[f64], g: &[f64], nt: usize, p: &HjbParams) -> KernelResult<()> {
@@ -108,52 +232,64 @@ fn validate(f: &[f64], g: &[f64], nt: usize, p: &HjbParams) -> KernelResult<()> 
     check_finite("g", g)
 }
 
+/// The state buffers of the stepping, reused by every interval and every try.
+struct Buffers {
+    /// the state being stepped (the interval's end once a try succeeds)
+    v: Vec<f64>,
+    u1: Vec<f64>,
+    u2: Vec<f64>,
+    /// the right-hand side of the state at the interval's end, f taken at that output time
+    l_end: Vec<f64>,
+}
+
 /// One try at an output interval: k equal TVD-RK3 sub-steps of dt_out/k backward from `u`
-/// (`start` = its right-hand side and pmax). The state at the interval's other end, or
-/// `Err(δ)` with the step limit δ of the first sub-step whose CFL check failed
-/// (dt_out/k > 2δ, or δ NaN).
+/// (`l_start`, `pmax_start` = its right-hand side and pmax) into `b.v`. `Ok` with the pmax of
+/// the state at the interval's other end, whose right-hand side with f = `f_lo` (the next
+/// interval's start) is left in `b.l_end`; or `Err(δ)` with the step limit δ of the first
+/// sub-step whose CFL check failed (dt_out/k > 2δ, or δ NaN).
 #[allow(clippy::too_many_arguments)]
 fn try_interval(
+    rhs: &mut Rhs,
+    b: &mut Buffers,
     u: &[f64],
-    start: &(Vec<f64>, f64),
+    (l_start, pmax_start): (&[f64], f64),
     k: usize,
-    f_hi: &[f64],
-    f_lo: &[f64],
+    (f_hi, f_lo, f_next): (&[f64], &[f64], &[f64]),
     dt_out: f64,
-    p: &HjbParams,
     step_limit: impl Fn(f64) -> f64,
-) -> Result<Vec<f64>, f64> {
-    let nx = u.len();
+) -> Result<f64, f64> {
     let dt = dt_out / k as f64;
     let dtheta = 1.0 / k as f64;
-    let mut v = u.to_vec();
+    let Buffers { v, u1, u2, l_end } = b;
+    v.copy_from_slice(u);
     for s in 0..k {
         let theta = s as f64 / k as f64;
-        let later;
-        let (l1, pmax) = if s == 0 {
-            (&start.0, start.1)
+        // u1 = v + dt·L(v), checked against the slopes of v
+        let pmax = if s == 0 {
+            for ((o, a), l) in u1.iter_mut().zip(v.iter()).zip(l_start) {
+                *o = a + dt * l;
+            }
+            pmax_start
         } else {
-            later = rhs(&v, f_hi, f_lo, theta, p);
-            (&later.0, later.1)
+            rhs.eval::<true>(v, f_hi, f_lo, theta, u1, |_, c, l| c + dt * l)
         };
         let allowed = step_limit(pmax);
         if dt > 2.0 * allowed || allowed.is_nan() {
             return Err(allowed);
         }
-        let u1: Vec<f64> = v.iter().zip(l1).map(|(a, l)| a + dt * l).collect();
-        let (l2, _) = rhs(&u1, f_hi, f_lo, theta + dtheta, p);
-        let u2: Vec<f64> = (0..nx).map(|i| 0.75 * v[i] + 0.25 * (u1[i] + dt * l2[i])).collect();
-        let (l3, _) = rhs(&u2, f_hi, f_lo, theta + 0.5 * dtheta, p);
-        for i in 0..nx {
-            v[i] = v[i] / 3.0 + 2.0 / 3.0 * (u2[i] + dt * l3[i]);
-        }
+        u2.copy_from_slice(v);
+        rhs.eval::<false>(u1, f_hi, f_lo, theta + dtheta, u2, |a, c, l| 0.75 * a + 0.25 * (c + dt * l));
+        rhs.eval::<false>(u2, f_hi, f_lo, theta + 0.5 * dtheta, v, |a, c, l| a / 3.0 + 2.0 / 3.0 * (c + dt * l));
     }
-    // the last sub-step is checked against the slopes it produced
-    let allowed = step_limit(rhs(&v, f_hi, f_lo, 1.0, p).1);
+    // the last sub-step is checked against the slopes it produced; its right-hand side with
+    // f at this end (θ = 0 of the next interval, the same bits as evaluating it there afresh)
+    // starts the next interval
+    let pmax = rhs.eval::<true>(v, f_lo, f_next, 0.0, l_end, |_, _, l| l);
+    let allowed = step_limit(pmax);
     if dt > 2.0 * allowed || allowed.is_nan() {
         return Err(allowed);
     }
-    Ok(v)
+    Ok(pmax)
 }
 
 /// The sub-step count of a restarted interval: what the slopes ask (`wanted` = Δt/δ), but at
@@ -182,18 +318,25 @@ pub fn hjb_backward(
     let step_limit = |pmax: f64| p.cfl / (pmax / p.dx + rate_diffusion);
     let mut out = Sweep::new(nt, nx);
     out.row_mut(nt - 1, nx).copy_from_slice(g);
+    let mut rhs = Rhs::new(nx, p);
+    let mut b = Buffers { v: vec![0.0; nx], u1: vec![0.0; nx], u2: vec![0.0; nx], l_end: vec![0.0; nx] };
+    let row = |j: usize| &f[j * nx..(j + 1) * nx];
     let mut u = g.to_vec();
+    // the right-hand side at the start of the last interval (θ = 0: f at t_{nt−1})
+    let mut l_start = vec![0.0; nx];
+    let mut pmax_start = rhs.eval::<true>(&u, row(nt - 1), row(nt - 2), 0.0, &mut l_start, |_, _, l| l);
     for j in (0..nt - 1).rev() {
-        let (f_lo, f_hi) = (&f[j * nx..(j + 1) * nx], &f[(j + 1) * nx..(j + 2) * nx]);
+        let (f_lo, f_hi) = (row(j), row(j + 1));
+        // f of the interval before this one, for the right-hand side at t_j that starts it
+        let f_next = row(j.saturating_sub(1));
         let collapsed = || format!("HJB: the CFL sub-step collapsed near t = {}", j as f64 * dt_out);
-        let start = rhs(&u, f_hi, f_lo, 0.0, p);
-        let Some((mut k, _)) = substeps(dt_out, step_limit(start.1), floor[j]) else {
+        let Some((mut k, _)) = substeps(dt_out, step_limit(pmax_start), floor[j]) else {
             out.diverged = Some(collapsed());
             return Ok(out);
         };
-        u = loop {
-            match try_interval(&u, &start, k, f_hi, f_lo, dt_out, p, step_limit) {
-                Ok(v) => break v,
+        pmax_start = loop {
+            match try_interval(&mut rhs, &mut b, &u, (&l_start, pmax_start), k, (f_hi, f_lo, f_next), dt_out, step_limit) {
+                Ok(pmax_end) => break pmax_end,
                 // the slopes steepened beyond twice the limit: redo the interval with more steps
                 Err(allowed) => match more_substeps(k, dt_out / allowed) {
                     Some(more) => k = more,
@@ -204,6 +347,8 @@ pub fn hjb_backward(
                 },
             }
         };
+        std::mem::swap(&mut u, &mut b.v);
+        std::mem::swap(&mut l_start, &mut b.l_end);
         out.substeps[j] = k;
         if let Some(i) = u.iter().position(|v| !v.is_finite()) {
             out.diverged = Some(format!("HJB: u is not finite at t = {}, x index {i}", j as f64 * dt_out));
@@ -227,6 +372,92 @@ mod tests {
             variant: Variant::Js,
             eps: 1e-6,
             cfl: 0.4,
+        }
+    }
+
+    /// The right-hand side as it was computed before the buffers were shared (one allocation
+    /// per call, derivatives from `weno::derivatives_unchecked`, the reference's order of
+    /// operations): the fused pass must give the same bits.
+    fn rhs_reference(u: &[f64], f_hi: &[f64], f_lo: &[f64], theta: f64, p: &HjbParams) -> (Vec<f64>, f64) {
+        let n = u.len();
+        let (dm, dp) = crate::weno::derivatives_unchecked(u, p.dx, p.bc, p.variant, p.eps);
+        let half_s2 = 0.5 * p.sigma * p.sigma;
+        let dx2 = p.dx * p.dx;
+        let mut out = vec![0.0; n];
+        let mut pmax: f64 = 0.0;
+        for i in 0..n {
+            let (left, right) = match p.bc {
+                Boundary::Periodic => (u[(i + n - 1) % n], u[(i + 1) % n]),
+                _ => (if i == 0 { u[1] } else { u[i - 1] }, if i == n - 1 { u[n - 2] } else { u[i + 1] }),
+            };
+            let lap = (right - 2.0 * u[i] + left) / dx2;
+            let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
+            out[i] = half_s2 * lap - godunov(dm[i], dp[i]) + f;
+            pmax = max_nan(max_nan(pmax, dm[i].abs()), dp[i].abs());
+        }
+        (out, pmax)
+    }
+
+    fn wiggly(n: usize, seed: usize) -> Vec<f64> {
+        (0..n).map(|i| ((i * 7919 + seed) % 1000) as f64 / 1000.0 + (i as f64 * 0.05).sin()).collect()
+    }
+
+    #[test]
+    fn fused_right_hand_side_equals_the_unfused_one_bit_for_bit() {
+        for n in [6, 7, 201, 3 * 512 + 7] {
+            let u = wiggly(n, 1);
+            let (f_hi, f_lo) = (wiggly(n, 2), wiggly(n, 3));
+            for bc in [Boundary::Reflect, Boundary::Periodic] {
+                for variant in [Variant::Js, Variant::Z] {
+                    for (eps, sigma) in [(1e-6, 0.3), (1e-30, 0.0)] {
+                        let mut p = params(n, sigma);
+                        (p.bc, p.variant, p.eps) = (bc, variant, eps);
+                        let mut rhs = Rhs::new(n, &p);
+                        let (want, want_pmax) = rhs_reference(&u, &f_hi, &f_lo, 0.375, &p);
+                        let mut got = vec![0.0; n];
+                        let pmax = rhs.eval::<true>(&u, &f_hi, &f_lo, 0.375, &mut got, |_, _, l| l);
+                        assert_eq!(got, want, "{n} {bc:?} {variant:?} {eps}");
+                        assert_eq!(pmax.to_bits(), want_pmax.to_bits());
+                        assert_eq!(rhs.eval::<false>(&u, &f_hi, &f_lo, 0.375, &mut got, |_, _, l| l), 0.0);
+                        // a combining pass: out[i] = combine(out[i], u_i, L_i)
+                        let mut acc = f_lo.clone();
+                        rhs.eval::<false>(&u, &f_hi, &f_lo, 0.375, &mut acc, |a, c, l| 0.75 * a + 0.25 * (c + 0.1 * l));
+                        for i in 0..n {
+                            assert_eq!(acc[i], 0.75 * f_lo[i] + 0.25 * (u[i] + 0.1 * want[i]));
+                        }
+                    }
+                }
+            }
+        }
+        // NaN in the slopes makes pmax NaN, as NumPy's max
+        let n = 21;
+        let mut u = wiggly(n, 4);
+        u[10] = f64::NAN;
+        let p = params(n, 0.1);
+        let mut out = vec![0.0; n];
+        assert!(Rhs::new(n, &p).eval::<true>(&u, &u, &u, 0.0, &mut out, |_, _, l| l).is_nan());
+        u[10] = f64::INFINITY;
+        let pmax = Rhs::new(n, &p).eval::<true>(&u, &u, &u, 0.0, &mut out, |_, _, l| l);
+        assert_eq!(pmax.to_bits(), rhs_reference(&u, &u, &u, 0.0, &p).1.to_bits());
+    }
+
+    #[test]
+    fn derivatives_of_the_extended_state_equal_the_ghost_lookups_bit_for_bit() {
+        let mut ws = crate::weno::Workspace::new();
+        for n in [6, 9, 201, 512, 513, 3 * 512 + 7] {
+            let u = wiggly(n, 5);
+            for bc in [Boundary::Reflect, Boundary::Periodic] {
+                let mut ue = vec![0.0; n + 6];
+                with_ghosts(&u, bc, &mut ue);
+                for variant in [Variant::Js, Variant::Z] {
+                    for eps in [1e-6, 1e-30] {
+                        let (rm, rp) = crate::weno::derivatives_unchecked(&u, 0.01, bc, variant, eps);
+                        let (mut dm, mut dp) = (vec![0.0; n], vec![0.0; n]);
+                        derivatives_extended_into(&ue, 0.01, variant, eps, &mut dm, &mut dp, &mut ws);
+                        assert_eq!((dm, dp), (rm, rp), "{n} {bc:?} {variant:?} {eps}");
+                    }
+                }
+            }
         }
     }
 

@@ -383,6 +383,82 @@ pub(crate) fn derivatives_unchecked(
     (d_minus, d_plus)
 }
 
+/// Reusable buffers of [`derivatives_extended_into`], so that a solver calling it many times
+/// on the same small grid allocates them once.
+pub struct Workspace {
+    sc: Scratch,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace { sc: Scratch::new() }
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Workspace {
+        Workspace::new()
+    }
+}
+
+/// d⁻, d⁺ of the nodes start .. start + dm.len() of `ue` = u with its three ghost nodes on
+/// each side already in place (node i of u is ue[i + 3]): `combine_range` without the ghost
+/// lookups and with the caller's scratch.
+#[allow(clippy::too_many_arguments)]
+fn combine_extended(ue: &[f64], inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], sc: &mut Scratch) {
+    if eps < EPS_MIN {
+        for (k, (om, op)) in dm.iter_mut().zip(dp.iter_mut()).enumerate() {
+            let i = start + k;
+            let w: [f64; 6] = std::array::from_fn(|t| (ue[i + t + 1] - ue[i + t]) * inv_dx);
+            *om = weno_combine([w[0], w[1], w[2], w[3], w[4]], variant, eps);
+            *op = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    let wide = crate::rng::has_avx2();
+    #[cfg(target_arch = "x86_64")]
+    let wider = crate::rng::has_avx512();
+    // every block lies inside ue with its three ghosts, so `bc` is never consulted
+    let bc = Boundary::Periodic;
+    for (b, (om, op)) in dm.chunks_mut(BLOCK).zip(dp.chunks_mut(BLOCK)).enumerate() {
+        let s = 3 + start + b * BLOCK;
+        #[cfg(target_arch = "x86_64")]
+        if wider {
+            // SAFETY: AVX-512F support was checked at run time just above.
+            unsafe { block_avx512(ue, bc, inv_dx, s, variant, eps, om, op, sc) };
+            continue;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: AVX2 support was checked at run time (has_avx2) just above.
+            unsafe { block_avx2(ue, bc, inv_dx, s, variant, eps, om, op, sc) };
+            continue;
+        }
+        block_generic(ue, bc, inv_dx, s, variant, eps, om, op, sc);
+    }
+}
+
+/// `derivatives_unchecked` of u = ue[3 .. ue.len() − 3] written into `dm`, `dp` (length
+/// ue.len() − 6 ≥ MIN_NODES), for a caller that keeps u with its ghost nodes filled as the
+/// module docs say (reflect: ue[3 − k] = u_k, ue[n + 2 + k] = u_{n−1−k}; periodic: wrapped),
+/// e.g. because it needs them for its own stencils, and calls this once per time stage: no
+/// allocation on small grids (the buffers live in `ws`), the same bits as
+/// `derivatives_unchecked`, large grids in parallel over the same fixed chunks.
+pub fn derivatives_extended_into(ue: &[f64], dx: f64, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], ws: &mut Workspace) {
+    let n = ue.len().saturating_sub(6);
+    assert!(n >= MIN_NODES && dm.len() == n && dp.len() == n, "derivatives_extended_into: lengths");
+    let inv_dx = 1.0 / dx;
+    if n < PARALLEL_MIN {
+        combine_extended(ue, inv_dx, 0, variant, eps, dm, dp, &mut ws.sc);
+    } else {
+        dm.par_chunks_mut(TASK)
+            .zip(dp.par_chunks_mut(TASK))
+            .enumerate()
+            .for_each(|(c, (dm, dp))| combine_extended(ue, inv_dx, c * TASK, variant, eps, dm, dp, &mut Scratch::new()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
