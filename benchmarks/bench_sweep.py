@@ -2,9 +2,10 @@
 
     python benchmarks/bench_sweep.py [--members 32] [--quick]     (release build: pip install .)
 
-A sweep of the crowd problem (configs/crowd_log.toml, particles) over sigma × seed, members
-of about a second or more each. For 1 and 2 worker processes (Rayon sized to the worker's
-share of the cores): the wall time, members per second and the scaling ratio; the runner's
+A sweep of the crowd problem (configs/crowd_log.toml, 3·10⁴ particles) over sigma × seed,
+members of about a second or more each (the size the overhead target is set for). For
+1 worker × 1 Rayon thread, 1 worker × 2 Rayon threads and 2 workers × 1 Rayon thread (the
+default on 2 cores): the wall time, members per second and the scaling ratios; the runner's
 overhead (Dask + store) as a share of the pure solve time,
 (workers × wall − Σ member solve times) / Σ member solve times; and each worker's peak
 resident memory. The cluster start-up time is reported apart and not counted.
@@ -39,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     base = Sweep.from_file(CONFIG)
     problem = dict(base.problem_table)
-    solver = dict(base.solver_table, tol=1e-5)
+    solver = dict(base.solver_table, tol=1e-5, n_particles=30_000)  # members of >= 1 s
     n = 8 if args.quick else args.members
     if args.quick:
         problem.update(nx=61, nt=31)
@@ -49,14 +50,15 @@ def main() -> None:
     print(f"# runner throughput: {len(sweep)} members of {CONFIG.name} (nx={problem['nx']}, nt={problem['nt']}, "
           f"{solver['n_particles']} particles)")
     print(f"- {backend_info()}\n")
-    print("| workers | cluster start | sweep wall | members/s | Σ solve time | mean member | overhead | peak RSS per worker |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| workers | Rayon threads per worker | cluster start | sweep wall | members/s | Σ solve time | mean member | overhead | peak RSS per worker |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rates = {}
-    for workers in (1, 2):
+    for workers, rayon in ((1, 1), (1, 2), (2, 1)):
         folder = Path(tempfile.mkdtemp(prefix="mfg-bench-"))
         try:
             t0 = time.perf_counter()
-            with local_cluster(workers, dashboard_address=":0") as cluster, Client(cluster) as client:
+            env = {"RAYON_NUM_THREADS": str(rayon)}
+            with local_cluster(workers, dashboard_address=":0", env=env) as cluster, Client(cluster) as client:
                 started = time.perf_counter() - t0
                 t1 = time.perf_counter()
                 ds = run_sweep(sweep, folder / "bench.zarr", client=client)
@@ -65,13 +67,14 @@ def main() -> None:
             solve_times = ds.wall_time.values.ravel()
             total = float(np.nansum(solve_times))
             overhead = (workers * wall - total) / total
-            rates[workers] = len(sweep) / wall
-            print(f"| {workers} | {started:.1f} s | {wall:.1f} s | {rates[workers]:.2f} | {total:.1f} s "
+            rates[workers, rayon] = len(sweep) / wall
+            print(f"| {workers} | {rayon} | {started:.1f} s | {wall:.1f} s | {rates[workers, rayon]:.2f} | {total:.1f} s "
                   f"| {np.nanmean(solve_times):.2f} s | {100 * overhead:.1f}% | {max(rss.values()):.0f} MiB |")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    print(f"\nscaling 2 workers / 1 worker: {rates[2] / rates[1]:.2f}× (target ≥ 1.8× on 2 cores)")
-
+    print(f"\nrunner scaling, 2 workers / 1 worker at 1 Rayon thread each: {rates[2, 1] / rates[1, 1]:.2f}× "
+          "(target ≥ 1.8× on 2 cores)")
+    print(f"the default 2 workers × 1 thread vs 1 worker × 2 Rayon threads: {rates[2, 1] / rates[1, 2]:.2f}×")
 
 if __name__ == "__main__":
     main()
