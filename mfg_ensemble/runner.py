@@ -124,7 +124,7 @@ class Progress:
 def _tasks(sweep: Sweep, path: Path) -> list[MemberTask]:
     """The members whose status is still pending."""
     status = st.status(path).ravel()
-    tdim, xdim = st._dims(sweep)
+    tdim, xdim = st.grid_dims(sweep)
     axes = tuple(a.name for a in sweep.axes)
     return [
         MemberTask(str(path), m.index, m.position, axes, tdim, xdim, m.problem, m.solver)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -61,7 +60,9 @@ def check_store_path(store: str | Path, source: str) -> Path:
     return path
 
 
-def _dims(sweep: Sweep) -> tuple[str, str]:
+def grid_dims(sweep: Sweep) -> tuple[str, str]:
+    """The names of the time and space dimensions: (t, x), or (t_index, x_index) when an axis
+    changes the grid."""
     return ("t_index", "x_index") if sweep.varies_grid() else ("t", "x")
 
 
@@ -91,7 +92,7 @@ def template(sweep: Sweep) -> tuple[xr.Dataset, dict[str, Any]]:
 
     axes = [a.name for a in sweep.axes]
     shape = sweep.shape
-    tdim, xdim = _dims(sweep)
+    tdim, xdim = grid_dims(sweep)
     nt, nx, n_iter = _sizes(sweep)
     one = (1,) * len(axes)
 
@@ -217,9 +218,6 @@ def status(store: str | Path) -> np.ndarray:
     return np.asarray(zarr.open_array(str(store), path="status", mode="r")[...])
 
 
-def region(sweep: Sweep, position: tuple[int, ...]) -> dict[str, slice]:
-    return {a.name: slice(i, i + 1) for a, i in zip(sweep.axes, position)}
-
 
 def write_member(
     store: str | Path,
@@ -298,7 +296,3 @@ def summary(store: str | Path) -> dict[str, Any]:
         "errors": {i: entry.get("error") or entry.get("reason") for i, entry in log.items()},
     }
 
-
-def remove(store: str | Path) -> None:
-    if os.path.isdir(store):
-        shutil.rmtree(store)
