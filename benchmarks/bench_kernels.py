@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 
 import mfg_ensemble
-from mfg_ensemble import _backend, kernels
+from mfg_ensemble import kernels
+from mfg_ensemble.kernels import backend as _backend
 
 Record = dict[str, Any]
 """One timing cell: {"median": s, "samples": k, "number": calls per sample} or {"skipped": est. s}."""

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from mfg_ensemble import Problem, backend_info, solve
-from mfg_ensemble import solver as solver_mod
+from mfg_ensemble.game import solver as solver_mod
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "crowd_log.toml"
 
@@ -27,7 +27,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "crowd_log.toml"
 def timed_solve(problem: Problem, **kw: object) -> tuple[float, dict[str, float], object]:
     """Wall time of one solve and the time spent in the HJB and FP sweeps."""
     spent: dict[str, float] = defaultdict(float)
-    originals = {name: getattr(solver_mod._Sweeps, name) for name in ("hjb", "fp")}
+    originals = {name: getattr(solver_mod.FixedPointMap, name) for name in ("hjb", "fp")}
 
     def wrap(name: str):
         def timed(self, arg):
@@ -40,14 +40,14 @@ def timed_solve(problem: Problem, **kw: object) -> tuple[float, dict[str, float]
         return timed
 
     for name in originals:
-        setattr(solver_mod._Sweeps, name, wrap(name))
+        setattr(solver_mod.FixedPointMap, name, wrap(name))
     try:
         t0 = time.perf_counter()
         ds = solve(problem, **kw)
         wall = time.perf_counter() - t0
     finally:
         for name, fn in originals.items():
-            setattr(solver_mod._Sweeps, name, fn)
+            setattr(solver_mod.FixedPointMap, name, fn)
     return wall, dict(spent), ds
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from distributed import Client
 
 from mfg_ensemble import Sweep, backend_info, run_sweep
-from mfg_ensemble.cluster import local_cluster
+from mfg_ensemble.ensemble.cluster import local_cluster
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "crowd_log.toml"
 

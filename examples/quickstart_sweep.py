@@ -31,8 +31,6 @@ from distributed import Client
 from matplotlib.figure import Figure
 
 import mfg_ensemble as mfg
-from mfg_ensemble.report import make_report
-from mfg_ensemble.runner import SweepMonitor
 
 STORE = Path("quickstart_small.zarr")
 REPORT = Path("quickstart_small_report")
@@ -70,7 +68,7 @@ sweep = mfg.Sweep(
 print(sweep.describe(limit=3))
 
 # %%
-ds = mfg.run_sweep(sweep, STORE, client=client, overwrite=True, monitor=SweepMonitor(verbose=True))
+ds = mfg.run_sweep(sweep, STORE, client=client, overwrite=True, monitor=mfg.SweepMonitor(verbose=True))
 
 # %% [markdown]
 # ## The store: labelled and lazy
@@ -128,7 +126,7 @@ fig
 # summary of iterations, wall time and failures.
 
 # %%
-files = make_report(STORE, REPORT)
+files = mfg.make_report(STORE, REPORT)
 for f in files:
     print(f)
 

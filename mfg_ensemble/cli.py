@@ -23,11 +23,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mfg_ensemble import store as st
-from mfg_ensemble.runner import Progress as RunProgress
-from mfg_ensemble.runner import run_sweep
-from mfg_ensemble.store import StoreMismatch
-from mfg_ensemble.sweep import ConfigError, Sweep
+from mfg_ensemble import schema
+from mfg_ensemble.ensemble.monitor import Progress as RunProgress
+from mfg_ensemble.ensemble.runner import run_sweep
+from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.ensemble.sweep import Sweep
+from mfg_ensemble.errors import ConfigError, StoreMismatch
 
 console = Console()
 err_console = Console(stderr=True)
@@ -69,9 +70,8 @@ def main() -> None:
 def run(config: str, store: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int, overwrite: bool) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
-    path = Path(store) if store else Path(f"{sweep.name or 'sweep'}.zarr")
     try:
-        st.check_store_path(path, sweep.source)
+        path = SweepStore.for_sweep(sweep, store).path
     except ConfigError as exc:
         _fail(exc)
     console.print(f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True)
@@ -138,7 +138,7 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
 
 
 def _print_summary(path: Path) -> None:
-    summary = st.summary(path)
+    summary = SweepStore(path).summary()
     table = Table(title=f"store {escape(str(path))}")
     columns = ("members", "done", "not converged", "failed", "pending")
     for col in columns:
@@ -170,11 +170,13 @@ def info(store: str) -> None:
     """What the sweep store STORE holds: members done, failed and missing."""
     path = Path(store)
     try:
-        attrs = st.read_attrs(path)
+        attrs = SweepStore(path).attrs()
     except StoreMismatch as exc:
         _fail(exc)
-    console.print(f"{attrs.get('title', path)}  (fingerprint {str(attrs['mfg_ensemble.fingerprint'])[:12]}…)", markup=False, soft_wrap=True)
-    console.print(f"axes: {attrs.get('mfg_ensemble.axes')}  from {attrs.get('mfg_ensemble.sweep_source')}", markup=False, soft_wrap=True)
+    fingerprint = str(attrs[schema.FINGERPRINT])[:12]
+    console.print(f"{attrs.get('title', path)}  (fingerprint {fingerprint}…)", markup=False, soft_wrap=True)
+    axes, source = attrs.get(schema.AXES), attrs.get(schema.SWEEP_SOURCE)
+    console.print(f"axes: {axes}  from {source}", markup=False, soft_wrap=True)
     _print_summary(path)
 
 
@@ -189,17 +191,17 @@ def report(store: str, out_dir: str | None, member: int | None) -> None:
     """Write PNG figures of the sweep store STORE (also while it is running, or interrupted)."""
     path = Path(store)
     try:
-        st.read_attrs(path)  # refuses what is not an mfg_ensemble store
+        SweepStore(path).attrs()  # refuses what is not an mfg_ensemble store
     except StoreMismatch as exc:
         _fail(exc)
-    from mfg_ensemble.report import make_report  # matplotlib only for this command
+    from mfg_ensemble.analysis.report import make_report  # matplotlib only for this command
 
     out = Path(out_dir) if out_dir else path.with_name(f"{path.name.removesuffix('.zarr')}_report")
     try:
         files = make_report(path, out, member=member)
     except (IndexError, ValueError, OSError) as exc:
         _fail(exc)
-    summary = st.summary(path)
+    summary = SweepStore(path).summary()
     for file in files:
         console.print(str(file), markup=False, highlight=False, soft_wrap=True)
     console.print(f"{len(files)} figures in {escape(str(out))} ({summary['done']} of {summary['members']} members done, "

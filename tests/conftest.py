@@ -70,7 +70,7 @@ def client():
     """A LocalCluster of 2 worker processes for the tests of one module."""
     from distributed import Client
 
-    from mfg_ensemble.cluster import local_cluster
+    from mfg_ensemble.ensemble.cluster import local_cluster
 
     with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as c:
         yield c
@@ -89,11 +89,11 @@ def interrupt_after(n: int):
 def settle(path: Path, quiet: float = 1.5, timeout: float = 30.0) -> None:
     """Wait for the members cancelled in flight to finish writing (a cancelled task that
     already runs completes and commits): until the status stops changing."""
-    from mfg_ensemble import store as st
+    from mfg_ensemble.ensemble.store import SweepStore
 
     last, since, deadline = b"", time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = st.status(path).tobytes()
+        now = SweepStore(path).status().tobytes()
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since > quiet:

@@ -95,7 +95,7 @@ def test_validate_malformed_file_exits_2_with_the_message(tmp_path: Path) -> Non
     [
         # rich markup must not eat "[b]" or "[/]", nor wrap a long line
         ('"[b]old[/]" = 1\n' + TINY, "[b]old[/]: unknown field; allowed: name, description, problem, solver, sweep"),
-        (TINY.replace("max_iter = 20", "damping = 1.5"), "solver.damping: damping must be in (0, 1], got 1.5"),
+        (TINY.replace("max_iter = 20", "damping = 1.5"), "solver.damping: Input should be less than or equal to 1 (got 1.5)"),
         (
             TINY.replace("nt = 11", "nt = 11\nsigmaa = 0.1"),
             "problem.sigmaa: unknown field; allowed: lo, hi, T, nx, nt, sigma, potential, coupling, m0, terminal, bc",
@@ -220,7 +220,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     import numpy as np
     import xarray as xr
 
-    from mfg_ensemble import store as st
+    from mfg_ensemble.ensemble.store import SweepStore
+    from mfg_ensemble.schema import DONE, PENDING
 
     sweep = TINY.replace("nx = 31", "nx = 151").replace("nt = 11", "nt = 41").replace(
         "sigma = [0.1, 0.2]", "sigma = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]"
@@ -232,14 +233,14 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        if (store / "status").exists() and (st.status(store) == st.DONE).sum() >= 2:
+        if (store / "status").exists() and (SweepStore(store).status() == DONE).sum() >= 2:
             break
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in err and "Traceback" not in err, err
-    status = st.status(store)
-    assert set(np.unique(status)) <= {st.PENDING, st.DONE} and (status == st.PENDING).any(), status
+    status = SweepStore(store).status()
+    assert set(np.unique(status)) <= {PENDING, DONE} and (status == PENDING).any(), status
 
     again = cli("run", "tiny.toml", "--workers", "2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

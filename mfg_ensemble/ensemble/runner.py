@@ -1,0 +1,219 @@
+"""Run a sweep on Dask: one task per member, each writing its own region of the store.
+
+While a member solves, its worker publishes every Picard iteration as a Dask event on the
+topic ``mfg-progress`` ({"index", "iteration", "residual", "residual_u", "residual_m"});
+the client subscribes, keeps the latest state of every member in flight and passes it to the
+``on_event`` callback (the CLI's live display, :class:`SweepMonitor` in Python). The whole
+run is one ``distributed.span`` named ``mfg-sweep-<name>``, so the dashboard groups its work.
+
+:func:`run_sweep` prepares the store (create, or check and resume), submits the members not
+yet recorded as futures named ``mfg-solve-<index>-<run>`` (the dashboard groups them under
+``mfg-solve``), keeps at most ``max_in_flight`` of them in flight, and gathers the small
+outcomes as they complete. A member that raises or diverges is recorded as failed and the
+sweep goes on; a task lost with its worker is rerun by Dask, and one that fails for another
+reason (an I/O error, say) is retried ``retries`` times and then recorded as failed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from distributed import Client, as_completed, get_worker, span
+
+from mfg_ensemble.ensemble.cluster import connect, thread_settings
+from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
+from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.ensemble.sweep import Sweep
+from mfg_ensemble.game.problem import Problem
+from mfg_ensemble.game.solver import SolverOptions, solve
+from mfg_ensemble.schema import PENDING
+
+__all__ = ["MemberTask", "Progress", "SweepMonitor", "run_sweep", "solve_member"]
+
+
+@dataclass(frozen=True)
+class MemberTask:
+    """Everything a worker needs for one member (plain, picklable data)."""
+
+    store: SweepStore
+    index: int
+    position: tuple[int, ...]
+    problem: Problem
+    solver: SolverOptions
+
+
+TOPIC = "mfg-progress"
+
+
+def _publisher(index: int) -> Callable[[int, float, float], None] | None:
+    """A solve callback that logs each iteration as an event, when running on a worker."""
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker (a serial call)
+        return None
+
+    def publish(iteration: int, residual_u: float, residual_m: float) -> None:
+        worker.log_event(
+            TOPIC,
+            {"index": index, "iteration": iteration, "residual": max(residual_u, residual_m),
+             "residual_u": residual_u, "residual_m": residual_m},
+        )
+
+    return publish
+
+
+def solve_member(task: MemberTask) -> dict[str, Any]:
+    """Solve one member and write it to the store; returns its small outcome."""
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {"index": task.index, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    result: xr.Dataset | None = None
+    try:
+        result = solve(task.problem, task.solver, callback=_publisher(task.index))
+    except Exception as exc:  # a member's own failure: record it, the sweep goes on
+        outcome.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    else:
+        reason = str(result.attrs["reason"])
+        outcome.update(
+            status="failed" if reason.startswith("diverged") else "done",
+            reason=reason,
+            converged=int(result.attrs["converged"]),
+            iterations=int(result.attrs["iterations"]),
+        )
+        if outcome["status"] == "failed":
+            outcome["error"] = reason
+    outcome["wall_time"] = time.perf_counter() - started
+    task.store.write_member(task.position, result, outcome)
+    outcome.pop("traceback", None)
+    return outcome
+
+
+def _tasks(sweep: Sweep, store: SweepStore) -> list[MemberTask]:
+    """The members whose status is still pending."""
+    status = store.status().ravel()
+    return [
+        MemberTask(store, m.index, m.position, m.problem, m.solver) for m in sweep.members() if status[m.index] == PENDING
+    ]
+
+
+def run_sweep(
+    sweep: Sweep | str | Path,
+    store: str | Path | None = None,
+    *,
+    client: Client | str | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    retries: int = 2,
+    max_in_flight: int | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_start: Callable[[Client, Progress], None] | None = None,
+    on_event: Callable[[Progress, dict[str, Any]], None] | None = None,
+    monitor: SweepMonitor | None = None,
+) -> xr.Dataset:
+    """Run every member of ``sweep`` not yet in ``store`` and return the store's dataset.
+
+    ``sweep``: a :class:`Sweep` or the path of a sweep file. ``store``: a Zarr store path
+    (default: ``<sweep name>.zarr`` in the working folder). ``client``: a ``Client``, a
+    scheduler address, or None for a LocalCluster started here (``n_workers`` processes of
+    ``threads_per_worker`` threads) and closed at the end. An existing store of the same
+    sweep is resumed (only pending members run); one of another sweep is refused unless
+    ``overwrite``. ``max_in_flight``: most members submitted at once (default: 4 per
+    worker thread). On KeyboardInterrupt the futures are cancelled and the store stays
+    consistent: a member is done only once its status is written.
+
+    Callbacks: ``on_start(client, progress)`` once the cluster is up, ``on_progress(progress)``
+    after each finished member, ``on_event(progress, event)`` for each Picard iteration of a
+    member in flight; ``monitor`` (a :class:`SweepMonitor`) subscribes to all three.
+    """
+    if not isinstance(sweep, Sweep):
+        sweep = Sweep.from_file(sweep)
+    target = SweepStore.for_sweep(sweep, store).prepare(sweep, resume=resume, overwrite=overwrite)
+    tasks = _tasks(sweep, target)
+    progress = Progress(total=len(sweep), skipped=len(sweep) - len(tasks))
+    if not tasks:
+        return target.open()
+    if monitor is not None:
+        on_start, on_progress, on_event = monitor.on_start, monitor.on_progress, monitor.on_event
+    with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
+        target.update_attrs(thread_settings(c))
+        if on_start is not None:
+            on_start(c, progress)
+
+        def handle(event: tuple[float, dict[str, Any]]) -> None:
+            msg = event[1]
+            if msg.get("index") in progress.members:
+                progress.members[msg["index"]] = msg
+                if on_event is not None:
+                    on_event(progress, msg)
+
+        c.subscribe_topic(TOPIC, handle)
+        try:
+            with span(f"mfg-sweep-{sweep.name or 'sweep'}"):
+                _submit_all(c, tasks, progress, retries, max_in_flight, on_progress)
+        finally:
+            c.unsubscribe_topic(TOPIC)
+    return target.open()
+
+
+def _submit_all(
+    client: Client,
+    tasks: list[MemberTask],
+    progress: Progress,
+    retries: int,
+    max_in_flight: int | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    limit = max_in_flight or 4 * max(1, sum(client.nthreads().values()))
+    queue = iter(tasks)
+    by_key: dict[str, MemberTask] = {}
+    live: dict[str, Any] = {}
+
+    def submit_next() -> Any:
+        task = next(queue, None)
+        if task is None:
+            return None
+        fut = client.submit(solve_member, task, key=f"mfg-solve-{task.index}-{run}", retries=retries, pure=False)
+        by_key[fut.key] = task
+        live[fut.key] = fut
+        progress.members[task.index] = {"index": task.index, "iteration": 0, "residual": float("nan")}
+        return fut
+
+    first = [f for f in (submit_next() for _ in range(limit)) if f is not None]
+    progress.in_flight = len(first)
+    pending = as_completed(first)
+    try:
+        for fut in pending:
+            task = by_key.pop(fut.key)
+            live.pop(fut.key, None)
+            progress.members.pop(task.index, None)
+            if fut.status == "finished":
+                outcome = fut.result()
+            else:  # the task itself failed (after retries): record it from here
+                exc = fut.exception()
+                outcome = {"index": task.index, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "wall_time": float("nan")}
+                task.store.write_member(task.position, None, outcome)
+            if outcome["status"] == "done":
+                progress.done += 1
+            else:
+                progress.failed += 1
+                progress.errors[task.index] = str(outcome.get("error"))
+            nxt = submit_next()
+            if nxt is not None:
+                pending.add(nxt)
+            progress.in_flight = pending.count()
+            if on_progress is not None:
+                on_progress(progress)
+    except BaseException:
+        client.cancel(list(live.values()), force=True)
+        raise

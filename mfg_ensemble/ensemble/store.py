@@ -1,0 +1,323 @@
+"""The Zarr store of a sweep: one labelled xarray Dataset, written member by member.
+
+:class:`SweepStore` is the one object that reads and writes it; the layout (dims, variables,
+units, attrs) is :mod:`mfg_ensemble.schema`'s. On disk (Zarr v3, through xarray):
+
+* dimensions: the sweep axes (in order), then ``t`` and ``x`` — or ``t_index`` and
+  ``x_index`` when an axis changes the grid (nx, nt, lo, hi, T, bc), with the coordinates
+  ``t`` and ``x`` then given per member and padded with NaN — and ``iteration``;
+* ``u``, ``m`` (axes…, t, x); ``residual``, ``residual_u``, ``residual_m`` (axes…, iteration),
+  NaN past a member's last iteration; ``status`` (0 pending, 1 done, 2 failed),
+  ``converged``, ``iterations``, ``wall_time`` (axes…);
+* a member's reason, error, traceback and worker in the attributes of the group
+  ``members/<index>``.
+
+Invariants:
+
+* **one chunk per member** along the axes, so no two members ever write the same chunk (Zarr
+  has no locks);
+* **the status is the commit marker**: the store is created from a template before any
+  member runs (metadata, coordinates and ``status = 0`` written once, the big variables left
+  unwritten: Zarr reads missing chunks as the fill value, NaN); a member writes its region,
+  then its log group, then ``status`` last. A chunk's existence is no marker — Zarr v3 skips
+  chunks that equal the fill value;
+* **the metadata never changes after creation** (only chunks and run attrs are written), so
+  it is consolidated once and ``xr.open_zarr`` opens the store at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from mfg_ensemble import schema
+from mfg_ensemble.ensemble.sweep import Sweep
+from mfg_ensemble.errors import ConfigError, StoreMismatch
+from mfg_ensemble.schema import DONE, FAILED, PENDING
+
+_ZARR = dict(consolidated=False, zarr_format=3)
+PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
+
+
+def default_path(sweep: Sweep) -> Path:
+    """Where a sweep's store goes when no path is given: ``<name>.zarr`` in the working folder."""
+    return Path(f"{sweep.name or 'sweep'}.zarr")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shape of a store: axis names and sizes, the (t, x) dims and the largest nt, nx and
+    iteration count over the members (smaller members are padded with NaN)."""
+
+    axes: tuple[str, ...]
+    shape: tuple[int, ...]
+    tdim: str
+    xdim: str
+    nt: int
+    nx: int
+    n_iter: int
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> Layout:
+        if not sweep.varies_grid() and not any("max_iter" in a.fields for a in sweep.axes):
+            m = sweep.member(0)
+            nt, nx, n_iter = m.problem.nt, m.problem.nx, m.solver.max_iter
+        else:
+            nt = nx = n_iter = 0
+            for m in sweep.members():
+                nt, nx, n_iter = max(nt, m.problem.nt), max(nx, m.problem.nx), max(n_iter, m.solver.max_iter)
+        tdim, xdim = schema.grid_dims(sweep.varies_grid())
+        return cls(tuple(a.name for a in sweep.axes), sweep.shape, tdim, xdim, nt, nx, n_iter)
+
+    def region(self, position: tuple[int, ...]) -> dict[str, slice]:
+        """The member at ``position``: its one-element slice along each axis."""
+        return {name: slice(i, i + 1) for name, i in zip(self.axes, position)}
+
+
+def _labels(values: list[Any]) -> np.ndarray:
+    """Coordinate values; integers stay exact (seeds need all 64 bits)."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.uint64 if max(values) > np.iinfo(np.int64).max else np.int64)
+    if all(isinstance(v, str) for v in values):
+        return np.asarray(values, dtype=object)  # variable-length strings (Zarr v3 has no fixed-width spec)
+    return np.asarray(values)
+
+
+def _axis_coords(sweep: Sweep) -> dict[str, Any]:
+    """The label of each axis position, and the fields' values along zip and renamed axes."""
+    coords: dict[str, Any] = {}
+    for a in sweep.axes:
+        coords[a.name] = (a.name, _labels(list(a.coords)), {"long_name": a.name, "fields": list(a.fields)})
+        if len(a.fields) > 1 or a.coords != tuple(v[0] for v in a.values):
+            for k, field in enumerate(a.fields):
+                values = [v[k] for v in a.values]
+                if not all(isinstance(v, (int, float, str)) for v in values):
+                    continue  # tables (families) along an axis: described by the sweep text only
+                name = field.replace(".", "_") if field.replace(".", "_") != a.name else f"{a.name}_value"
+                coords[name] = (a.name, _labels(values), {"long_name": field})
+    return coords
+
+
+def provenance(sweep: Sweep) -> dict[str, Any]:
+    """Attributes of the store: what was run (the sweep, its base problem and solver options),
+    with which software."""
+    return {
+        "title": f"mfg_ensemble sweep {sweep.name or sweep.source}",
+        schema.FINGERPRINT: sweep.fingerprint,
+        schema.SWEEP_SOURCE: sweep.source,
+        schema.SWEEP_TEXT: sweep.text,
+        schema.MEMBERS: len(sweep),
+        schema.AXES: [a.name for a in sweep.axes],
+        **sweep.base_problem.to_attrs(),
+        **sweep.base_solver.to_attrs(),
+        **schema.versions(PROVENANCE_PACKAGES),
+    }
+
+
+def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
+    """The empty dataset of a sweep (lazy dask arrays of NaN for the data) and its encoding."""
+    import dask.array as da
+
+    axes, one = list(layout.axes), (1,) * len(layout.axes)
+
+    def lazy(extra: tuple[int, ...]) -> Any:
+        return da.full(layout.shape + extra, np.nan, chunks=one + extra, dtype=np.float64)
+
+    base = sweep.base_problem
+    padded = layout.tdim != schema.T
+    coords = _axis_coords(sweep)
+    coords[schema.ITERATION] = (schema.ITERATION, np.arange(1, layout.n_iter + 1), schema.attrs(schema.ITERATION))
+    if not padded:
+        coords[schema.T] = (schema.T, base.times(), schema.attrs(schema.T))
+        coords[schema.X] = (schema.X, base.grid(), schema.attrs(schema.X))
+    grid = axes + [layout.tdim, layout.xdim]
+    data: dict[str, Any] = {name: (grid, lazy((layout.nt, layout.nx)), schema.attrs(name)) for name in schema.FIELDS}
+    for name in schema.HISTORY:
+        data[name] = (axes + [schema.ITERATION], lazy((layout.n_iter,)), schema.attrs(name))
+    zeros = {"status": np.int8, "converged": np.int8, "iterations": np.int32}
+    for name in schema.MEMBER:
+        values = np.zeros(layout.shape, zeros[name]) if name in zeros else lazy(())
+        data[name] = (axes, values, schema.attrs(name))
+    if padded:
+        data[schema.T] = (axes + [layout.tdim], lazy((layout.nt,)), schema.attrs(schema.T))
+        data[schema.X] = (axes + [layout.xdim], lazy((layout.nx,)), schema.attrs(schema.X))
+    ds = xr.Dataset(data, coords=coords, attrs=provenance(sweep))
+    chunked = list(ds.data_vars)
+    if padded:
+        ds = ds.set_coords([schema.T, schema.X])
+    encoding = {name: {"chunks": one + ds[name].shape[len(axes) :]} for name in chunked}
+    return ds, encoding
+
+
+def _consolidate(path: Path) -> None:
+    """Consolidate the metadata, so that ``xr.open_zarr(store)`` opens it at once and without a
+    warning. Zarr warns that consolidated metadata is not in the v3 spec yet; readers fall back
+    without it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        zarr.consolidate_metadata(str(path))
+
+
+class SweepStore:
+    """The store of one sweep at ``path``: its layout and every read and write of it.
+
+    ``SweepStore(path)`` opens an existing store (its layout read from disk when first
+    needed); :meth:`for_sweep` is the store a sweep will write, and :meth:`prepare` creates
+    it or checks that it is that sweep's. Picklable: a worker gets it with its member.
+    """
+
+    def __init__(self, path: str | Path, layout: Layout | None = None) -> None:
+        self.path = Path(path)
+        self._layout = layout
+
+    def __repr__(self) -> str:
+        return f"SweepStore({str(self.path)!r})"
+
+    @classmethod
+    def for_sweep(cls, sweep: Sweep, path: str | Path | None = None) -> SweepStore:
+        """The store of ``sweep`` at ``path`` (default: :func:`default_path`); ``ConfigError``
+        when the path cannot be a store (an existing file, a missing parent folder)."""
+        path = Path(path) if path is not None else default_path(sweep)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(sweep.source, [("store", f"{path} exists and is a file, not a Zarr store (a directory)")])
+        parent = path.absolute().parent
+        if not parent.is_dir():
+            raise ConfigError(sweep.source, [("store", f"the folder {parent} does not exist")])
+        return cls(path, Layout.of(sweep))
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self._layout = self._read_layout()
+        return self._layout
+
+    def _read_layout(self) -> Layout:
+        group = zarr.open_group(str(self.path), mode="r")
+        axes = tuple(self.attrs()[schema.AXES])
+        u = group["u"]
+        dims = tuple(u.metadata.dimension_names or ())
+        tdim, xdim = dims[-2:] if len(dims) >= 2 else (schema.T, schema.X)
+        return Layout(axes, tuple(u.shape[:-2]), tdim, xdim, u.shape[-2], u.shape[-1], group["residual"].shape[-1])
+
+    # -- creation ---------------------------------------------------------------------------
+    def prepare(self, sweep: Sweep, *, resume: bool = True, overwrite: bool = False) -> SweepStore:
+        """Make the store ready for ``sweep``: create it, or check that the existing one is the
+        same sweep's (``StoreMismatch`` otherwise, unless ``overwrite``)."""
+        path = self.path
+        if path.exists() and overwrite:
+            shutil.rmtree(path)
+        if path.exists() and any(path.iterdir()):
+            found = self.attrs()[schema.FINGERPRINT]
+            if found != sweep.fingerprint:
+                raise StoreMismatch(
+                    f"{path} holds a different sweep (fingerprint {str(found)[:12]}…, this sweep's is "
+                    f"{sweep.fingerprint[:12]}…): choose another store or overwrite it (--overwrite)"
+                )
+            if not resume:
+                raise StoreMismatch(f"{path} exists; resume=True continues it, overwrite=True starts again")
+            return self
+        self._create(sweep)
+        return self
+
+    def _create(self, sweep: Sweep) -> None:
+        """Write the template of ``sweep`` (metadata, coordinates, status = pending)."""
+        ds, encoding = template(sweep, self.layout)
+        ds.to_zarr(self.path, mode="w-", compute=False, encoding=encoding, **_ZARR)
+        zarr.open_group(str(self.path), path=schema.LOG_GROUP, mode="a", zarr_format=3)
+        _consolidate(self.path)
+
+    # -- reading ----------------------------------------------------------------------------
+    def attrs(self) -> dict[str, Any]:
+        """The store's attributes; ``StoreMismatch`` if it is not an mfg_ensemble store."""
+        try:
+            attrs = dict(zarr.open_group(str(self.path), mode="r").attrs)
+        except Exception as exc:  # not a Zarr store at all
+            raise StoreMismatch(f"{self.path} is not an mfg_ensemble store: {exc}") from None
+        if schema.FINGERPRINT not in attrs:
+            raise StoreMismatch(f"{self.path} is not an mfg_ensemble store (no {schema.FINGERPRINT} attribute)")
+        return attrs
+
+    def status(self) -> np.ndarray:
+        """The status array (axes shape): PENDING, DONE or FAILED per member."""
+        return np.asarray(zarr.open_array(str(self.path), path="status", mode="r")[...])
+
+    def member_log(self, index: int) -> dict[str, Any]:
+        """What was recorded of member ``index`` (reason, error, traceback, worker), or {}."""
+        try:
+            return dict(zarr.open_group(str(self.path), path=f"{schema.LOG_GROUP}/{index}", mode="r").attrs)
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+            return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of pending, done (and of those, not converged within max_iter) and failed
+        members, and the failed members' errors."""
+        flat = self.status().ravel()
+        failed = [int(i) for i in np.flatnonzero(flat == FAILED)]
+        converged = np.asarray(zarr.open_array(str(self.path), path="converged", mode="r")[...]).ravel()
+        log = {i: self.member_log(i) for i in failed}
+        return {
+            "members": int(flat.size),
+            "done": int((flat == DONE).sum()),
+            "not converged": int(((flat == DONE) & (converged == 0)).sum()),
+            "failed": len(failed),
+            "pending": int((flat == PENDING).sum()),
+            "errors": {i: entry.get("error") or entry.get("reason") for i, entry in log.items()},
+        }
+
+    def open(self, **kwargs: Any) -> xr.Dataset:
+        """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"no store at {self.path}")
+        return xr.open_zarr(self.path, **kwargs)
+
+    # -- writing ----------------------------------------------------------------------------
+    def update_attrs(self, attrs: dict[str, Any]) -> None:
+        """Add run-time attributes (no member may be writing: call before submitting)."""
+        zarr.open_group(str(self.path), mode="r+").attrs.update(attrs)
+        _consolidate(self.path)
+
+    def write_member(self, position: tuple[int, ...], result: xr.Dataset | None, outcome: dict[str, Any]) -> None:
+        """Write one member: its data (if any), its log group, then its status (the commit marker)."""
+        lay = self.layout
+        axes, region, lead = list(lay.axes), lay.region(position), (1,) * len(lay.axes)
+
+        def pad(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+            out = np.full(shape, np.nan)
+            out[tuple(slice(0, n) for n in values.shape)] = values
+            return out.reshape(lead + shape)
+
+        def write(data: dict[str, Any]) -> None:
+            xr.Dataset(data).to_zarr(self.path, region=region, mode="r+", **_ZARR)
+
+        if result is not None:
+            grid = axes + [lay.tdim, lay.xdim]
+            data = {name: (grid, pad(result[name].values, (lay.nt, lay.nx))) for name in schema.FIELDS}
+            for name in schema.HISTORY:
+                data[name] = (axes + [schema.ITERATION], pad(result[name].values[: lay.n_iter], (lay.n_iter,)))
+            data["wall_time"] = (axes, np.full(lead, outcome["wall_time"]))
+            if lay.tdim != schema.T:
+                data[schema.T] = (axes + [lay.tdim], pad(result[schema.T].values, (lay.nt,)))
+                data[schema.X] = (axes + [lay.xdim], pad(result[schema.X].values, (lay.nx,)))
+            write(data)
+        log = zarr.open_group(str(self.path), path=f"{schema.LOG_GROUP}/{outcome['index']}", mode="w", zarr_format=3)
+        log.attrs.update(json.loads(json.dumps(outcome, default=str)))
+        write({
+            "converged": (axes, np.full(lead, int(outcome.get("converged", 0)), np.int8)),
+            "iterations": (axes, np.full(lead, int(outcome.get("iterations", 0)), np.int32)),
+        })
+        code = DONE if outcome["status"] == "done" else FAILED
+        write({"status": (axes, np.full(lead, code, np.int8))})
+
+
+def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
+    """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
+    return SweepStore(store).open(**kwargs)
+

@@ -1,0 +1,470 @@
+"""A sweep: one base problem and solver, varied along named axes into an ensemble of members.
+
+A sweep file (TOML) has three tables::
+
+    [problem]            # a Problem (see mfg_ensemble.problem), the base of every member
+    [solver]             # keyword arguments of solve(); seed is the root seed of the sweep
+    [sweep]              # the axes, crossed (outer product) in the order written
+    sigma = [0.1, 0.2, 0.3]                                   # axis "sigma"
+    coupling = { field = "coupling.strength", values = [0.5, 1.0] }   # named axis, nested field
+    seed = { count = 4 }                                      # 4 replicate seeds
+    [sweep.zip.resolution]                                    # one axis, fields varied together
+    nx = [101, 201]
+    nt = [51, 101]
+
+Any Problem field (dotted paths reach into the families: "m0.std", "coupling.strength") or
+solver field can be an axis; every field at most once. ``seed = {count = N}`` gives the
+replicate axis k = 0 … N − 1 whose member seed is drawn from
+``numpy.random.SeedSequence(root_seed, spawn_key=(k,))``: it depends on k alone, not on the
+other axes (common random numbers across parameter points) nor on the order members run in.
+``seed = [s0, s1, ...]`` uses those seeds as they are. Nothing in a file is ever evaluated,
+and values are typed strictly: a number is written as a number (``sigma = "0.1"``,
+``nx = 31.0`` and ``sigma = true`` are errors, not conversions). An invalid file raises
+:class:`ConfigError` naming the file, each field path (``problem.m0.std``, ``solver.damping``,
+``sweep.zip.resolution``; ``(member i: ...)`` when a value fails for some members only) and
+what is allowed there.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mfg_ensemble.errors import ConfigError
+from mfg_ensemble.game.problem import Problem
+from mfg_ensemble.game.solver import SolverOptions
+
+SOLVER_FIELDS = tuple(SolverOptions.model_fields)
+PROBLEM_FIELDS = tuple(Problem.model_fields)
+GRID_FIELDS = ("lo", "hi", "T", "nx", "nt", "bc")
+"""Problem fields that change the (t, x) grid of a member."""
+MAX_MEMBERS = 1_000_000
+
+
+def _families(model: type[BaseModel] | None, field: Any) -> dict[str, type[BaseModel]]:
+    """The named families a field of ``model`` can be, by kind ({} if it is not a family field)."""
+    info = model.model_fields.get(field) if model is not None and isinstance(field, str) else None
+    if info is None:
+        return {}
+    return {
+        arg.model_fields["kind"].default: arg
+        for arg in typing.get_args(info.annotation)
+        if isinstance(arg, type) and issubclass(arg, BaseModel) and "kind" in arg.model_fields
+    }
+
+
+def _file_kinds(families: Mapping[str, type[BaseModel]]) -> str:
+    """The kinds a config file can name ("function" needs a Python callable)."""
+    return ", ".join(repr(k) for k in families if k != "function")
+
+
+def _walk(root: type[BaseModel] | None, loc: Sequence[Any]) -> tuple[list[str], type[BaseModel] | None, type[BaseModel] | None]:
+    """A pydantic error location without its union tags ("m0.gaussian.std" -> "m0.std"), the
+    model holding its last part, and the model the location itself is (for model-level errors)."""
+    parts: list[str] = []
+    owner: type[BaseModel] | None = None
+    model, i = root, 0
+    while i < len(loc):
+        part, owner = loc[i], model
+        parts.append(str(part))
+        families = _families(model, part)
+        if i + 1 < len(loc) and loc[i + 1] in families:
+            model, i = families[loc[i + 1]], i + 2
+        else:
+            model, i = None, i + 1
+    return parts, owner, (model if loc else root)
+
+
+def _pydantic_problems(prefix: str, exc: ValidationError, root: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """(field path, message saying what is allowed) for each error of ``exc``."""
+    out = []
+    for err in exc.errors():
+        parts, owner, model = _walk(root, err["loc"])
+        path = ".".join(p for p in [prefix, *parts] if p)
+        kind, msg = err["type"], err["msg"]
+        if kind == "extra_forbidden":
+            msg = "unknown field" + (f"; allowed: {', '.join(owner.model_fields)}" if owner is not None else "")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            kinds = _file_kinds(_families(owner, err["loc"][-1]))
+            path += ".kind"
+            if kind == "union_tag_invalid":
+                msg = f"unknown kind {err['ctx']['tag']!r}; allowed: {kinds}"
+            else:
+                msg = f"missing: a table needs kind = one of {kinds}"
+        elif kind == "missing":
+            msg = "required, but missing"
+        else:
+            msg = msg.removeprefix("Value error, ")
+            first = msg.split(" ", 1)[0].rstrip(",")
+            if kind == "value_error" and model is not None and first in model.model_fields:
+                path += f".{first}"  # a model-level check that names its field ("lo must be < hi")
+            if "input" in err and not isinstance(err["input"], Mapping):
+                msg += f" (got {err['input']!r})"
+        out.append((path, msg))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (from Python callers) as Python numbers, in nested tables and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _solver_options(table: Mapping[str, Any], source: str, where: str = "") -> SolverOptions:
+    """The solver options of ``table``, validated strictly; ``ConfigError`` naming each field."""
+    try:
+        return SolverOptions.model_validate(table, strict=True)
+    except ValidationError as exc:
+        problems = _pydantic_problems("solver", exc, SolverOptions)
+        raise ConfigError(source, [(f"{p} ({where})" if where else p, m) for p, m in problems]) from None
+
+
+class _FileSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str | None = None
+    description: str | None = None
+    problem: dict[str, Any] = Field(default_factory=dict)
+    solver: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, Any] = Field(default_factory=dict)
+
+
+class _AxisTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    field: str | None = None
+    values: list[Any] | None = None
+    count: int | None = Field(None, ge=1, le=MAX_MEMBERS)
+
+    @field_validator("values")
+    @classmethod
+    def _not_empty(cls, v: list[Any] | None) -> list[Any] | None:
+        if v is not None and not v:
+            raise ValueError("an axis needs at least one value")
+        return v
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One dimension of the sweep: its name, the fields it sets and their values.
+
+    A plain axis sets one field; a zip axis sets several together (same length). ``coords``
+    are the labels along the dimension (the values of a one-field axis, 0 … n − 1 for a
+    zip or a counted seed axis).
+    """
+
+    name: str
+    fields: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]  # values[i] = the fields' values at position i
+    coords: tuple[Any, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One solve of the sweep: its flat index, its position along each axis, what it runs."""
+
+    index: int
+    position: tuple[int, ...]
+    problem: Problem
+    solver: SolverOptions
+
+    def label(self, axes: Sequence[Axis]) -> str:
+        return ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(axes, self.position))
+
+
+def _seed_values(root: int, count: int) -> tuple[int, ...]:
+    return tuple(
+        int(np.random.SeedSequence(root, spawn_key=(k,)).generate_state(1, dtype=np.uint64)[0]) for k in range(count)
+    )
+
+
+def _set_field(problem: dict[str, Any], solver: dict[str, Any], field: str, value: Any, base: Problem) -> None:
+    """Set ``field`` (a solver option, a problem field or "family.field") to ``value``; a family
+    the problem table does not give is taken from ``base`` (so its kind is kept)."""
+    head, _, rest = field.partition(".")
+    if head in SOLVER_FIELDS:
+        solver[head] = value
+        return
+    if not rest:
+        problem[head] = value
+        return
+    family = problem.get(head)
+    if isinstance(family, BaseModel):
+        family = family.model_dump()
+    elif isinstance(family, Mapping):
+        family = dict(family)
+    else:
+        family = getattr(base, head).model_dump()
+    family[rest] = value
+    problem[head] = family
+
+
+class Sweep:
+    """A base problem, solver options and axes (see the module docstring).
+
+    ``Sweep(problem=..., solver=..., axes=...)`` takes the problem as a ``Problem`` or a dict,
+    the solver options as a dict, and the axes as the ``[sweep]`` table of a file (a dict).
+    ``len(sweep)`` is the number of members; iterate ``sweep.members()``.
+    """
+
+    def __init__(
+        self,
+        problem: Problem | Mapping[str, Any] | None = None,
+        solver: Mapping[str, Any] | None = None,
+        axes: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        source: str = "<python>",
+        text: str | None = None,
+    ) -> None:
+        self.source = source
+        self.name = name
+        self._problem_obj = problem if isinstance(problem, Problem) else None
+        self.problem_table: dict[str, Any] = (
+            dict(problem) if isinstance(problem, Problem) else copy.deepcopy(dict(problem or {}))
+        )
+        self.problem_table = _plain(self.problem_table)
+        self.solver_table: dict[str, Any] = _plain(dict(solver or {}))
+        self.axes_table: dict[str, Any] = _plain(copy.deepcopy(dict(axes or {})))
+        self._validate_base()
+        self.root_seed = int(self.solver_table.get("seed", 0))
+        self.axes: tuple[Axis, ...] = self._parse_axes()
+        self._validate_members()
+        self.text = text if text is not None else self.canonical_json()
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path) -> Sweep:
+        """The sweep of a TOML file; ``ConfigError`` (naming the file and field) if it is invalid."""
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, [("", f"not a UTF-8 text file: {exc}")]) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
+        try:
+            schema = _FileSchema.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(source, _pydantic_problems("", exc, _FileSchema)) from None
+        return cls(schema.problem, schema.solver, schema.sweep, name=schema.name or path.stem, source=source, text=text)
+
+    def _error(self, field: str, message: str) -> ConfigError:
+        return ConfigError(self.source, [(field, message)])
+
+    def _parse_axes(self) -> tuple[Axis, ...]:
+        axes: list[Axis] = []
+        seen: dict[str, str] = {}
+
+        def claim(field: str, axis: str) -> None:
+            self._check_path(field, f"sweep.{axis}")
+            for other, owner in seen.items():
+                if other == field or other.startswith(field + ".") or field.startswith(other + "."):
+                    raise self._error(f"sweep.{axis}", f"field {field!r} is already varied by axis {owner!r}; vary each field in one axis only")
+            seen[field] = axis
+
+        for key, spec in self.axes_table.items():
+            if key == "zip":
+                if not isinstance(spec, Mapping) or not spec:
+                    raise self._error("sweep.zip", "must be a table of groups, e.g. [sweep.zip.resolution] nx = [...]")
+                for group, fields in spec.items():
+                    axes.append(self._zip_axis(group, fields, claim))
+                continue
+            axes.append(self._plain_axis(key, spec, claim))
+        names = [a.name for a in axes]
+        for name in names:
+            if names.count(name) > 1 or name in ("t", "x", "iteration"):
+                raise self._error(f"sweep.{name}", "axis names must be unique and not t, x or iteration")
+        total = math.prod(len(a) for a in axes)
+        if total > MAX_MEMBERS:
+            raise self._error("sweep", f"{total} members is more than the {MAX_MEMBERS} allowed")
+        return tuple(axes)
+
+    def _check_path(self, field: str, where: str) -> None:
+        """``ConfigError`` unless ``field`` is a solver option, a problem field or a field of one
+        of the base problem's families ("coupling.strength")."""
+        head, _, rest = field.partition(".")
+        if head not in SOLVER_FIELDS and head not in PROBLEM_FIELDS:
+            allowed = ", ".join(PROBLEM_FIELDS + SOLVER_FIELDS)
+            raise self._error(where, f"unknown field {field!r}; axes can vary {allowed}, or a family's field as in 'coupling.strength'")
+        if not rest:
+            return
+        family = getattr(self._base, head, None)
+        if not isinstance(family, BaseModel):
+            families = ", ".join(n for n in PROBLEM_FIELDS if _families(Problem, n))
+            raise self._error(where, f"{field!r}: {head} has no fields; dotted paths reach into the families {families}")
+        if rest not in type(family).model_fields:
+            fields = ", ".join(f"{head}.{f}" for f in type(family).model_fields)
+            raise self._error(where, f"unknown field {field!r}: the base problem's {head} is {family.kind!r}, whose fields are {fields}")
+
+    def _plain_axis(self, key: str, spec: Any, claim: Any) -> Axis:
+        where = f"sweep.{key}"
+        if isinstance(spec, list):
+            table = _AxisTable(values=spec) if spec else None
+            if table is None:
+                raise self._error(where, "an axis needs at least one value")
+        elif isinstance(spec, Mapping):
+            try:
+                table = _AxisTable.model_validate(spec)
+            except ValidationError as exc:
+                raise ConfigError(self.source, _pydantic_problems(where, exc, _AxisTable)) from None
+        else:
+            raise self._error(where, f"must be a list of values or a table {{values = [...]}}, got {spec!r}")
+        field = table.field or key
+        claim(field, key)
+        name = key.replace(".", "_")
+        if table.count is not None:
+            if field != "seed" or table.values is not None:
+                raise self._error(where, f"count = N is only for the seed axis (seed = {{count = N}}), not for {field!r}, and not together with values")
+            seeds = _seed_values(self.root_seed, table.count)
+            return Axis(name, (field,), tuple((s,) for s in seeds), tuple(range(table.count)))
+        if table.values is None:
+            raise self._error(where, "needs values = [...] (or count = N for the seed axis)")
+        values = table.values
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+            raise self._error(where, f"has repeated values {values!r}")
+        coords = tuple(values) if all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values) else tuple(range(len(values)))
+        return Axis(name, (field,), tuple((v,) for v in values), coords)
+
+    def _zip_axis(self, group: str, fields: Any, claim: Any) -> Axis:
+        where = f"sweep.zip.{group}"
+        if not isinstance(fields, Mapping) or not fields:
+            raise self._error(where, "must be a table of field = [values]")
+        lengths = {}
+        for field, values in fields.items():
+            if not isinstance(values, list) or not values:
+                raise self._error(f"{where}.{field}", "must be a non-empty list of values")
+            lengths[field] = len(values)
+            claim(field, group)
+        if len(set(lengths.values())) > 1:
+            raise self._error(where, f"the lists of a zip group must all have the same length, got lengths {lengths}")
+        n = next(iter(lengths.values()))
+        values = tuple(tuple(fields[f][i] for f in fields) for i in range(n))
+        return Axis(group, tuple(fields), values, tuple(range(n)))
+
+    def _validate_base(self) -> None:
+        """The base problem and solver options must be valid on their own."""
+        try:
+            self._base = self._problem_obj or Problem.model_validate(self.problem_table, strict=True)
+        except ValidationError as exc:
+            raise ConfigError(self.source, _pydantic_problems("problem", exc, Problem)) from None
+        self._solver = _solver_options(self.solver_table, self.source)
+
+    def _validate_members(self) -> None:
+        """Build every member once, so that a bad value fails before anything runs."""
+        problems: list[tuple[str, str]] = []
+        for _ in self._iter_members(collect=problems):
+            pass
+        if problems:
+            raise ConfigError(self.source, problems[:20] + ([("", f"... and {len(problems) - 20} more")] if len(problems) > 20 else []))
+
+    # -- members ----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a) for a in self.axes)
+
+    def __len__(self) -> int:
+        return math.prod(self.shape)
+
+    def members(self) -> Iterator[Member]:
+        """Every member, in C order over the axes (the last axis fastest)."""
+        return self._iter_members()
+
+    def member(self, index: int) -> Member:
+        position = tuple(int(i) for i in np.unravel_index(index, self.shape)) if self.axes else ()
+        return self._build(index, position)
+
+    def _iter_members(self, collect: list[tuple[str, str]] | None = None) -> Iterator[Member]:
+        for index, position in enumerate(itertools.product(*(range(len(a)) for a in self.axes))):
+            try:
+                yield self._build(index, position)
+            except ConfigError as exc:
+                if collect is None:
+                    raise
+                collect.extend(p for p in exc.problems if p not in collect)
+
+    def _build(self, index: int, position: tuple[int, ...]) -> Member:
+        problem = copy.deepcopy(self.problem_table)
+        solver = dict(self.solver_table)
+        varied_problem = varied_solver = False
+        for axis, i in zip(self.axes, position):
+            for field, value in zip(axis.fields, axis.values[i]):
+                _set_field(problem, solver, field, value, self._base)
+                is_solver = field.split(".")[0] in SOLVER_FIELDS
+                varied_solver |= is_solver
+                varied_problem |= not is_solver
+        where = f"member {index}: " + ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(self.axes, position))
+        try:
+            built = Problem.model_validate(problem, strict=True) if varied_problem else self._base
+        except ValidationError as exc:
+            raise ConfigError(self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, Problem)]) from None
+        opts = _solver_options(solver, self.source, where) if varied_solver else self._solver
+        return Member(index, position, built, opts)
+
+    # -- description ------------------------------------------------------------------------
+    @property
+    def base_problem(self) -> Problem:
+        return self._base
+
+    @property
+    def base_solver(self) -> SolverOptions:
+        return self._solver
+
+    def varies_grid(self) -> bool:
+        return any(f.split(".")[0] in GRID_FIELDS for a in self.axes for f in a.fields)
+
+    def canonical_json(self) -> str:
+        """The sweep as canonical JSON: what the fingerprint hashes."""
+        try:  # the validated base, defaults filled in: `sigma = 0.2` equals leaving the default
+            problem: Any = json.loads(self._base.model_dump_json())
+        except ValueError:  # a Python callable in a family
+            problem = self.problem_table
+        # the solver table as written over the defaults (not the coerced model: `damping = 1`
+        # hashed as 1, as before SolverOptions was a pydantic model, so older stores resume)
+        solver = {**SolverOptions().model_dump(), **self.solver_table}
+        doc = {"problem": problem, "solver": solver, "sweep": self.axes_table}
+        return json.dumps(doc, sort_keys=True, default=repr)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`canonical_json`: equal for equal sweeps, whatever the file's layout."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def describe(self, limit: int | None = 20) -> str:
+        """A dry-run listing: the axes and the first ``limit`` members."""
+        lines = [f"sweep {self.name or self.source}: {len(self)} member(s)"]
+        for a in self.axes:
+            shown = ", ".join(repr(c) for c in a.coords[:8]) + (", ..." if len(a) > 8 else "")
+            lines.append(f"  axis {a.name} ({len(a)}): {'+'.join(a.fields)} = {shown}")
+        for member in itertools.islice(self.members(), limit):
+            lines.append(f"  [{member.index}] {member.label(self.axes) or '(the base problem)'}")
+        if limit is not None and len(self) > limit:
+            lines.append(f"  ... and {len(self) - limit} more")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{a.name}: {len(a)}" for a in self.axes)
+        return f"<Sweep {self.name or self.source} ({dims}) {len(self)} members>"

@@ -1,0 +1,7 @@
+"""The game layer: one mean field game and its solve.
+
+``problem`` (the validated :class:`Problem`: domain, horizon, noise, costs, m0), ``solver``
+(:func:`solve`, :class:`SolverOptions`, the fixed-point map G = FP ∘ HJB) and ``fixed_point``
+(damped Picard and Anderson mixing). Imports only :mod:`mfg_ensemble.kernels`, the schema and
+the errors.
+"""

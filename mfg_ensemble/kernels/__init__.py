@@ -1,0 +1,299 @@
+"""The numerical kernels of mfg_ensemble, each on whole arrays.
+
+Every function runs in the Rust extension (``mfg_ensemble._rust_core``: Rayon inside, GIL
+released) or in its NumPy reference (``backend="numpy"``), which is the test oracle. The maths
+of each kernel is written once, in the docstring of its reference module in
+:mod:`mfg_ensemble.kernels.reference` (``weno``, ``hjb``, ``fv``, ``particles``, ``kde``, ``rng``,
+``substeps``: the same stems as ``rust_core/src``). ``backend=None`` picks Rust when it is built (see
+:func:`backend_info`, ``$MFG_ENSEMBLE_BACKEND``).
+
+Arrays are converted to C-contiguous float64 (integers and float32 are accepted; complex,
+boolean and object data raise ``TypeError``). Bad values raise ``ValueError`` naming the
+argument, from either backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from mfg_ensemble.kernels import backend as _backend
+from mfg_ensemble.kernels import checks as v
+from mfg_ensemble.kernels.backend import backend_info
+from mfg_ensemble.kernels.checks import FloatArray
+from mfg_ensemble.kernels.quadrature import quadrature_weights
+from mfg_ensemble.kernels.reference import fv as _fv
+from mfg_ensemble.kernels.reference import hjb as _hjb
+from mfg_ensemble.kernels.reference import kde as _kde
+from mfg_ensemble.kernels.reference import particles as _particles
+from mfg_ensemble.kernels.reference import weno as _weno
+from mfg_ensemble.kernels.reference.kde import BANDWIDTH_RULES, bandwidth_rule
+from mfg_ensemble.kernels.reference.substeps import IntArray, floors
+from mfg_ensemble.kernels.reference.weno import MIN_NODES
+
+__all__ = [
+    "backend_info",
+    "evolve_particles",
+    "fv_forward",
+    "hjb_backward",
+    "kde",
+    "particles_forward",
+    "quadrature_weights",
+    "smoothness_indicators",
+    "weno5_derivatives",
+]
+SOLVER_BCS = ("reflect", "periodic")
+
+
+def smoothness_indicators(u: ArrayLike, *, backend: str | None = None) -> FloatArray:
+    """Jiang–Shu smoothness indicators β0, β1, β2 of every 5-point window of ``u``.
+
+    Returns an array of shape (3, n − 4); column i belongs to the window u[i : i + 5].
+    """
+    arr = v.float_array("u", u)
+    v.min_length("u", arr, 5, "a 5-point window")
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().smoothness_indicators(arr)
+    return _weno.smoothness_indicators(arr)
+
+
+def weno5_derivatives(
+    u: ArrayLike,
+    dx: float,
+    *,
+    bc: str = "periodic",
+    variant: str = "js",
+    eps: float = 1e-6,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Left- and right-biased HJ-WENO5 approximations (d⁻, d⁺) of ∂u/∂x at every node.
+
+    ``bc``: "periodic" (``u`` holds one period, without the repeated end node) or "reflect"
+    (mirror ghost nodes, zero slope at the walls). ``variant``: "js" (Jiang–Shu weights) or
+    "z" (WENO-Z). ``eps`` keeps the weights finite where the data is flat.
+    """
+    arr = v.float_array("u", u)
+    v.min_length("u", arr, MIN_NODES, "the WENO5 stencil")
+    dx = v.positive("dx", dx)
+    eps = v.positive("eps", eps)
+    bc = v.choice("bc", bc, ("periodic", "reflect"))
+    variant = v.choice("variant", variant, ("js", "z"))
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().weno5_derivatives(arr, dx, bc, variant, eps)
+    return _weno.weno5_derivatives(arr, dx, bc, variant, eps)
+
+
+def kde(
+    particles: ArrayLike,
+    grid: ArrayLike,
+    bandwidth: float | str,
+    *,
+    method: str = "exact",
+    bc: str = "reflect",
+    backend: str | None = None,
+) -> FloatArray:
+    """Gaussian kernel density of ``particles`` on the increasing ``grid`` (units 1/length).
+
+    ``bandwidth``: a float h > 0, or "scott" / "silverman" (scipy's rules). ``method``:
+    "exact" (direct sum, truncated at 8h) or "binned" (linear binning + convolution; needs a
+    uniform grid). ``bc``: "reflect" (walls at grid[0] and grid[-1], no mass lost, the result
+    integrates to one by the trapezoid rule), "periodic" (the uniform grid holds one period
+    without its end node; dx·Σ m = 1) or "none".
+    """
+    p = v.float_array("particles", particles)
+    g = v.float_array("grid", grid)
+    if p.shape[0] == 0:
+        raise ValueError("particles must not be empty")
+    v.min_length("grid", g, 2, "a density")
+    method = v.choice("method", method, ("exact", "binned"))
+    bc = v.choice("bc", bc, ("reflect", "periodic", "none"))
+    if isinstance(bandwidth, str):
+        h = bandwidth_rule(p, v.choice("bandwidth", bandwidth, BANDWIDTH_RULES))
+    else:
+        h = v.positive("bandwidth", bandwidth)
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().kde(p, g, h, method, bc)
+    return _kde.kde(p, g, h, method, bc)
+
+
+def evolve_particles(
+    x: ArrayLike,
+    drift: ArrayLike | float,
+    dt: float,
+    sigma: float,
+    *,
+    lo: float,
+    hi: float,
+    seed: int,
+    step: int,
+    bc: str = "reflect",
+    backend: str | None = None,
+) -> FloatArray:
+    """One Euler–Maruyama step x + drift·dt + sigma·√dt·ξ of every particle, kept in [lo, hi].
+
+    ξ is drawn inside the kernel from the Philox stream (seed, step, particle index), so the
+    result is the same for any thread count and both backends agree to rounding. ``drift`` is
+    one value per particle or a scalar. ``bc``: "reflect" (fold about the walls) or "periodic".
+    """
+    xa = v.float_array("x", x)
+    da = np.asarray(drift)
+    if da.ndim == 0:
+        da = np.full(xa.shape, v.real("drift", da.item()))
+    da = v.float_array("drift", da)
+    if da.shape != xa.shape:
+        raise ValueError(
+            f"drift must have one value per particle: len(x)={xa.shape[0]}, len(drift)={da.shape[0]}"
+        )
+    dt = v.positive("dt", dt)
+    sigma = v.non_negative("sigma", sigma)
+    lo, hi = v.interval(lo, hi)
+    seed = v.uint64("seed", seed)
+    step = v.uint64("step", step)
+    bc = v.choice("bc", bc, ("reflect", "periodic"))
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().evolve_particles(xa, da, dt, sigma, lo=lo, hi=hi, seed=seed, step=step, bc=bc)
+    return _particles.evolve_particles(xa, da, dt, sigma, lo, hi, seed, step, bc)
+
+
+def _time_grid(name: str, values: ArrayLike, nx: int | None = None) -> FloatArray:
+    arr = v.float_array(name, values, ndim=2)
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 output times (rows), got shape {arr.shape}")
+    if nx is not None and arr.shape[1] != nx:
+        raise ValueError(f"{name} must have {nx} columns (one per grid node), got shape {arr.shape}")
+    return arr
+
+
+def _cfl(value: float) -> float:
+    c = v.positive("cfl", value)
+    if c > 1.0:
+        raise ValueError(f"cfl must be in (0, 1], got {c}")
+    return c
+
+
+def _floors(min_substeps: ArrayLike | None, nt: int) -> IntArray | None:
+    """``min_substeps`` checked for a march over nt output times (None stays None)."""
+    return None if min_substeps is None else floors(min_substeps, nt - 1)
+
+
+def hjb_backward(
+    f: ArrayLike,
+    g: ArrayLike,
+    *,
+    dx: float,
+    sigma: float,
+    T: float,
+    bc: str = "reflect",
+    variant: str = "js",
+    eps: float = 1e-6,
+    cfl: float = 0.4,
+    min_substeps: ArrayLike | None = None,
+    backend: str | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """Solve the HJB equation backward from u(T) = g for the running cost f (see :mod:`mfg_ensemble.kernels.reference.hjb`).
+
+    ``f`` has shape (nt, nx) on the output times t_j = j·T/(nt − 1); ``g`` has nx values.
+    ``min_substeps``: None, or nt − 1 integers ≥ 1, the least number of TVD-RK3 sub-steps of
+    each output interval. Returns u of shape (nt, nx) and the sub-steps taken in each output
+    interval (int64, shape (nt − 1,)). Raises :class:`~mfg_ensemble.errors.Diverged` if the solution blows up.
+    """
+    ga = v.float_array("g", g)
+    v.min_length("g", ga, MIN_NODES, "the WENO5 stencil")
+    fa = _time_grid("f", f, ga.shape[0])
+    kw = dict(
+        dx=v.positive("dx", dx),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        bc=v.choice("bc", bc, SOLVER_BCS),
+        variant=v.choice("variant", variant, ("js", "z")),
+        eps=v.positive("eps", eps),
+        cfl=_cfl(cfl),
+        min_substeps=_floors(min_substeps, fa.shape[0]),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().hjb_backward(fa, ga, **kw)
+    return _hjb.hjb_backward(fa, ga, **kw)
+
+
+def fv_forward(
+    u: ArrayLike,
+    m0: ArrayLike,
+    *,
+    dx: float,
+    sigma: float,
+    T: float,
+    bc: str = "reflect",
+    cfl: float = 0.9,
+    min_substeps: ArrayLike | None = None,
+    backend: str | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """Solve the Fokker–Planck equation forward from m0 with the drift −∂x u by finite volumes
+    (see :mod:`mfg_ensemble.kernels.reference.fv`). ``min_substeps``: None, or nt − 1 integers ≥ 1, the least
+    number of sub-steps of each output interval. Returns m of shape (nt, nx) and the sub-steps
+    taken in each output interval (int64, shape (nt − 1,))."""
+    m0a = v.float_array("m0", m0)
+    v.min_length("m0", m0a, 3, "the finite-volume scheme")
+    ua = _time_grid("u", u, m0a.shape[0])
+    if (m0a < 0).any():
+        i = int(np.argmax(m0a < 0))
+        raise ValueError(f"m0 must be >= 0, m0[{i}] = {m0a[i]}")
+    kw = dict(
+        dx=v.positive("dx", dx),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        bc=v.choice("bc", bc, SOLVER_BCS),
+        cfl=_cfl(cfl),
+        min_substeps=_floors(min_substeps, ua.shape[0]),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().fv_forward(ua, m0a, **kw)
+    return _fv.fv_forward(ua, m0a, **kw)
+
+
+def particles_forward(
+    x0: ArrayLike,
+    u: ArrayLike,
+    grid: ArrayLike,
+    *,
+    sigma: float,
+    T: float,
+    lo: float,
+    hi: float,
+    seed: int,
+    bc: str = "reflect",
+    method: str = "binned",
+    bandwidth: float | str = "scott",
+    min_substeps: ArrayLike | None = None,
+    backend: str | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """The particle Fokker–Planck march (see :func:`mfg_ensemble.kernels.reference.particles.particles_forward`):
+    the particles ``x0`` moved by the drift −∂x u with Euler–Maruyama steps (noise from the
+    Philox stream of ``seed``), their KDE on ``grid`` at every output time. ``min_substeps``:
+    None, or nt − 1 integers ≥ 1, the least number of sub-steps of each output interval.
+    Returns m of shape (nt, nx) and the sub-steps taken in each output interval (int64, shape
+    (nt − 1,))."""
+    xa = v.float_array("x0", x0)
+    if xa.shape[0] == 0:
+        raise ValueError("x0 must not be empty")
+    ga = v.float_array("grid", grid)
+    v.min_length("grid", ga, 3, "a density")
+    ua = _time_grid("u", u, ga.shape[0])
+    lo, hi = v.interval(lo, hi)
+    kw = dict(
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        lo=lo,
+        hi=hi,
+        seed=v.uint64("seed", seed),
+        bc=v.choice("bc", bc, SOLVER_BCS),
+        method=v.choice("method", method, ("exact", "binned")),
+        min_substeps=_floors(min_substeps, ua.shape[0]),
+    )
+    if isinstance(bandwidth, str):
+        rule: str | None = v.choice("bandwidth", bandwidth, BANDWIDTH_RULES)
+        h = None
+    else:
+        rule, h = None, v.positive("bandwidth", bandwidth)
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().particles_forward(xa, ua, ga, bandwidth=h, rule=rule or "scott", **kw)
+    return _particles.particles_forward(xa, ua, ga, bandwidth=h if rule is None else rule, **kw)

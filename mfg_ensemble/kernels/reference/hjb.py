@@ -1,0 +1,133 @@
+"""The HJB equation of the MFG backward in time: the NumPy reference of ``rust_core/src/hjb.rs``.
+
+    −∂t u − (σ²/2) ∂xx u + H(∂x u) = f(t, x),   u(T, x) = g(x),   H(p) = p²/2
+
+In backward time s = T − t: ∂s u = (σ²/2) ∂xx u − H(∂x u) + f. Space: the HJ-WENO5 one-sided
+derivatives d⁻, d⁺ (:mod:`mfg_ensemble.kernels.reference.weno`) in Godunov's monotone numerical Hamiltonian of
+the convex H,
+
+    Ĥ(d⁻, d⁺) = ½ max(max(d⁻, 0)², min(d⁺, 0)²),
+
+and the central second difference (u_{i+1} − 2u_i + u_{i−1})/dx² with the same ghost nodes
+(mirror for "reflect": zero flux through the walls; wrap for "periodic"). Time: TVD-RK3
+(Shu–Osher) from each output time to the previous one, f linear in t between output times.
+With the step limit δ(p) = cfl/(p/dx + σ²/dx²) and pmax = max|d±| of a state, output interval
+j (length Δt = T/(nt − 1)) takes k_j = max(min_substeps[j], ⌈Δt/δ(pmax₀)⌉) equal sub-steps
+Δt/k_j, pmax₀ taken at the interval's start, so they add up to Δt exactly. At the start of
+every sub-step, and at the interval's end, the CFL is checked with the current slopes: if
+Δt/k_j > 2·δ(pmax) (a CFL number above 2·cfl: the slopes steepened within the interval) the
+interval is restarted from its start with ⌈Δt/δ(pmax)⌉ sub-steps, clamped to [2·k_j, 8·k_j]
+(the slopes of an overshot state can be far steeper than the solution's). A
+limit that asks for more than 10⁶ sub-steps (or is NaN), or a non-finite u, raises
+``Diverged``. The k_j taken are returned.
+Units: u in cost, f in cost/time, σ in length/√time, x in length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mfg_ensemble.errors import Diverged
+from mfg_ensemble.kernels.checks import FloatArray, check_finite
+from mfg_ensemble.kernels.reference.substeps import MAX_SUBSTEPS, IntArray, floors, step_limit, substeps
+from mfg_ensemble.kernels.reference.weno import weno5_derivatives
+
+
+def godunov(d_minus: FloatArray, d_plus: FloatArray) -> FloatArray:
+    """Godunov's numerical Hamiltonian for H(p) = p²/2."""
+    a = np.maximum(d_minus, 0.0)
+    b = np.minimum(d_plus, 0.0)
+    return 0.5 * np.maximum(a * a, b * b)
+
+
+def laplacian(u: FloatArray, dx: float, bc: str) -> FloatArray:
+    """(u_{i+1} − 2u_i + u_{i−1})/dx² with mirror ("reflect") or wrapped ("periodic") ghosts."""
+    ext = np.pad(u, 1, mode="reflect" if bc == "reflect" else "wrap")
+    return (ext[2:] - 2.0 * u + ext[:-2]) / (dx * dx)
+
+
+def _rhs(u, f_hi, f_lo, theta, dx, sigma, bc, variant, eps) -> tuple[FloatArray, float]:
+    dm, dp = weno5_derivatives(u, dx, bc, variant, eps)
+    f = (1.0 - theta) * f_hi + theta * f_lo
+    out = 0.5 * sigma * sigma * laplacian(u, dx, bc) - godunov(dm, dp) + f
+    return out, float(np.max(np.maximum(np.abs(dm), np.abs(dp))))  # NaN propagates
+
+
+def hjb_backward(
+    f: FloatArray,
+    g: FloatArray,
+    *,
+    dx: float,
+    sigma: float,
+    T: float,
+    bc: str = "reflect",
+    variant: str = "js",
+    eps: float = 1e-6,
+    cfl: float = 0.4,
+    min_substeps: IntArray | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """u at the output times t_j = j·T/(nt − 1) (shape (nt, nx)) and the sub-steps taken in
+    each output interval (shape (nt − 1,)), for the running cost ``f`` (nt, nx), the terminal
+    cost ``g`` (nx) and the floors ``min_substeps`` of the sub-step counts."""
+    check_finite("f", f.ravel())
+    check_finite("g", g)
+    nt, nx = f.shape
+    floor = floors(min_substeps, nt - 1)
+    dt_out = T / (nt - 1)
+    rate_diffusion = sigma * sigma / (dx * dx)
+    args = (dx, sigma, bc, variant, eps)
+    out = np.full((nt, nx), np.nan)
+    out[-1] = g
+    u = g.copy()
+    counts = np.zeros(nt - 1, dtype=np.int64)
+    for j in range(nt - 2, -1, -1):
+        f_lo, f_hi = f[j], f[j + 1]
+        with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below
+            u, counts[j] = _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, int(floor[j]))
+        if not np.isfinite(u).all():
+            raise Diverged(f"HJB: u is not finite at t = {j * dt_out}")
+        out[j] = u
+    return out, counts
+
+
+def _more_substeps(k: int, wanted: float, where: str) -> int:
+    """The sub-step count of a restarted interval: ⌈wanted⌉ clamped to [2k, 8k]."""
+    nxt = min(max(math.ceil(wanted), 2 * k), 8 * k) if math.isfinite(wanted) else 8 * k
+    if nxt > MAX_SUBSTEPS:
+        raise Diverged(f"{where}: the CFL sub-step collapsed")
+    return nxt
+
+
+def _interval(u, f_hi, f_lo, dt_out, cfl, rate_diffusion, args, j, floor) -> tuple[FloatArray, int]:
+    """TVD-RK3 in k equal sub-steps from one output time back to the previous one, restarted
+    with more sub-steps when the slopes steepen beyond twice the step limit."""
+    dx = args[0]
+    where = f"HJB near t = {j * dt_out}"
+
+    def limit(pmax: float) -> float:
+        return step_limit(cfl, pmax / dx + rate_diffusion)
+
+    l1_start, pmax_start = _rhs(u, f_hi, f_lo, 0.0, *args)
+    k, _ = substeps(dt_out, limit(pmax_start), where, floor)
+    while True:
+        dt, dtheta = dt_out / k, 1.0 / k
+        v = u
+        for s in range(k):
+            theta = s / k
+            l1, pmax = (l1_start, pmax_start) if s == 0 else _rhs(v, f_hi, f_lo, theta, *args)
+            allowed = limit(pmax)
+            if dt > 2.0 * allowed or np.isnan(allowed):
+                k = _more_substeps(k, dt_out / allowed if allowed > 0 else math.inf, where)  # restart the interval
+                break
+            u1 = v + dt * l1
+            l2, _ = _rhs(u1, f_hi, f_lo, theta + dtheta, *args)
+            u2 = 0.75 * v + 0.25 * (u1 + dt * l2)
+            l3, _ = _rhs(u2, f_hi, f_lo, theta + 0.5 * dtheta, *args)
+            v = v / 3.0 + 2.0 / 3.0 * (u2 + dt * l3)
+        else:
+            allowed = limit(_rhs(v, f_hi, f_lo, 1.0, *args)[1])  # the last sub-step's own slopes
+            if not (dt > 2.0 * allowed or np.isnan(allowed)):
+                return v, k
+            k = _more_substeps(k, dt_out / allowed if allowed > 0 else math.inf, where)

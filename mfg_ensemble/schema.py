@@ -1,0 +1,121 @@
+"""The one description of a result and of a store: dims, variables, units, long names, attrs.
+
+A single solve (:func:`mfg_ensemble.solve`) returns, and a sweep store holds per member:
+
+* ``u``, ``m`` over (t, x) — in a store over (axes…, t, x), or (axes…, t_index, x_index)
+  when an axis changes the grid; the coordinates ``t`` and ``x`` are then per member,
+  padded with NaN;
+* ``residual``, ``residual_u``, ``residual_m`` over ``iteration`` (NaN after a member's last
+  iteration in a store);
+* ``converged``, ``iterations``, ``wall_time`` (attrs of a single solve, variables over the
+  axes in a store) and, in a store only, ``status`` (0 pending, 1 done, 2 failed: the
+  commit marker of a member).
+
+Attributes: every problem field as ``problem.<field>`` (families as ``kind(k=v, ...)``), every
+solver option as ``solver.<option>``, package versions as ``version.<package>``; a single
+solve adds ``converged``, ``reason``, ``iterations``, ``wall_time`` and ``backend``; a store
+adds the sweep's fingerprint, source, text, member count and axes (``mfg_ensemble.*``) and
+the workers' settings (``run.*``).
+
+Stores written before this module existed have the same layout and names; a single solve's
+problem attrs were unprefixed then (``bc``), which :func:`problem_attr` still reads.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+import xarray as xr
+
+from mfg_ensemble.kernels import backend_info
+
+T, X, ITERATION = "t", "x", "iteration"
+T_INDEX, X_INDEX = "t_index", "x_index"
+"""Dims of the time and space nodes when the grid varies along a sweep axis."""
+
+PENDING, DONE, FAILED = 0, 1, 2
+"""Member status codes in a store."""
+
+COORDS: dict[str, dict[str, Any]] = {
+    T: {"units": "time", "long_name": "time"},
+    X: {"units": "length", "long_name": "position"},
+    ITERATION: {"units": "1", "long_name": "Picard iteration"},
+}
+FIELDS: dict[str, dict[str, Any]] = {
+    "u": {"units": "cost", "long_name": "value function u(t, x)"},
+    "m": {"units": "1/length", "long_name": "density of players m(t, x)"},
+}
+"""Variables over (t, x)."""
+HISTORY: dict[str, dict[str, Any]] = {
+    "residual": {"units": "1", "long_name": "max of the relative L2 residuals"},
+    "residual_u": {"units": "1", "long_name": "relative L2 change of u"},
+    "residual_m": {"units": "1", "long_name": "relative L2 residual G(m) - m"},
+}
+"""Variables over the iterations."""
+MEMBER: dict[str, dict[str, Any]] = {
+    "status": {
+        "long_name": "member status",
+        "units": "1",
+        "flag_values": [PENDING, DONE, FAILED],
+        "flag_meanings": "pending done failed",
+    },
+    "converged": {"units": "1", "long_name": "fixed point reached (1) or not (0)"},
+    "iterations": {"units": "1", "long_name": "Picard iterations"},
+    "wall_time": {"units": "s", "long_name": "wall time of the solve"},
+}
+"""One value per member (variables over the axes of a store)."""
+
+PROBLEM, SOLVER, VERSION, RUN = "problem.", "solver.", "version.", "run."
+"""Prefixes of the attribute names."""
+FINGERPRINT = "mfg_ensemble.fingerprint"
+SWEEP_SOURCE = "mfg_ensemble.sweep_source"
+SWEEP_TEXT = "mfg_ensemble.sweep_text"
+MEMBERS = "mfg_ensemble.members"
+AXES = "mfg_ensemble.axes"
+LOG_GROUP = "members"
+"""The group whose subgroups ``members/<index>`` hold each member's log in their attrs."""
+
+
+def attrs(name: str) -> dict[str, Any]:
+    """The attrs (units, long_name, ...) of the variable or coordinate ``name`` (a copy)."""
+    for table in (FIELDS, HISTORY, MEMBER, COORDS):
+        if name in table:
+            return dict(table[name])
+    raise KeyError(f"{name!r} is not a variable of the mfg_ensemble schema")
+
+
+def grid_dims(varies_grid: bool) -> tuple[str, str]:
+    """The time and space dims: (t, x), or (t_index, x_index) when an axis changes the grid."""
+    return (T_INDEX, X_INDEX) if varies_grid else (T, X)
+
+
+def prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as netCDF/Zarr-safe attrs named ``<prefix><key>`` (non-scalars as their repr)."""
+    return {f"{prefix}{k}": (v if isinstance(v, (bool, int, float, str)) else repr(v)) for k, v in values.items()}
+
+
+def problem_attr(attributes: dict[str, Any], name: str, default: Any = None) -> Any:
+    """The problem field ``name`` from a result's or a store's attrs (also unprefixed, as a
+    single solve wrote it before the schema was shared)."""
+    return attributes.get(PROBLEM + name, attributes.get(name, default))
+
+
+def versions(packages: tuple[str, ...] = ("mfg_ensemble", "numpy", "xarray")) -> dict[str, str]:
+    """``version.<package>`` attrs of ``packages`` and of the Rust extension, for provenance."""
+    out = {}
+    for name in packages:
+        try:
+            out[VERSION + name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[VERSION + name] = "unknown"
+    out[VERSION + "rust_core"] = str(backend_info()["extension_version"])
+    return out
+
+
+def label(da: xr.DataArray | Any, default: str | None = None, units: bool = True) -> str:
+    """``long_name [units]`` of a variable from its attrs (``units=False``: the long name)."""
+    attributes = getattr(da, "attrs", {})
+    text = str(attributes.get("long_name", default if default is not None else getattr(da, "name", "")))
+    unit = attributes.get("units")
+    return f"{text} [{unit}]" if units and unit not in (None, "") else text

@@ -1,0 +1,162 @@
+"""The ``ds.mfg`` accessor against NumPy on the raw arrays: mass, moments, final time and
+seed statistics, lazy on the store, members not done left out — on finished, partial,
+periodic and grid-varying stores, and on one solve's dataset."""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
+
+import mfg_ensemble  # noqa: F401  (registers ds.mfg)
+from mfg_ensemble import Problem, Sweep, open_sweep, run_sweep, solve
+from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.schema import DONE, FAILED, PENDING
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(client, tmp_path_factory):
+    """sigma × coupling × seed, every member done."""
+    axes = {"sigma": [0.1, 0.3], "coupling": {"field": "coupling.strength", "values": [0.05, 0.2]}, "seed": {"count": 3}}
+    path = tmp_path_factory.mktemp("acc") / "finished.zarr"
+    run_sweep(Sweep(PROBLEM, SOLVER, axes), path, client=client)
+    return path
+
+
+@pytest.fixture(scope="module")
+def partial(client, tmp_path_factory):
+    """sigma × seed, interrupted after 2 members."""
+    path = tmp_path_factory.mktemp("acc") / "partial.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}), path, client=client,
+                  on_progress=interrupt_after(2), max_in_flight=2)
+    settle(path)
+    return path
+
+
+def trapezoid(x: np.ndarray) -> np.ndarray:
+    w = np.full(x.size, x[1] - x[0])
+    w[0] = w[-1] = 0.5 * (x[1] - x[0])
+    return w
+
+
+def masked(ds: xr.Dataset, name: str) -> np.ndarray:
+    """The raw array with members not done set to NaN (NumPy only)."""
+    values = np.asarray(ds[name].values, dtype=float)
+    done = np.asarray(ds.status.values) == DONE
+    return np.where(done.reshape(done.shape + (1,) * (values.ndim - done.ndim)), values, np.nan)
+
+
+def test_moments_equal_numpy_on_the_raw_arrays_and_stay_lazy(finished) -> None:
+    ds = open_sweep(finished)
+    results = {name: getattr(ds.mfg, name)() for name in ("mass", "mean_position", "variance", "done")}
+    results["final"] = ds.mfg.final().m
+    results["seed_stats"] = ds.mfg.seed_stats().m_mean
+    for name, result in results.items():
+        assert isinstance(result.data, da.Array), f"{name} is not lazy"
+
+    m, x = ds.m.values, ds.x.values
+    w = trapezoid(x)
+    mass = m @ w
+    mean = (m * x) @ w / mass
+    var = (m * (x - mean[..., None]) ** 2) @ w / mass
+    np.testing.assert_allclose(results["mass"].values, mass, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(results["mass"].values, 1.0, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(results["mean_position"].values, mean, rtol=1e-12)
+    np.testing.assert_allclose(results["variance"].values, var, rtol=1e-10)
+    np.testing.assert_allclose(ds.mfg.std_position().values, np.sqrt(var), rtol=1e-10)
+    assert results["mass"].dims == ("sigma", "coupling", "seed", "t")
+    assert results["mean_position"].attrs["units"] == "length"
+    assert 0.0 < mean.min() and mean.max() < 1.0
+    np.testing.assert_array_equal(results["final"].values, m[..., -1, :])
+    np.testing.assert_array_equal(ds.mfg.final().u.values, ds.u.values[..., -1, :])
+
+
+def test_seed_stats_equal_nanmean_and_nanstd(finished) -> None:
+    ds = open_sweep(finished)
+    stats = ds.mfg.seed_stats(["m", "iterations"])
+    assert isinstance(stats.m_std.data, da.Array)
+    axis = ds.m.dims.index("seed")
+    m = masked(ds, "m")
+    np.testing.assert_allclose(stats.m_mean.values, np.nanmean(m, axis=axis), rtol=1e-13)
+    np.testing.assert_allclose(stats.m_std.values, np.nanstd(m, axis=axis, ddof=1), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(stats.m_sem.values, np.nanstd(m, axis=axis, ddof=1) / np.sqrt(3), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(stats.iterations_mean.values, np.nanmean(masked(ds, "iterations"), axis=-1))
+    assert (stats.n_done.values == 3).all() and stats.m_mean.dims == ("sigma", "coupling", "t", "x")
+    assert stats.m_mean.attrs["units"] == ds.m.attrs["units"]
+    # a derived quantity: the seed statistics of the mean position
+    pos = ds.mfg.seed_stats(ds.mfg.mean_position(), ddof=0)
+    raw = np.asarray(ds.mfg.mean_position().values)
+    np.testing.assert_allclose(pos.mean_position_std.values, np.nanstd(raw, axis=2), rtol=1e-10, atol=1e-15)
+
+
+def test_members_not_done_are_left_out(partial) -> None:
+    ds = open_sweep(partial)
+    status = ds.status.values
+    assert 2 <= (status == DONE).sum() < status.size
+    # a failed member that wrote data (a diverged solve keeps its history) is left out too
+    done_first = tuple(np.argwhere(status == DONE)[0])
+    fake = status.copy()
+    fake[done_first] = FAILED
+    ds = ds.assign(status=(ds.status.dims, da.from_array(fake, chunks=1)))
+    done = fake == DONE
+
+    mass = ds.mfg.mass().values
+    assert np.isnan(mass[~done]).all()
+    np.testing.assert_allclose(mass[done], 1.0, rtol=0, atol=1e-10)
+    assert np.isnan(ds.mfg.mean_position().values[~done]).all()
+    assert np.isnan(ds.mfg.final().m.values[~done]).all()
+    stats = ds.mfg.seed_stats()
+    np.testing.assert_array_equal(stats.n_done.values, done.sum(axis=1))
+    m = masked(ds, "m")
+    with warnings.catch_warnings():  # points with no done member: "mean of empty slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmean(m, axis=1)
+    np.testing.assert_allclose(stats.m_mean.values, expected, rtol=1e-13)
+    assert np.isnan(stats.m_mean.values[done.sum(axis=1) == 0]).all()
+    assert int(ds.mfg.counts().done) == done.sum()
+    where = ds.mfg.where_done()
+    assert np.isnan(where.m.values[~done]).all() and np.isfinite(where.m.values[done]).all()
+
+
+def test_periodic_and_grid_varying_stores(client, tmp_path) -> None:
+    periodic = run_sweep(Sweep({**PROBLEM, "bc": "periodic"}, {"fp": "fv", "max_iter": 10}, {"sigma": [0.1, 0.3]}),
+                         tmp_path / "p.zarr", client=client)
+    w = periodic.mfg.weights().values
+    np.testing.assert_allclose(w, 1 / 41, rtol=1e-12)  # dx at every node: hi is lo
+    np.testing.assert_allclose(periodic.mfg.mass().values, 1.0, rtol=0, atol=1e-10)
+
+    sweep = Sweep({**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10},
+                  {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}, "bc": ["reflect", "periodic"]})
+    ds = run_sweep(sweep, tmp_path / "g.zarr", client=client)
+    assert ds.m.dims == ("res", "bc", "t_index", "x_index")
+    mass, mean, final = ds.mfg.mass(), ds.mfg.mean_position(), ds.mfg.final()
+    assert isinstance(mass.data, da.Array) and isinstance(final.m.data, da.Array)
+    for member in sweep.members():
+        at = dict(zip(("res", "bc"), member.position))
+        p = member.problem
+        ref = solve(p, fp="fv", max_iter=10)
+        got_mass = mass.isel(at).values
+        np.testing.assert_allclose(got_mass[: p.nt], 1.0, rtol=0, atol=1e-10)
+        assert np.isnan(got_mass[p.nt:]).all()
+        w = p.quadrature_weights()
+        expected = ref.m.values @ (p.grid() * w) / (ref.m.values @ w)
+        np.testing.assert_allclose(mean.isel(at).values[: p.nt], expected, rtol=1e-12)
+        np.testing.assert_array_equal(final.m.isel(at).values[: p.nx], ref.m.values[-1])
+        assert float(final.t.isel(at)) == p.T
+
+
+def test_one_solve_and_no_seed_axis() -> None:
+    p = Problem.model_validate({**PROBLEM, "nx": 31, "nt": 6})
+    result = solve(p, fp="fv", max_iter=5)
+    np.testing.assert_allclose(result.mfg.mass().values, 1.0, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(result.mfg.weights().values, p.quadrature_weights(), rtol=1e-12)
+    assert result.mfg.axes == [] and result.mfg.seed_dim is None
+    with pytest.raises(ValueError, match="no seed axis"):
+        result.mfg.seed_stats()

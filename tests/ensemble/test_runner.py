@@ -1,0 +1,185 @@
+"""The ensemble runner on a real LocalCluster and a real Zarr store, with real faults:
+bit-identical to serial solves, a killed worker, an interrupted and resumed sweep, failing
+members, a store of another sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
+
+from mfg_ensemble import Sweep, open_sweep, run_sweep, solve
+from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.schema import DONE, FAILED, PENDING
+from mfg_ensemble import StoreMismatch, SweepMonitor
+from mfg_ensemble.ensemble.cluster import worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def small_sweep(**axes: object) -> Sweep:
+    return Sweep(PROBLEM, SOLVER, axes or {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}})
+
+
+def assert_matches_serial(ds: xr.Dataset, sweep: Sweep) -> None:
+    for member in sweep.members():
+        ref = solve(member.problem, **member.solver.__dict__)
+        at = dict(zip((a.name for a in sweep.axes), member.position))
+        got = ds.isel(at)
+        assert int(got.status) == DONE
+        np.testing.assert_array_equal(got.m.values, ref.m.values)
+        np.testing.assert_array_equal(got.u.values, ref.u.values)
+        n = ref.sizes["iteration"]
+        np.testing.assert_array_equal(got.residual.values[:n], ref.residual.values)
+        assert np.isnan(got.residual.values[n:]).all()
+        assert int(got.iterations) == n and int(got.converged) == ref.attrs["converged"]
+
+
+def test_sweep_on_two_workers_equals_serial_solves_bit_for_bit(client, tmp_path) -> None:
+    sweep = small_sweep()
+    ds = run_sweep(sweep, tmp_path / "s.zarr", client=client)
+    assert dict(ds.sizes) == {"sigma": 3, "seed": 3, "t": 11, "x": 41, "iteration": 30}
+    summary = SweepStore(tmp_path / "s.zarr").summary()
+    assert summary["done"] == 9 and summary["not converged"] == int((ds.converged.values == 0).sum())
+    assert ds.m.dims == ("sigma", "seed", "t", "x")
+    assert_matches_serial(ds, sweep)
+    # labelled and lazy: the post-analysis users write just works
+    mean = ds.m.sel(sigma=0.2).mean("seed")
+    assert mean.dims == ("t", "x") and np.isfinite(mean.values).all()
+    for name in ("u", "m", "residual", "status", "converged", "iterations", "wall_time", "t", "x"):
+        assert {"units", "long_name"} <= set(ds[name].attrs), name
+    for key in ("mfg_ensemble.fingerprint", "mfg_ensemble.sweep_text", "version.dask", "version.zarr",
+                "version.numpy", "version.rust_core", "run.rayon_num_threads", "run.backend"):
+        assert key in ds.attrs, key
+
+
+def test_replicate_seeds_do_not_depend_on_the_other_axes(client, tmp_path) -> None:
+    ds = run_sweep(small_sweep(), tmp_path / "s.zarr", client=client)
+    seeds = [m.solver.seed for m in small_sweep().members()]
+    assert seeds[0:3] == seeds[3:6] == seeds[6:9] and len(set(seeds[:3])) == 3
+    assert ds.seed.values.tolist() == [0, 1, 2]
+
+
+def test_a_killed_worker_loses_nothing(client, tmp_path) -> None:
+    sweep = small_sweep(sigma=[0.1, 0.15, 0.2, 0.25, 0.3], seed={"count": 2})
+    killed: list[int] = []
+
+    def kill_one(progress) -> None:
+        if not killed:
+            pids = client.run(os.getpid)
+            pid = sorted(pids.values())[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    ds = run_sweep(sweep, tmp_path / "k.zarr", client=client, on_progress=kill_one)
+    assert killed
+    assert (ds.status.values == DONE).all()
+    assert_matches_serial(ds, sweep)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_missing_members(client, tmp_path) -> None:
+    sweep = small_sweep()
+    path = tmp_path / "r.zarr"
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, path, client=client, on_progress=interrupt_after(3), max_in_flight=2)
+    settle(path)  # a member already running when the run stopped still commits
+    done_before = int((SweepStore(path).status() == DONE).sum())
+    assert 3 <= done_before < len(sweep)
+
+    seen = {}
+    resumed = run_sweep(sweep, path, client=client, on_start=lambda c, p: seen.update(skipped=p.skipped))
+    assert seen["skipped"] == done_before
+    whole = run_sweep(sweep, tmp_path / "whole.zarr", client=client)
+    for name in ("u", "m", "residual", "status", "iterations", "converged"):
+        np.testing.assert_array_equal(resumed[name].values, whole[name].values)
+
+
+def test_failing_members_are_recorded_and_the_others_complete(client, tmp_path) -> None:
+    def raises_on_a_worker(x):
+        from distributed import get_worker
+
+        try:
+            get_worker()
+        except ValueError:  # validation in the client: fine
+            return np.zeros_like(x)
+        raise RuntimeError("this potential cannot be evaluated on a worker")
+
+    problem = {**PROBLEM, "nx": 21, "nt": 3}
+    axes = {"case": {"field": "potential", "values": [{"kind": "zero"}, {"kind": "function", "func": raises_on_a_worker}]},
+            "coupling.strength": [0.1, -1e300]}
+    sweep = Sweep({**problem, "sigma": 0.0, "terminal": {"kind": "quadratic", "strength": 1e250}}, {"fp": "fv"}, axes)
+    path = tmp_path / "f.zarr"
+    ds = run_sweep(sweep, path, client=client)
+    status = ds.status.values
+    assert status[0, 0] == DONE or SweepStore(path).member_log(0)["error"].startswith("diverged")
+    assert status[0, 1] == FAILED and SweepStore(path).member_log(1)["error"].startswith("diverged")
+    assert (status[1] == FAILED).all()
+    assert "RuntimeError: this potential cannot be evaluated" in SweepStore(path).member_log(2)["error"]
+    summary = SweepStore(path).summary()
+    assert summary["failed"] == int((status == FAILED).sum()) and summary["pending"] == 0
+
+
+def test_a_store_of_another_sweep_is_refused(client, tmp_path) -> None:
+    path = tmp_path / "o.zarr"
+    run_sweep(small_sweep(sigma=[0.2]), path, client=client)
+    with pytest.raises(StoreMismatch, match="different sweep"):
+        run_sweep(small_sweep(sigma=[0.3]), path, client=client)
+    ds = run_sweep(small_sweep(sigma=[0.3]), path, client=client, overwrite=True)
+    assert ds.sigma.values.tolist() == [0.3]
+
+
+def test_the_embedded_default_starts_and_closes_its_own_cluster(tmp_path) -> None:
+    sweep = small_sweep(sigma=[0.2], seed=[1, 2])
+    ds = run_sweep(sweep, tmp_path / "d.zarr", n_workers=2)
+    assert (ds.status.values == DONE).all()
+    assert ds.attrs["run.n_workers"] == 2 and ds.attrs["run.rayon_num_threads"] == ["1"]
+    assert open_sweep(tmp_path / "d.zarr").seed.values.tolist() == [1, 2]
+
+
+def test_rayon_is_sized_to_the_workers_share_of_the_cores() -> None:
+    assert worker_env(2, cores=2)["RAYON_NUM_THREADS"] == "1"
+    assert worker_env(1, cores=2)["RAYON_NUM_THREADS"] == "2"
+    assert worker_env(4, cores=16)["RAYON_NUM_THREADS"] == "4"
+
+
+def test_an_axis_that_changes_the_grid_pads_members_and_labels_them(client, tmp_path) -> None:
+    sweep = Sweep({**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10}, {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}})
+    ds = run_sweep(sweep, tmp_path / "g.zarr", client=client)
+    assert ds.m.dims == ("res", "t_index", "x_index") and ds.x.dims == ("res", "x_index")
+    assert ds.nx.values.tolist() == [21, 41] and ds.nt.values.tolist() == [5, 9]
+    coarse = ds.isel(res=0)
+    ref = solve(sweep.member(0).problem, fp="fv", max_iter=10)
+    np.testing.assert_array_equal(coarse.m.values[:5, :21], ref.m.values)
+    np.testing.assert_array_equal(coarse.x.values[:21], ref.x.values)
+    assert np.isnan(coarse.m.values[5:]).all() and np.isnan(coarse.x.values[21:]).all()
+
+
+def test_workers_publish_every_iteration_of_every_member(client, tmp_path) -> None:
+    sweep = small_sweep(sigma=[0.15, 0.3], seed={"count": 2})
+    events: list[dict] = []
+    monitor = SweepMonitor()
+    seen_in_flight: list[int] = []
+
+    def on_event(progress, event) -> None:
+        events.append(dict(event))
+        seen_in_flight.append(len(progress.members))
+
+    ds = run_sweep(sweep, tmp_path / "e.zarr", client=client, on_event=on_event)
+    assert {e["index"] for e in events} == set(range(len(sweep)))
+    assert all(n >= 1 for n in seen_in_flight)
+    for member in sweep.members():
+        mine = [e for e in events if e["index"] == member.index]
+        history = ds.isel(dict(zip((a.name for a in sweep.axes), member.position))).residual.values
+        n = int(ds.iterations.values.ravel()[member.index])
+        assert [e["iteration"] for e in mine] == list(range(1, n + 1))
+        assert mine[-1]["residual"] == history[n - 1]
+    # the monitor object gets the same stream
+    run_sweep(sweep, tmp_path / "e2.zarr", client=client, monitor=monitor)
+    assert monitor.progress.done == len(sweep) and monitor.dashboard_link
+    assert f"{len(sweep)}/{len(sweep)} members: done {len(sweep)}" in monitor.summary()
