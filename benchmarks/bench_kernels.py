@@ -195,8 +195,10 @@ def pow10(n: int) -> str:
 def _weno_case(n: int) -> Case:
     def build() -> dict[str, Callable[[], object]]:
         u, dx = weno_input(n)
-        return {impl: (lambda b=impl: kernels.weno5_derivatives(u, dx, bc="periodic", variant="js", backend=b))
-                for impl in ("numpy", "rust")}
+        return {
+            impl: (lambda b=impl: kernels.weno5_derivatives(u, dx, bc="periodic", variant="js", backend=b))
+            for impl in ("numpy", "rust")
+        }
 
     return Case(f"weno|{n}", "weno", "WENO5 d⁻,d⁺ (periodic, js)", f"{pow10(n)} nodes", n, build)
 
@@ -615,16 +617,24 @@ def parent(quick: bool) -> None:
     print(f"# mfg_ensemble kernel benchmark{' (--quick)' if quick else ''}")
     print()
     print(f"- mfg_ensemble {mfg_ensemble.__version__}, backend_info(): {mfg_ensemble.backend_info()}")
-    print(f"- Rust children: rayon_threads = {one['info']['rayon_threads']} and {many['info']['rayon_threads']} "
-          f"(RAYON_NUM_THREADS=1 / {threads}; usable cores: {threads}); NumPy/scipy/KDEpy child: single-threaded")
+    print(
+        f"- Rust children: rayon_threads = {one['info']['rayon_threads']} and {many['info']['rayon_threads']} "
+        f"(RAYON_NUM_THREADS=1 / {threads}; usable cores: {threads}); NumPy/scipy/KDEpy child: single-threaded"
+    )
     versions = ", ".join(f"{k} {v}" for k, v in ref["versions"].items())
     print(f"- Python {platform.python_version()}, {versions}; {platform.machine()} {platform.system()}")
-    print(f"- load average (1 min) {load0[0]:.2f} before, {load1[0]:.2f} after; all children ran in this run, "
-          f"{elapsed:.0f} s in total")
-    print(f"- time per call, median of ≥ {s.min_samples} samples (calls ≥ 0.2 s: 3 samples; ≥ 1 s: one call, "
-          f"marked n=1); cells whose estimated call exceeds {s.max_call:g} s are skipped")
-    print(f"- KDE: grid of {KDE_GRID_POINTS} uniform points on [{KDE_LO:g}, {KDE_HI:g}]; bandwidth = Scott's rule of "
-          "each sample, the same float for every implementation")
+    print(
+        f"- load average (1 min) {load0[0]:.2f} before, {load1[0]:.2f} after; all children ran in this run, "
+        f"{elapsed:.0f} s in total"
+    )
+    print(
+        f"- time per call, median of ≥ {s.min_samples} samples (calls ≥ 0.2 s: 3 samples; ≥ 1 s: one call, "
+        f"marked n=1); cells whose estimated call exceeds {s.max_call:g} s are skipped"
+    )
+    print(
+        f"- KDE: grid of {KDE_GRID_POINTS} uniform points on [{KDE_LO:g}, {KDE_HI:g}]; bandwidth = Scott's rule of "
+        "each sample, the same float for every implementation"
+    )
     print("- max err / peak = max_g |m(g) − m_exact(g)| / max_g m_exact(g), m_exact = Rust exact sum, same bc")
     sanity = ", ".join(f"{k} {v:.1e}" for k, v in ref["sanity"].items())
     print(f"- sanity, max |Rust − NumPy ref| / max |NumPy ref| at small sizes: {sanity}")

@@ -71,7 +71,10 @@ def main() -> None:
     print(f"# one MFG solve: {CONFIG.name}, nx={problem.nx}, nt={problem.nt}, sigma={problem.sigma}")
     print(f"- {backend_info()}")
     print(f"- medians of {repeats} repeat(s); fixed-iteration comparison: {fixed_iter} Picard iterations\n")
-    print("| FP | particles | Rust: iterations to tol | Rust: solve | Rust: per iter | NumPy ref: per iter | ref / Rust | Rust split HJB / FP / rest | ref split HJB / FP / rest |")
+    print(
+        "| FP | particles | Rust: iterations to tol | Rust: solve | Rust: per iter | NumPy ref: per iter | ref / Rust "
+        "| Rust split HJB / FP / rest | ref split HJB / FP / rest |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for fp, n in cases:
         kw = dict(fp=fp, n_particles=n or 10_000, tol=1e-6, max_iter=200)
@@ -85,7 +88,8 @@ def main() -> None:
             return " / ".join(f"{100 * v / total:.0f}%" for v in (parts["hjb"], parts["fp"], rest))
 
         print(
-            f"| {fp} | {n or '—'} | {ds.attrs['iterations']} ({'converged' if ds.attrs['converged'] else 'not converged'}) "
+            f"| {fp} | {n or '—'} | {ds.attrs['iterations']} "
+            f"({'converged' if ds.attrs['converged'] else 'not converged'}) "
             f"| {wall:.2f} s | {1e3 * r_wall / fixed_iter:.1f} ms | {1e3 * n_wall / fixed_iter:.0f} ms "
             f"| {n_wall / r_wall:.1f}× | {split(r_wall, r_parts)} | {split(n_wall, n_parts)} |"
         )

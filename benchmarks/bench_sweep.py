@@ -47,10 +47,15 @@ def main() -> None:
         solver.update(n_particles=2000)
     sigmas = [0.15, 0.2, 0.25, 0.3]
     sweep = Sweep(problem, solver, {"sigma": sigmas, "seed": {"count": n // len(sigmas)}})
-    print(f"# runner throughput: {len(sweep)} members of {CONFIG.name} (nx={problem['nx']}, nt={problem['nt']}, "
-          f"{solver['n_particles']} particles)")
+    print(
+        f"# runner throughput: {len(sweep)} members of {CONFIG.name} (nx={problem['nx']}, nt={problem['nt']}, "
+        f"{solver['n_particles']} particles)"
+    )
     print(f"- {backend_info()}\n")
-    print("| workers | Rayon threads per worker | cluster start | sweep wall | members/s | Σ solve time | mean member | overhead | peak RSS per worker |")
+    print(
+        "| workers | Rayon threads per worker | cluster start | sweep wall | members/s | Σ solve time | mean member "
+        "| overhead | peak RSS per worker |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     rates = {}
     for workers, rayon in ((1, 1), (1, 2), (2, 1)):
@@ -68,13 +73,18 @@ def main() -> None:
             total = float(np.nansum(solve_times))
             overhead = (workers * wall - total) / total
             rates[workers, rayon] = len(sweep) / wall
-            print(f"| {workers} | {rayon} | {started:.1f} s | {wall:.1f} s | {rates[workers, rayon]:.2f} | {total:.1f} s "
-                  f"| {np.nanmean(solve_times):.2f} s | {100 * overhead:.1f}% | {max(rss.values()):.0f} MiB |")
+            print(
+                f"| {workers} | {rayon} | {started:.1f} s | {wall:.1f} s | {rates[workers, rayon]:.2f} | {total:.1f} s "
+                f"| {np.nanmean(solve_times):.2f} s | {100 * overhead:.1f}% | {max(rss.values()):.0f} MiB |"
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    print(f"\nrunner scaling, 2 workers / 1 worker at 1 Rayon thread each: {rates[2, 1] / rates[1, 1]:.2f}× "
-          "(target ≥ 1.8× on 2 cores)")
+    print(
+        f"\nrunner scaling, 2 workers / 1 worker at 1 Rayon thread each: {rates[2, 1] / rates[1, 1]:.2f}× "
+        "(target ≥ 1.8× on 2 cores)"
+    )
     print(f"the default 2 workers × 1 thread vs 1 worker × 2 Rayon threads: {rates[2, 1] / rates[1, 2]:.2f}×")
+
 
 if __name__ == "__main__":
     main()

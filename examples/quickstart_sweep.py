@@ -60,8 +60,15 @@ sweep = mfg.Sweep(
         "m0": {"kind": "gaussian", "mean": 0.25, "std": 0.07},
         "terminal": {"kind": "quadratic", "strength": 1.0, "center": 0.75},
     },
-    solver={"fp": "particles", "n_particles": 2000, "damping": 0.5, "anderson": 5, "tol": 1e-4, "max_iter": 40,
-            "seed": 2026},
+    solver={
+        "fp": "particles",
+        "n_particles": 2000,
+        "damping": 0.5,
+        "anderson": 5,
+        "tol": 1e-4,
+        "max_iter": 40,
+        "seed": 2026,
+    },
     axes={"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}},
     name="quickstart_small",
 )
@@ -92,11 +99,12 @@ mass = ds.mfg.mass()
 print("mass is lazy:", type(mass.data).__name__)
 print("max |mass - 1| over all members and times:", float(abs(mass - 1).max()))
 
-position = ds.mfg.mean_position()                     # (sigma, seed, t)
-stats = ds.mfg.seed_stats(position)                   # mean, std, sem over the seeds
+position = ds.mfg.mean_position()  # (sigma, seed, t)
+stats = ds.mfg.seed_stats(position)  # mean, std, sem over the seeds
 final = stats.isel(t=-1).compute()
-for s, mean, sem, n in zip(final.sigma.values, final.mean_position_mean.values,
-                           final.mean_position_sem.values, final.n_done.values):
+for s, mean, sem, n in zip(
+    final.sigma.values, final.mean_position_mean.values, final.mean_position_sem.values, final.n_done.values
+):
     print(f"sigma = {s:g}: mean position at T = {mean:.3f} ± {sem:.3f} (seed-mean ± s.e., {int(n)} seeds)")
 
 # %% [markdown]
@@ -144,4 +152,13 @@ if inline:
 
 # %%
 client.close()
-print("done:", len(files), "figures in", REPORT, "| members done:", int(np.sum(ds.status.values == 1)), "of", ds.status.size)
+print(
+    "done:",
+    len(files),
+    "figures in",
+    REPORT,
+    "| members done:",
+    int(np.sum(ds.status.values == 1)),
+    "of",
+    ds.status.size,
+)

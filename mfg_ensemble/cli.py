@@ -64,17 +64,23 @@ def main() -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--store", type=click.Path(), default=None, help="Zarr store to write (default: <name>.zarr here).")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (default: a LocalCluster).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="LocalCluster worker processes (default: one per core).")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="LocalCluster worker processes (default: one per core)."
+)
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a store made from another sweep.")
-def run(config: str, store: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int, overwrite: bool) -> None:
+def run(
+    config: str, store: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int, overwrite: bool
+) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
     try:
         path = SweepStore.for_sweep(sweep, store).path
     except ConfigError as exc:
         _fail(exc)
-    console.print(f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True)
+    console.print(
+        f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True
+    )
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -101,8 +107,10 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
         members = sorted(dict(p.members).values(), key=lambda e: e["index"])
         running = [e for e in members if e["iteration"] > 0]
         shown = "  ".join(f"#{e['index']} it {e['iteration']} r {e['residual']:.1e}" for e in running[:4])
-        counts = (f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  "
-                  f"queued {len(members) - len(running)}  running: {shown}")
+        counts = (
+            f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  "
+            f"queued {len(members) - len(running)}  running: {shown}"
+        )
         bar.update(job, completed=p.skipped + p.finished, counts=escape(counts))
 
     try:
@@ -127,14 +135,23 @@ def run(config: str, store: str | None, scheduler: str | None, workers: int | No
         if cluster_started:
             bar.stop()
         done = last[0].finished if last else 0
-        err_console.print(f"interrupted: {done} member(s) finished in this run are in {path}; run the same command to resume", markup=False, soft_wrap=True)
+        err_console.print(
+            f"interrupted: {done} member(s) finished in this run are in {path}; run the same command to resume",
+            markup=False,
+            soft_wrap=True,
+        )
         sys.exit(130)
     if cluster_started:
         bar.stop()
     else:  # run_sweep found every member already done or failed, and started no cluster
-        console.print(f"nothing to run: all {len(sweep)} members are already done or failed in {escape(str(path))}", soft_wrap=True)
+        console.print(
+            f"nothing to run: all {len(sweep)} members are already done or failed in {escape(str(path))}",
+            soft_wrap=True,
+        )
     _print_summary(path)
-    console.print(f"open it with:  xarray.open_zarr({str(path)!r})   (dims {dict(ds.sizes)})", markup=False, soft_wrap=True)
+    console.print(
+        f"open it with:  xarray.open_zarr({str(path)!r})   (dims {dict(ds.sizes)})", markup=False, soft_wrap=True
+    )
 
 
 def _print_summary(path: Path) -> None:
@@ -182,11 +199,20 @@ def info(store: str) -> None:
 
 @main.command()
 @click.argument("store", type=click.Path())
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the PNG files (default: <STORE without .zarr>_report next to the store).")
-@click.option("--member", type=click.IntRange(min=0), default=None,
-              help="Draw this member's density and value function instead of the seed-means "
-                   "(its flat index: C order over the axes, as in `info` and members/<index>).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the PNG files (default: <STORE without .zarr>_report next to the store).",
+)
+@click.option(
+    "--member",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Draw this member's density and value function instead of the seed-means "
+    "(its flat index: C order over the axes, as in `info` and members/<index>).",
+)
 def report(store: str, out_dir: str | None, member: int | None) -> None:
     """Write PNG figures of the sweep store STORE (also while it is running, or interrupted)."""
     path = Path(store)
@@ -204,8 +230,11 @@ def report(store: str, out_dir: str | None, member: int | None) -> None:
     summary = SweepStore(path).summary()
     for file in files:
         console.print(str(file), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"{len(files)} figures in {escape(str(out))} ({summary['done']} of {summary['members']} members done, "
-                  f"{summary['failed']} failed, {summary['pending']} pending)", soft_wrap=True)
+    console.print(
+        f"{len(files)} figures in {escape(str(out))} ({summary['done']} of {summary['members']} members done, "
+        f"{summary['failed']} failed, {summary['pending']} pending)",
+        soft_wrap=True,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

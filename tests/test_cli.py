@@ -95,7 +95,10 @@ def test_validate_malformed_file_exits_2_with_the_message(tmp_path: Path) -> Non
     [
         # rich markup must not eat "[b]" or "[/]", nor wrap a long line
         ('"[b]old[/]" = 1\n' + TINY, "[b]old[/]: unknown field; allowed: name, description, problem, solver, sweep"),
-        (TINY.replace("max_iter = 20", "damping = 1.5"), "solver.damping: Input should be less than or equal to 1 (got 1.5)"),
+        (
+            TINY.replace("max_iter = 20", "damping = 1.5"),
+            "solver.damping: Input should be less than or equal to 1 (got 1.5)",
+        ),
         (
             TINY.replace("nt = 11", "nt = 11\nsigmaa = 0.1"),
             "problem.sigmaa: unknown field; allowed: lo, hi, T, nx, nt, sigma, potential, coupling, m0, terminal, bc",
@@ -192,7 +195,9 @@ def test_info_prints_the_counts(first_run: tuple[Path, subprocess.CompletedProce
 
 
 @pytest.mark.slow
-def test_run_of_another_sweep_on_the_store_needs_overwrite(first_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_run_of_another_sweep_on_the_store_needs_overwrite(
+    first_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     folder, _ = first_run
     shutil.copytree(folder / "tiny.zarr", tmp_path / "tiny.zarr")
     (tmp_path / "other.toml").write_text(TINY.replace("sigma = [0.1, 0.2]", "sigma = [0.1, 0.3]"))
@@ -223,8 +228,10 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     from mfg_ensemble.ensemble.store import SweepStore
     from mfg_ensemble.schema import DONE, PENDING
 
-    sweep = TINY.replace("nx = 31", "nx = 151").replace("nt = 11", "nt = 41").replace(
-        "sigma = [0.1, 0.2]", "sigma = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]"
+    sweep = (
+        TINY.replace("nx = 31", "nx = 151")
+        .replace("nt = 11", "nt = 41")
+        .replace("sigma = [0.1, 0.2]", "sigma = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]")
     )
     (tmp_path / "tiny.toml").write_text(sweep)
     args = [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--workers", "2"]
@@ -258,7 +265,10 @@ def test_run_with_an_unreachable_scheduler_exits_2(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY)
     proc = subprocess.run(
         [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--scheduler", "tcp://127.0.0.1:9"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
     )
     assert_clean_error(proc, r"cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:9")

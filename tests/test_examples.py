@@ -17,13 +17,21 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_the_quickstart_notebook_runs_headlessly(tmp_path) -> None:
     script = EXAMPLES / "quickstart_sweep.py"
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "dashboard:" in proc.stdout and "members done: 9 of 9" in proc.stdout, proc.stdout
     report = tmp_path / "quickstart_small_report"
-    names = {"density_sigma=0.1.png", "density_sigma=0.2.png", "density_sigma=0.3.png", "final_density_sigma.png",
-             "value_slices.png", "convergence.png", "summary.png"}
+    names = {
+        "density_sigma=0.1.png",
+        "density_sigma=0.2.png",
+        "density_sigma=0.3.png",
+        "final_density_sigma.png",
+        "value_slices.png",
+        "convergence.png",
+        "summary.png",
+    }
     assert {p.name for p in report.iterdir()} == names
     for png in [*report.iterdir(), tmp_path / "mean_position.png"]:
         assert png.stat().st_size > 2000 and png.read_bytes()[:8] == PNG, png

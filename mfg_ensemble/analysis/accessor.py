@@ -232,11 +232,15 @@ class MFGAccessor:
         for name, da in items:
             kept = da.where(done)
             label, units = schema.label(da, name, units=False), da.attrs.get("units", "1")
-            out[f"{name}_mean"] = kept.mean(seed, skipna=True).assign_attrs(long_name=f"seed-mean of {label}", units=units)
+            out[f"{name}_mean"] = kept.mean(seed, skipna=True).assign_attrs(
+                long_name=f"seed-mean of {label}", units=units
+            )
             out[f"{name}_std"] = kept.std(seed, skipna=True, ddof=ddof).assign_attrs(
-                long_name=f"standard deviation over seeds of {label}", units=units)
+                long_name=f"standard deviation over seeds of {label}", units=units
+            )
             out[f"{name}_sem"] = (out[f"{name}_std"] / np.sqrt(count.where(count > 0))).assign_attrs(
-                long_name=f"standard error of the seed-mean of {label}", units=units)
+                long_name=f"standard error of the seed-mean of {label}", units=units
+            )
         out["n_done"] = count.assign_attrs(long_name="done members", units="1")
         for name in ("t", "x"):  # per-member grids (padded stores): the grid of each point
             if name in ds.coords and seed in ds[name].dims:
@@ -249,8 +253,10 @@ class MFGAccessor:
         ds = self._ds
         status = ds["status"]
         dims = self.axes if dims is None else ([dims] if isinstance(dims, str) else list(dims))
-        return xr.Dataset({
-            "done": (status == DONE).sum(dims),
-            "failed": (status == FAILED).sum(dims),
-            "pending": (status == PENDING).sum(dims),
-        })
+        return xr.Dataset(
+            {
+                "done": (status == DONE).sum(dims),
+                "failed": (status == FAILED).sum(dims),
+                "pending": (status == PENDING).sum(dims),
+            }
+        )

@@ -113,8 +113,7 @@ class _Sweep:
         """The other coordinates along a parameter axis (the fields of a zip axis), loaded."""
         if axis == self.seed:
             return {}
-        return {str(c): np.asarray(v.values) for c, v in self.ds.coords.items()
-                if v.dims == (axis,) and c != axis}
+        return {str(c): np.asarray(v.values) for c, v in self.ds.coords.items() if v.dims == (axis,) and c != axis}
 
     def point_slug(self, point: dict[str, int]) -> str:
         return _slug("_".join(f"{a}={_fmt(self.ds[a].values[i])}" for a, i in point.items()))
@@ -146,8 +145,16 @@ def _points(sw: _Sweep, limit: int) -> list[dict[str, int]]:
 def _missing(ax: Any, text: str) -> None:
     """An empty panel that says what is missing."""
     ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, **MISSING))
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", wrap=True,
-            bbox=dict(facecolor="white", edgecolor="0.55"))
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        wrap=True,
+        bbox=dict(facecolor="white", edgecolor="0.55"),
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -197,8 +204,14 @@ def _member_field(sw: _Sweep, var: str, index: int) -> _Field:
     code = int(sub["status"])
     state = {DONE: "done", FAILED: "failed", PENDING: "pending"}[code]
     values = sub[var] if code != PENDING else sub[var] * np.nan
-    field = _trim(np.asarray(values.values), np.asarray(sub["t"].values), np.asarray(sub["x"].values),
-                  int(code == DONE), 1, f"member {index}")
+    field = _trim(
+        np.asarray(values.values),
+        np.asarray(sub["t"].values),
+        np.asarray(sub["x"].values),
+        int(code == DONE),
+        1,
+        f"member {index}",
+    )
     where = sw.point_label({a: int(i) for a, i in zip(sw.axes, np.unravel_index(index, sw.status.shape))})
     field.note = f"{where} ({state})" if where else state
     field.bc = _bc(sub)
@@ -292,8 +305,13 @@ def _final_density(sw: _Sweep, out: Path) -> list[Path]:
             else:
                 mean, std, x = sub["m"].values, None, sub["x"].values
             keep = np.isfinite(x) & np.isfinite(mean)
-            line, = ax.plot(x[keep], mean[keep], color=colours[k], lw=1.6,
-                            label=f"{name}" + (f" ({n_done}/{n_all} done)" if reduce else ""))
+            (line,) = ax.plot(
+                x[keep],
+                mean[keep],
+                color=colours[k],
+                lw=1.6,
+                label=f"{name}" + (f" ({n_done}/{n_all} done)" if reduce else ""),
+            )
             if std is not None:
                 ax.fill_between(x[keep], (mean - std)[keep], (mean + std)[keep], color=colours[k], alpha=0.2, lw=0)
             handles.append(line)
@@ -302,9 +320,16 @@ def _final_density(sw: _Sweep, out: Path) -> list[Path]:
         held = ", ".join(f"{a} = {_fmt(ds[a].values[i])}" for a, i in others.items())
         how = "seed-mean ± 1 std" if (sw.seed and axis != sw.seed) else "each member"
         what = f" across {axis}" if axis else ""
-        ax.set_title(f"final density m(T, x){what} ({how})" + (f" at {held}" if held else "")
-                     + (f"\n{done_total} of these {total} members done; sweep: {sw.headline()}" if total != sw.n
-                        else f"\n{sw.headline()}"), fontsize=10)
+        ax.set_title(
+            f"final density m(T, x){what} ({how})"
+            + (f" at {held}" if held else "")
+            + (
+                f"\n{done_total} of these {total} members done; sweep: {sw.headline()}"
+                if total != sw.n
+                else f"\n{sw.headline()}"
+            ),
+            fontsize=10,
+        )
         if any(isinstance(h, Line2D) for h in handles):
             ax.set_ylim(bottom=0)
         else:
@@ -337,7 +362,11 @@ def _value_slices(sw: _Sweep, out: Path, member: int | None, max_points: int) ->
     t_max = float(np.nanmax([f.t.max() for f in jobs if f.t.size] or [1.0]))
     norm = Normalize(0.0, t_max)
     for ax, f in zip(axs, jobs):
-        title = f"{f.note or 'the sweep'}\n{f.what} ({f.done} of {f.total} members done)" if member is None else f"{f.what}\n{f.note}"
+        title = (
+            f"{f.note or 'the sweep'}\n{f.what} ({f.done} of {f.total} members done)"
+            if member is None
+            else f"{f.what}\n{f.note}"
+        )
         ax.set_title(title, fontsize=9)
         if f.empty:
             _missing(ax, "no member done here yet" if member is None else "no data")
@@ -348,7 +377,7 @@ def _value_slices(sw: _Sweep, out: Path, member: int | None, max_points: int) ->
         ax.set_xlabel(label(ds["x"], "x"))
         ax.set_ylabel(label(ds["u"], "u"))
         ax.legend(fontsize=7, loc="best")
-    for ax in axs[len(jobs):]:
+    for ax in axs[len(jobs) :]:
         ax.set_visible(False)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axs.tolist(), label=label(ds["t"], "t"), shrink=0.8)
     fig.suptitle(f"value function slices u(t, x) — {sw.title}\n{sw.headline()}", fontsize=10)
@@ -386,8 +415,12 @@ def _convergence(sw: _Sweep, out: Path) -> list[Path]:
             shown_values.add(int(position[i]) if colour_axis else 0)
         drawn += 1
     if not drawn:
-        _missing(ax, "no member finished yet" if not sw.count(FAILED)
-                 else f"no residual history: {sw.count(FAILED)} member(s) failed before the first iteration")
+        _missing(
+            ax,
+            "no member finished yet"
+            if not sw.count(FAILED)
+            else f"no residual history: {sw.count(FAILED)} member(s) failed before the first iteration",
+        )
         return _save(fig, out / "convergence.png", files)
     ax.set_yscale("log")
     handles: list[Any] = []
@@ -396,12 +429,16 @@ def _convergence(sw: _Sweep, out: Path) -> list[Path]:
         handles.append(ax.axhline(tol, color="k", ls=":", lw=1.2, label=f"tolerance {tol:g}"))
     n_failed = sw.count(FAILED)
     if n_failed:
-        text = f"failed ({n_failed})" if failed_drawn == n_failed else f"failed ({failed_drawn} drawn; {n_failed - failed_drawn} without history)"
+        text = (
+            f"failed ({n_failed})"
+            if failed_drawn == n_failed
+            else f"failed ({failed_drawn} drawn; {n_failed - failed_drawn} without history)"
+        )
         handles.append(Line2D([], [], color="tab:red", ls="--", label=text))
     if colour_axis is not None:
         values = ds[colour_axis].values
         keys = sorted(shown_values)
-        for k in (keys if len(keys) <= 8 else [keys[j] for j in np.linspace(0, len(keys) - 1, 6).round().astype(int)]):
+        for k in keys if len(keys) <= 8 else [keys[j] for j in np.linspace(0, len(keys) - 1, 6).round().astype(int)]:
             handles.append(Line2D([], [], color=cmap(norm(k) * 0.9), label=f"{colour_axis} = {_fmt(values[k])}"))
     elif shown_values:
         handles.append(Line2D([], [], color="tab:blue", label=f"done ({sw.count(DONE)})"))
@@ -429,8 +466,10 @@ def _summary(sw: _Sweep, out: Path) -> list[Path]:
     finished = ds["status"] != PENDING
     iterations = ds["iterations"].where(done).mean(rest, skipna=True) if rest else ds["iterations"].where(done)
     wall = ds["wall_time"].where(finished).mean(rest, skipna=True) if rest else ds["wall_time"].where(finished)
-    counts = {code: (ds["status"] == code).sum(rest) if rest else (ds["status"] == code).astype(int)
-              for code in (DONE, FAILED, PENDING)}
+    counts = {
+        code: (ds["status"] == code).sum(rest) if rest else (ds["status"] == code).astype(int)
+        for code in (DONE, FAILED, PENDING)
+    }
     mean_note = f" (mean over {', '.join(rest)})" if rest else ""
     fig = Figure(figsize=(5.2 * 3, 4.4 if len(shown) == 2 else 4.0), layout="constrained")
     axs = fig.subplots(1, 3)
@@ -472,9 +511,16 @@ def _panel(sw: _Sweep, ax: Any, fig: Figure, shown: list[str], values: np.ndarra
             for i, j in itertools.product(range(n0), range(n1)):
                 v = values[i, j]
                 ink = "0.2" if not np.isfinite(v) else _ink(mesh.cmap(mesh.norm(v)))
-                ax.text(j + 0.5, i + 0.5, "missing" if not np.isfinite(v) else f"{v:.3g}", ha="center",
-                        va="center", fontsize=7, color=ink,
-                        bbox=None if np.isfinite(v) else dict(facecolor="white", edgecolor="none", pad=1))
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    "missing" if not np.isfinite(v) else f"{v:.3g}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color=ink,
+                    bbox=None if np.isfinite(v) else dict(facecolor="white", edgecolor="none", pad=1),
+                )
         ax.set_xlabel(sw.axis_label(shown[1]))
         ax.set_ylabel(sw.axis_label(shown[0]))
         _ticks(ax, "x", ds[shown[1]].values)
@@ -509,12 +555,20 @@ def _bar_ticks(ax: Any, values: np.ndarray) -> None:
     ax.set_xticklabels([_fmt(values[i]) for i in idx], fontsize=8)
 
 
-def _status_panel(sw: _Sweep, ax: Any, fig: Figure, shown: list[str], done: np.ndarray, failed: np.ndarray,
-                  pending: np.ndarray, loose: np.ndarray) -> None:
+def _status_panel(
+    sw: _Sweep,
+    ax: Any,
+    fig: Figure,
+    shown: list[str],
+    done: np.ndarray,
+    failed: np.ndarray,
+    pending: np.ndarray,
+    loose: np.ndarray,
+) -> None:
     """Members done of all, failed, and done without reaching the tolerance (max_iter hit)."""
     ds = sw.ds
     total = done + failed + pending
-    ax.set_title("members done / failed / pending\n(\"not conv.\": done at max_iter, tolerance not reached)", fontsize=9)
+    ax.set_title('members done / failed / pending\n("not conv.": done at max_iter, tolerance not reached)', fontsize=9)
     if len(shown) == 2:
         n0, n1 = done.shape
         frac = np.where(total > 0, done / np.maximum(total, 1), np.nan)
@@ -524,11 +578,21 @@ def _status_panel(sw: _Sweep, ax: Any, fig: Figure, shown: list[str], done: np.n
             ax.add_patch(Rectangle((j, i), 1, 1, **MISSING))
         if n0 * n1 <= 150:
             for i, j in itertools.product(range(n0), range(n1)):
-                text = (f"{done[i, j]}/{total[i, j]} done" + (f"\n{failed[i, j]} failed" if failed[i, j] else "")
-                        + (f"\n{loose[i, j]} not conv." if loose[i, j] else ""))
-                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7,
-                        color="tab:red" if failed[i, j] else "black",
-                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1))
+                text = (
+                    f"{done[i, j]}/{total[i, j]} done"
+                    + (f"\n{failed[i, j]} failed" if failed[i, j] else "")
+                    + (f"\n{loose[i, j]} not conv." if loose[i, j] else "")
+                )
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="tab:red" if failed[i, j] else "black",
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1),
+                )
         ax.set_xlabel(sw.axis_label(shown[1]))
         ax.set_ylabel(sw.axis_label(shown[0]))
         _ticks(ax, "x", ds[shown[1]].values)

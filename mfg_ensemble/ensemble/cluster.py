@@ -40,16 +40,12 @@ def worker_env(n_workers: int, cores: int | None = None) -> dict[str, str]:
     }
 
 
-def local_cluster(
-    n_workers: int | None = None, threads_per_worker: int = 1, **kwargs: Any
-) -> LocalCluster:
+def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **kwargs: Any) -> LocalCluster:
     """A LocalCluster of ``n_workers`` processes (default: one per core) sized as above."""
     n = n_workers or max(1, usable_cores() // threads_per_worker)
     env = {**worker_env(n), **kwargs.pop("env", {})}
     kwargs.setdefault("dashboard_address", ":8787")
-    return LocalCluster(
-        n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs
-    )
+    return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
 
 
 @contextlib.contextmanager

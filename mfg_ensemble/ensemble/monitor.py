@@ -89,15 +89,19 @@ class SweepMonitor:
         if p is None:
             return "not started"
         eta = "–" if p.eta is None else f"{p.eta:.0f} s"
-        return f"{p.skipped + p.finished}/{p.total} members: done {p.done}, failed {p.failed}, in flight {len(p.members)}, ETA {eta}"
+        counts = f"done {p.done}, failed {p.failed}, in flight {len(p.members)}"
+        return f"{p.skipped + p.finished}/{p.total} members: {counts}, ETA {eta}"
 
     def _html(self) -> str:
         rows = "".join(
-            f"<tr><td>{e['index']}</td><td>{e['iteration']}</td><td>{e['residual']:.2e}</td></tr>" for e in self.in_flight()
+            f"<tr><td>{e['index']}</td><td>{e['iteration']}</td><td>{e['residual']:.2e}</td></tr>"
+            for e in self.in_flight()
         )
         link = f'<a href="{self.dashboard_link}" target="_blank">{self.dashboard_link}</a>'
-        return (f"<p>Dask dashboard: {link}<br>{self.summary()}</p>"
-                f"<table><tr><th>member</th><th>iteration</th><th>residual</th></tr>{rows}</table>")
+        return (
+            f"<p>Dask dashboard: {link}<br>{self.summary()}</p>"
+            f"<table><tr><th>member</th><th>iteration</th><th>residual</th></tr>{rows}</table>"
+        )
 
     def _refresh(self) -> None:
         if self._handle is not None:

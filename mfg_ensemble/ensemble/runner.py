@@ -64,8 +64,13 @@ def _publisher(index: int) -> Callable[[int, float, float], None] | None:
     def publish(iteration: int, residual_u: float, residual_m: float) -> None:
         worker.log_event(
             TOPIC,
-            {"index": index, "iteration": iteration, "residual": max(residual_u, residual_m),
-             "residual_u": residual_u, "residual_m": residual_m},
+            {
+                "index": index,
+                "iteration": iteration,
+                "residual": max(residual_u, residual_m),
+                "residual_u": residual_u,
+                "residual_m": residual_m,
+            },
         )
 
     return publish
@@ -100,7 +105,9 @@ def _tasks(sweep: Sweep, store: SweepStore) -> list[MemberTask]:
     """The members whose status is still pending."""
     status = store.status().ravel()
     return [
-        MemberTask(store, m.index, m.position, m.problem, m.solver) for m in sweep.members() if status[m.index] == PENDING
+        MemberTask(store, m.index, m.position, m.problem, m.solver)
+        for m in sweep.members()
+        if status[m.index] == PENDING
     ]
 
 
@@ -201,7 +208,12 @@ def _submit_all(
                 outcome = fut.result()
             else:  # the task itself failed (after retries): record it from here
                 exc = fut.exception()
-                outcome = {"index": task.index, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "wall_time": float("nan")}
+                outcome = {
+                    "index": task.index,
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "wall_time": float("nan"),
+                }
                 task.store.write_member(task.position, None, outcome)
             if outcome["status"] == "done":
                 progress.done += 1

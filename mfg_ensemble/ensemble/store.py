@@ -309,10 +309,12 @@ class SweepStore:
             write(data)
         log = zarr.open_group(str(self.path), path=f"{schema.LOG_GROUP}/{outcome['index']}", mode="w", zarr_format=3)
         log.attrs.update(json.loads(json.dumps(outcome, default=str)))
-        write({
-            "converged": (axes, np.full(lead, int(outcome.get("converged", 0)), np.int8)),
-            "iterations": (axes, np.full(lead, int(outcome.get("iterations", 0)), np.int32)),
-        })
+        write(
+            {
+                "converged": (axes, np.full(lead, int(outcome.get("converged", 0)), np.int8)),
+                "iterations": (axes, np.full(lead, int(outcome.get("iterations", 0)), np.int32)),
+            }
+        )
         code = DONE if outcome["status"] == "done" else FAILED
         write({"status": (axes, np.full(lead, code, np.int8))})
 
@@ -320,4 +322,3 @@ class SweepStore:
 def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
     """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
     return SweepStore(store).open(**kwargs)
-

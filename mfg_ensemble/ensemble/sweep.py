@@ -70,7 +70,9 @@ def _file_kinds(families: Mapping[str, type[BaseModel]]) -> str:
     return ", ".join(repr(k) for k in families if k != "function")
 
 
-def _walk(root: type[BaseModel] | None, loc: Sequence[Any]) -> tuple[list[str], type[BaseModel] | None, type[BaseModel] | None]:
+def _walk(
+    root: type[BaseModel] | None, loc: Sequence[Any]
+) -> tuple[list[str], type[BaseModel] | None, type[BaseModel] | None]:
     """A pydantic error location without its union tags ("m0.gaussian.std" -> "m0.std"), the
     model holding its last part, and the model the location itself is (for model-level errors)."""
     parts: list[str] = []
@@ -283,7 +285,10 @@ class Sweep:
             self._check_path(field, f"sweep.{axis}")
             for other, owner in seen.items():
                 if other == field or other.startswith(field + ".") or field.startswith(other + "."):
-                    raise self._error(f"sweep.{axis}", f"field {field!r} is already varied by axis {owner!r}; vary each field in one axis only")
+                    raise self._error(
+                        f"sweep.{axis}",
+                        f"field {field!r} is already varied by axis {owner!r}; vary each field in one axis only",
+                    )
             seen[field] = axis
 
         for key, spec in self.axes_table.items():
@@ -309,16 +314,24 @@ class Sweep:
         head, _, rest = field.partition(".")
         if head not in SOLVER_FIELDS and head not in PROBLEM_FIELDS:
             allowed = ", ".join(PROBLEM_FIELDS + SOLVER_FIELDS)
-            raise self._error(where, f"unknown field {field!r}; axes can vary {allowed}, or a family's field as in 'coupling.strength'")
+            raise self._error(
+                where,
+                f"unknown field {field!r}; axes can vary {allowed}, or a family's field as in 'coupling.strength'",
+            )
         if not rest:
             return
         family = getattr(self._base, head, None)
         if not isinstance(family, BaseModel):
             families = ", ".join(n for n in PROBLEM_FIELDS if _families(Problem, n))
-            raise self._error(where, f"{field!r}: {head} has no fields; dotted paths reach into the families {families}")
+            raise self._error(
+                where, f"{field!r}: {head} has no fields; dotted paths reach into the families {families}"
+            )
         if rest not in type(family).model_fields:
             fields = ", ".join(f"{head}.{f}" for f in type(family).model_fields)
-            raise self._error(where, f"unknown field {field!r}: the base problem's {head} is {family.kind!r}, whose fields are {fields}")
+            raise self._error(
+                where,
+                f"unknown field {field!r}: the base problem's {head} is {family.kind!r}, whose fields are {fields}",
+            )
 
     def _plain_axis(self, key: str, spec: Any, claim: Any) -> Axis:
         where = f"sweep.{key}"
@@ -338,7 +351,11 @@ class Sweep:
         name = key.replace(".", "_")
         if table.count is not None:
             if field != "seed" or table.values is not None:
-                raise self._error(where, f"count = N is only for the seed axis (seed = {{count = N}}), not for {field!r}, and not together with values")
+                raise self._error(
+                    where,
+                    f"count = N is only for the seed axis (seed = {{count = N}}), not for {field!r}, "
+                    "and not together with values",
+                )
             seeds = _seed_values(self.root_seed, table.count)
             return Axis(name, (field,), tuple((s,) for s in seeds), tuple(range(table.count)))
         if table.values is None:
@@ -346,7 +363,11 @@ class Sweep:
         values = table.values
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             raise self._error(where, f"has repeated values {values!r}")
-        coords = tuple(values) if all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values) else tuple(range(len(values)))
+        coords = (
+            tuple(values)
+            if all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values)
+            else tuple(range(len(values)))
+        )
         return Axis(name, (field,), tuple((v,) for v in values), coords)
 
     def _zip_axis(self, group: str, fields: Any, claim: Any) -> Axis:
@@ -379,7 +400,10 @@ class Sweep:
         for _ in self._iter_members(collect=problems):
             pass
         if problems:
-            raise ConfigError(self.source, problems[:20] + ([("", f"... and {len(problems) - 20} more")] if len(problems) > 20 else []))
+            raise ConfigError(
+                self.source,
+                problems[:20] + ([("", f"... and {len(problems) - 20} more")] if len(problems) > 20 else []),
+            )
 
     # -- members ----------------------------------------------------------------------------
     @property
@@ -420,7 +444,9 @@ class Sweep:
         try:
             built = Problem.model_validate(problem, strict=True) if varied_problem else self._base
         except ValidationError as exc:
-            raise ConfigError(self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, Problem)]) from None
+            raise ConfigError(
+                self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, Problem)]
+            ) from None
         opts = _solver_options(solver, self.source, where) if varied_solver else self._solver
         return Member(index, position, built, opts)
 

@@ -36,7 +36,7 @@ import math
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -205,11 +205,9 @@ class MeanQuadratic(_Family):
         return 0.5 * self.strength * (x[None, :] - mean[:, None]) ** 2
 
 
-FunctionOfX = Annotated[
-    Union[Zero, Constant, Quadratic, Wells, Cosine, Values, Function], Field(discriminator="kind")
-]
-Density = Annotated[Union[Gaussian, Uniform, Mixture, Values, Function], Field(discriminator="kind")]
-Coupling = Annotated[Union[ZeroCoupling, Linear, Log, Power, MeanQuadratic], Field(discriminator="kind")]
+FunctionOfX = Annotated[Zero | Constant | Quadratic | Wells | Cosine | Values | Function, Field(discriminator="kind")]
+Density = Annotated[Gaussian | Uniform | Mixture | Values | Function, Field(discriminator="kind")]
+Coupling = Annotated[ZeroCoupling | Linear | Log | Power | MeanQuadratic, Field(discriminator="kind")]
 
 
 def _as_family(value: Any) -> Any:

@@ -236,7 +236,13 @@ def to_dataset(
         schema.X: (schema.X, problem.grid(), schema.attrs(schema.X)),
         schema.ITERATION: (schema.ITERATION, np.arange(1, n + 1), schema.attrs(schema.ITERATION)),
     }
-    values = {"u": u, "m": m, "residual": history.residual, "residual_u": history.residual_u, "residual_m": history.residual_m}
+    values = {
+        "u": u,
+        "m": m,
+        "residual": history.residual,
+        "residual_u": history.residual_u,
+        "residual_m": history.residual_m,
+    }
     data = {name: (schema.T, schema.X) for name in schema.FIELDS} | {name: schema.ITERATION for name in schema.HISTORY}
     attrs: dict[str, Any] = {
         "converged": int(history.converged),

@@ -141,9 +141,7 @@ def evolve_particles(
         da = np.full(xa.shape, v.real("drift", da.item()))
     da = v.float_array("drift", da)
     if da.shape != xa.shape:
-        raise ValueError(
-            f"drift must have one value per particle: len(x)={xa.shape[0]}, len(drift)={da.shape[0]}"
-        )
+        raise ValueError(f"drift must have one value per particle: len(x)={xa.shape[0]}, len(drift)={da.shape[0]}")
     dt = v.positive("dt", dt)
     sigma = v.non_negative("sigma", sigma)
     lo, hi = v.interval(lo, hi)
@@ -190,7 +188,8 @@ def hjb_backward(
     min_substeps: ArrayLike | None = None,
     backend: str | None = None,
 ) -> tuple[FloatArray, IntArray]:
-    """Solve the HJB equation backward from u(T) = g for the running cost f (see :mod:`mfg_ensemble.kernels.reference.hjb`).
+    """Solve the HJB equation backward from u(T) = g for the running cost f (the maths:
+    :mod:`mfg_ensemble.kernels.reference.hjb`).
 
     ``f`` has shape (nt, nx) on the output times t_j = j·T/(nt − 1); ``g`` has nx values.
     ``min_substeps``: None, or nt − 1 integers ≥ 1, the least number of TVD-RK3 sub-steps of

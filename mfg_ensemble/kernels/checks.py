@@ -7,7 +7,7 @@ Messages of value checks match the Rust side's (``rust_core/src/error.rs``).
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray

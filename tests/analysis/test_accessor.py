@@ -10,12 +10,12 @@ import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 import mfg_ensemble  # noqa: F401  (registers ds.mfg)
 from mfg_ensemble import Problem, Sweep, open_sweep, run_sweep, solve
-from mfg_ensemble.ensemble.store import SweepStore
-from mfg_ensemble.schema import DONE, FAILED, PENDING
+from mfg_ensemble.schema import DONE, FAILED
+
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished(client, tmp_path_factory):
     """sigma × coupling × seed, every member done."""
-    axes = {"sigma": [0.1, 0.3], "coupling": {"field": "coupling.strength", "values": [0.05, 0.2]}, "seed": {"count": 3}}
+    axes = {
+        "sigma": [0.1, 0.3],
+        "coupling": {"field": "coupling.strength", "values": [0.05, 0.2]},
+        "seed": {"count": 3},
+    }
     path = tmp_path_factory.mktemp("acc") / "finished.zarr"
     run_sweep(Sweep(PROBLEM, SOLVER, axes), path, client=client)
     return path
@@ -34,8 +38,13 @@ def partial(client, tmp_path_factory):
     """sigma × seed, interrupted after 2 members."""
     path = tmp_path_factory.mktemp("acc") / "partial.zarr"
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}), path, client=client,
-                  on_progress=interrupt_after(2), max_in_flight=2)
+        run_sweep(
+            Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}),
+            path,
+            client=client,
+            on_progress=interrupt_after(2),
+            max_in_flight=2,
+        )
     settle(path)
     return path
 
@@ -126,14 +135,20 @@ def test_members_not_done_are_left_out(partial) -> None:
 
 
 def test_periodic_and_grid_varying_stores(client, tmp_path) -> None:
-    periodic = run_sweep(Sweep({**PROBLEM, "bc": "periodic"}, {"fp": "fv", "max_iter": 10}, {"sigma": [0.1, 0.3]}),
-                         tmp_path / "p.zarr", client=client)
+    periodic = run_sweep(
+        Sweep({**PROBLEM, "bc": "periodic"}, {"fp": "fv", "max_iter": 10}, {"sigma": [0.1, 0.3]}),
+        tmp_path / "p.zarr",
+        client=client,
+    )
     w = periodic.mfg.weights().values
     np.testing.assert_allclose(w, 1 / 41, rtol=1e-12)  # dx at every node: hi is lo
     np.testing.assert_allclose(periodic.mfg.mass().values, 1.0, rtol=0, atol=1e-10)
 
-    sweep = Sweep({**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10},
-                  {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}, "bc": ["reflect", "periodic"]})
+    sweep = Sweep(
+        {**PROBLEM, "nx": 21, "nt": 5},
+        {"fp": "fv", "max_iter": 10},
+        {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}, "bc": ["reflect", "periodic"]},
+    )
     ds = run_sweep(sweep, tmp_path / "g.zarr", client=client)
     assert ds.m.dims == ("res", "bc", "t_index", "x_index")
     mass, mean, final = ds.mfg.mass(), ds.mfg.mean_position(), ds.mfg.final()
@@ -144,7 +159,7 @@ def test_periodic_and_grid_varying_stores(client, tmp_path) -> None:
         ref = solve(p, fp="fv", max_iter=10)
         got_mass = mass.isel(at).values
         np.testing.assert_allclose(got_mass[: p.nt], 1.0, rtol=0, atol=1e-10)
-        assert np.isnan(got_mass[p.nt:]).all()
+        assert np.isnan(got_mass[p.nt :]).all()
         w = p.quadrature_weights()
         expected = ref.m.values @ (p.grid() * w) / (ref.m.values @ w)
         np.testing.assert_allclose(mean.isel(at).values[: p.nt], expected, rtol=1e-12)

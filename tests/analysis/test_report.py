@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 from mfg_ensemble import Sweep, run_sweep
-from mfg_ensemble.ensemble.store import SweepStore
-from mfg_ensemble.schema import DONE, FAILED, PENDING
-from mfg_ensemble.cli import main
 from mfg_ensemble.analysis.report import _open, make_report
+from mfg_ensemble.cli import main
+from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.schema import DONE, PENDING
+
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,11 @@ def expected(densities: list[str], axes: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def finished(client, tmp_path_factory) -> Path:
-    axes = {"sigma": [0.1, 0.3], "coupling": {"field": "coupling.strength", "values": [0.05, 0.2]}, "seed": {"count": 2}}
+    axes = {
+        "sigma": [0.1, 0.3],
+        "coupling": {"field": "coupling.strength", "values": [0.05, 0.2]},
+        "seed": {"count": 2},
+    }
     path = tmp_path_factory.mktemp("rep") / "finished.zarr"
     run_sweep(Sweep(PROBLEM, SOLVER, axes), path, client=client)
     return path
@@ -49,8 +54,13 @@ def finished(client, tmp_path_factory) -> Path:
 def partial(client, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("rep") / "partial.zarr"
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}), path, client=client,
-                  on_progress=interrupt_after(2), max_in_flight=2)
+        run_sweep(
+            Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}),
+            path,
+            client=client,
+            on_progress=interrupt_after(2),
+            max_in_flight=2,
+        )
     settle(path)
     return path
 
@@ -89,8 +99,11 @@ def test_report_of_one_axis_and_grid_varying_stores(client, tmp_path) -> None:
     files = make_report(one, tmp_path / "one")
     assert {f.name for f in files} == expected(["sigma=0.1", "sigma=0.3"], ["sigma"])
     grid = tmp_path / "grid.zarr"
-    sweep = Sweep({**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10},
-                  {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}, "seed": {"count": 2}})
+    sweep = Sweep(
+        {**PROBLEM, "nx": 21, "nt": 5},
+        {"fp": "fv", "max_iter": 10},
+        {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}, "seed": {"count": 2}},
+    )
     run_sweep(sweep, grid, client=client)
     files += make_report(grid, tmp_path / "grid")
     assert {f.name for f in files[-6:]} == expected(["res=0", "res=1"], ["res"])
@@ -115,8 +128,10 @@ def test_the_report_command(partial, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert (partial.parent / "partial_report" / "density_member0.png").is_file()
 
-    for bad, message in [(tmp_path / "nothing.zarr", "is not an mfg_ensemble store"),
-                         (tmp_path, "is not an mfg_ensemble store")]:
+    for bad, message in [
+        (tmp_path / "nothing.zarr", "is not an mfg_ensemble store"),
+        (tmp_path, "is not an mfg_ensemble store"),
+    ]:
         result = runner.invoke(main, ["report", str(bad)])
         assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)

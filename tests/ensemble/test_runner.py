@@ -10,13 +10,13 @@ import signal
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
-from mfg_ensemble import Sweep, open_sweep, run_sweep, solve
-from mfg_ensemble.ensemble.store import SweepStore
-from mfg_ensemble.schema import DONE, FAILED, PENDING
-from mfg_ensemble import StoreMismatch, SweepMonitor
+from mfg_ensemble import StoreMismatch, Sweep, SweepMonitor, open_sweep, run_sweep, solve
 from mfg_ensemble.ensemble.cluster import worker_env
+from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.schema import DONE, FAILED
+
+from conftest import PROBLEM, SOLVER, interrupt_after, settle
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +52,16 @@ def test_sweep_on_two_workers_equals_serial_solves_bit_for_bit(client, tmp_path)
     assert mean.dims == ("t", "x") and np.isfinite(mean.values).all()
     for name in ("u", "m", "residual", "status", "converged", "iterations", "wall_time", "t", "x"):
         assert {"units", "long_name"} <= set(ds[name].attrs), name
-    for key in ("mfg_ensemble.fingerprint", "mfg_ensemble.sweep_text", "version.dask", "version.zarr",
-                "version.numpy", "version.rust_core", "run.rayon_num_threads", "run.backend"):
+    for key in (
+        "mfg_ensemble.fingerprint",
+        "mfg_ensemble.sweep_text",
+        "version.dask",
+        "version.zarr",
+        "version.numpy",
+        "version.rust_core",
+        "run.rayon_num_threads",
+        "run.backend",
+    ):
         assert key in ds.attrs, key
 
 
@@ -111,8 +119,10 @@ def test_failing_members_are_recorded_and_the_others_complete(client, tmp_path) 
         raise RuntimeError("this potential cannot be evaluated on a worker")
 
     problem = {**PROBLEM, "nx": 21, "nt": 3}
-    axes = {"case": {"field": "potential", "values": [{"kind": "zero"}, {"kind": "function", "func": raises_on_a_worker}]},
-            "coupling.strength": [0.1, -1e300]}
+    axes = {
+        "case": {"field": "potential", "values": [{"kind": "zero"}, {"kind": "function", "func": raises_on_a_worker}]},
+        "coupling.strength": [0.1, -1e300],
+    }
     sweep = Sweep({**problem, "sigma": 0.0, "terminal": {"kind": "quadratic", "strength": 1e250}}, {"fp": "fv"}, axes)
     path = tmp_path / "f.zarr"
     ds = run_sweep(sweep, path, client=client)
@@ -149,7 +159,9 @@ def test_rayon_is_sized_to_the_workers_share_of_the_cores() -> None:
 
 
 def test_an_axis_that_changes_the_grid_pads_members_and_labels_them(client, tmp_path) -> None:
-    sweep = Sweep({**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10}, {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}})
+    sweep = Sweep(
+        {**PROBLEM, "nx": 21, "nt": 5}, {"fp": "fv", "max_iter": 10}, {"zip": {"res": {"nx": [21, 41], "nt": [5, 9]}}}
+    )
     ds = run_sweep(sweep, tmp_path / "g.zarr", client=client)
     assert ds.m.dims == ("res", "t_index", "x_index") and ds.x.dims == ("res", "x_index")
     assert ds.nx.values.tolist() == [21, 41] and ds.nt.values.tolist() == [5, 9]

@@ -63,19 +63,55 @@ def solver_with(line: str) -> str:
 MALFORMED = [
     # wrong types: strict, a number must be written as a number
     ("nx is a word", problem_with('nx = "a"'), r"problem\.nx: Input should be a valid integer \(got 'a'\)"),
-    ("sigma is a numeric string", problem_with('sigma = "0.1"'), r"problem\.sigma: Input should be a valid number \(got '0\.1'\)"),
+    (
+        "sigma is a numeric string",
+        problem_with('sigma = "0.1"'),
+        r"problem\.sigma: Input should be a valid number \(got '0\.1'\)",
+    ),
     ("nx is a float", problem_with("nx = 31.0"), r"problem\.nx: Input should be a valid integer \(got 31\.0\)"),
-    ("sigma is a boolean", problem_with("sigma = true"), r"problem\.sigma: Input should be a valid number \(got True\)"),
-    ("max_iter is a string", solver_with('max_iter = "20"'), r"solver\.max_iter: Input should be a valid integer \(got '20'\)"),
-    ("anderson is a boolean", solver_with("anderson = true"), r"solver\.anderson: Input should be a valid integer \(got True\)"),
+    (
+        "sigma is a boolean",
+        problem_with("sigma = true"),
+        r"problem\.sigma: Input should be a valid number \(got True\)",
+    ),
+    (
+        "max_iter is a string",
+        solver_with('max_iter = "20"'),
+        r"solver\.max_iter: Input should be a valid integer \(got '20'\)",
+    ),
+    (
+        "anderson is a boolean",
+        solver_with("anderson = true"),
+        r"solver\.anderson: Input should be a valid integer \(got True\)",
+    ),
     ("problem is not a table", "problem = 3\n", r"problem: Input should be a valid dictionary \(got 3\)"),
     # unknown keys, with the allowed ones listed
-    ("unknown top-level key", "sweeps = {}\n" + BASE, r"sweeps: unknown field; allowed: name, description, problem, solver, sweep"),
-    ("unknown key in [problem]", problem_with("sigmaa = 0.1"), r"problem\.sigmaa: unknown field; allowed: lo, hi, T, nx, nt, sigma, .*bc"),
-    ("unknown key in [solver]", solver_with("dampng = 0.5"), r"solver\.dampng: unknown field; allowed: fp, .*damping.*max_iter"),
-    ("unknown key in a family", problem_with('m0 = { kind = "gaussian", std = 0.1, width = 2 }'), r"problem\.m0\.width: unknown field; allowed: kind, mean, std"),
+    (
+        "unknown top-level key",
+        "sweeps = {}\n" + BASE,
+        r"sweeps: unknown field; allowed: name, description, problem, solver, sweep",
+    ),
+    (
+        "unknown key in [problem]",
+        problem_with("sigmaa = 0.1"),
+        r"problem\.sigmaa: unknown field; allowed: lo, hi, T, nx, nt, sigma, .*bc",
+    ),
+    (
+        "unknown key in [solver]",
+        solver_with("dampng = 0.5"),
+        r"solver\.dampng: unknown field; allowed: fp, .*damping.*max_iter",
+    ),
+    (
+        "unknown key in a family",
+        problem_with('m0 = { kind = "gaussian", std = 0.1, width = 2 }'),
+        r"problem\.m0\.width: unknown field; allowed: kind, mean, std",
+    ),
     # ranges of the problem
-    ("negative sigma", problem_with("sigma = -0.1"), r"problem\.sigma: Input should be greater than or equal to 0 \(got -0\.1\)"),
+    (
+        "negative sigma",
+        problem_with("sigma = -0.1"),
+        r"problem\.sigma: Input should be greater than or equal to 0 \(got -0\.1\)",
+    ),
     ("nx below 7", problem_with("nx = 5"), r"problem\.nx: Input should be greater than or equal to 7 \(got 5\)"),
     ("T zero", problem_with("T = 0"), r"problem\.T: Input should be greater than 0 \(got 0\)"),
     ("T negative", problem_with("T = -1.0"), r"problem\.T: Input should be greater than 0 \(got -1\.0\)"),
@@ -83,41 +119,160 @@ MALFORMED = [
     ("lo above hi", problem_with("lo = 2.0"), r"problem\.lo: lo must be < hi, got lo=2\.0, hi=1\.0"),
     ("bc unknown", problem_with('bc = "open"'), r"problem\.bc: Input should be 'reflect' or 'periodic' \(got 'open'\)"),
     # families
-    ("unknown family kind", problem_with('m0 = { kind = "cauchy" }'), r"problem\.m0\.kind: unknown kind 'cauchy'; allowed: 'gaussian', 'uniform', 'mixture', 'values'$"),
-    ("family without kind", problem_with("coupling = { strength = 1.0 }"), r"problem\.coupling\.kind: missing: a table needs kind = one of 'zero', 'linear', 'log', 'power', 'mean_quadratic'"),
-    ("gaussian std zero", problem_with('m0 = { kind = "gaussian", std = 0.0 }'), r"problem\.m0\.std: Input should be greater than 0 \(got 0\.0\)"),
-    ("gaussian std negative", problem_with('m0 = { kind = "gaussian", std = -0.1 }'), r"problem\.m0\.std: Input should be greater than 0 \(got -0\.1\)"),
+    (
+        "unknown family kind",
+        problem_with('m0 = { kind = "cauchy" }'),
+        r"problem\.m0\.kind: unknown kind 'cauchy'; allowed: 'gaussian', 'uniform', 'mixture', 'values'$",
+    ),
+    (
+        "family without kind",
+        problem_with("coupling = { strength = 1.0 }"),
+        r"problem\.coupling\.kind: missing: a table needs kind = one of "
+        r"'zero', 'linear', 'log', 'power', 'mean_quadratic'",
+    ),
+    (
+        "gaussian std zero",
+        problem_with('m0 = { kind = "gaussian", std = 0.0 }'),
+        r"problem\.m0\.std: Input should be greater than 0 \(got 0\.0\)",
+    ),
+    (
+        "gaussian std negative",
+        problem_with('m0 = { kind = "gaussian", std = -0.1 }'),
+        r"problem\.m0\.std: Input should be greater than 0 \(got -0\.1\)",
+    ),
     ("gaussian std missing", problem_with('m0 = { kind = "gaussian" }'), r"problem\.m0\.std: required, but missing"),
-    ("mixture of unequal lengths", problem_with('m0 = { kind = "mixture", means = [0.2, 0.6], stds = [0.1] }'), r"problem\.m0\.means: means, stds and weights must have the same length"),
-    ("mixture std negative", problem_with('m0 = { kind = "mixture", means = [0.2, 0.6], stds = [0.1, -0.1] }'), r"problem\.m0\.stds\.1: Input should be greater than 0 \(got -0\.1\)"),
+    (
+        "mixture of unequal lengths",
+        problem_with('m0 = { kind = "mixture", means = [0.2, 0.6], stds = [0.1] }'),
+        r"problem\.m0\.means: means, stds and weights must have the same length",
+    ),
+    (
+        "mixture std negative",
+        problem_with('m0 = { kind = "mixture", means = [0.2, 0.6], stds = [0.1, -0.1] }'),
+        r"problem\.m0\.stds\.1: Input should be greater than 0 \(got -0\.1\)",
+    ),
     # solver options
-    ("damping above 1", solver_with("damping = 1.5"), r"solver\.damping: Input should be less than or equal to 1 \(got 1\.5\)"),
-    ("fp unknown", solver_with('fp = "spectral"'), r"solver\.fp: Input should be 'particles' or 'fv' \(got 'spectral'\)"),
-    ("negative root seed", solver_with("seed = -1"), r"solver\.seed: Input should be greater than or equal to 0 \(got -1\)"),
+    (
+        "damping above 1",
+        solver_with("damping = 1.5"),
+        r"solver\.damping: Input should be less than or equal to 1 \(got 1\.5\)",
+    ),
+    (
+        "fp unknown",
+        solver_with('fp = "spectral"'),
+        r"solver\.fp: Input should be 'particles' or 'fv' \(got 'spectral'\)",
+    ),
+    (
+        "negative root seed",
+        solver_with("seed = -1"),
+        r"solver\.seed: Input should be greater than or equal to 0 \(got -1\)",
+    ),
     # axes
     ("empty axis", BASE + "[sweep]\nsigma = []\n", r"sweep\.sigma: an axis needs at least one value"),
-    ("empty axis table", BASE + "[sweep]\nsigma = { values = [] }\n", r"sweep\.sigma\.values: an axis needs at least one value"),
-    ("axis is a scalar", BASE + "[sweep]\nsigma = 0.1\n", r"sweep\.sigma: must be a list of values or a table \{values = \[\.\.\.\]\}, got 0\.1"),
-    ("repeated axis values", BASE + "[sweep]\nsigma = [0.1, 0.1]\n", r"sweep\.sigma: has repeated values \[0\.1, 0\.1\]"),
-    ("unknown key in an axis table", BASE + "[sweep]\nsigma = { values = [0.1], step = 2 }\n", r"sweep\.sigma\.step: unknown field; allowed: field, values, count"),
-    ("zip of unequal lengths", BASE + "[sweep.zip.res]\nnx = [31, 41]\nnt = [11]\n", r"sweep\.zip\.res: the lists of a zip group must all have the same length, got lengths \{'nx': 2, 'nt': 1\}"),
-    ("same field in two axes", BASE + '[sweep]\nsigma = [0.1, 0.2]\nnoise = { field = "sigma", values = [0.3] }\n', r"sweep\.noise: field 'sigma' is already varied by axis 'sigma'; vary each field in one axis only"),
-    ("same field in an axis and a zip", BASE + "[sweep]\nnx = [31, 41]\n[sweep.zip.res]\nnx = [31, 41]\nnt = [11, 21]\n", r"sweep\.res: field 'nx' is already varied by axis 'nx'"),
-    ("a family and its field", BASE + '[sweep]\nm0 = [{ kind = "uniform" }]\nwidth = { field = "m0.std", values = [0.1] }\n', r"sweep\.width: field 'm0\.std' is already varied by axis 'm0'"),
-    ("axis of an unknown field", BASE + "[sweep]\ngamma = [1, 2]\n", r"sweep\.gamma: unknown field 'gamma'; axes can vary lo, hi, T, nx, nt, sigma, .*max_iter"),
-    ("axis of an unknown family field", BASE + '[sweep]\nc = { field = "coupling.gain", values = [1.0] }\n', r"sweep\.c: unknown field 'coupling\.gain': the base problem's coupling is 'log', whose fields are coupling\.kind, coupling\.strength, coupling\.delta"),
-    ("dotted path into a number", BASE + '[sweep]\ns = { field = "sigma.value", values = [1.0] }\n', r"sweep\.s: 'sigma\.value': sigma has no fields; dotted paths reach into the families potential, coupling, m0, terminal"),
-    ("count on a non-seed axis", BASE + "[sweep]\nsigma = { count = 3 }\n", r"sweep\.sigma: count = N is only for the seed axis"),
-    ("count is a string", BASE + '[sweep]\nseed = { count = "4" }\n', r"sweep\.seed\.count: Input should be a valid integer \(got '4'\)"),
-    ("count zero", BASE + "[sweep]\nseed = { count = 0 }\n", r"sweep\.seed\.count: Input should be greater than or equal to 1 \(got 0\)"),
-    ("axis named x", BASE + '[sweep]\nx = { field = "sigma", values = [0.1] }\n', r"sweep\.x: axis names must be unique and not t, x or iteration"),
+    (
+        "empty axis table",
+        BASE + "[sweep]\nsigma = { values = [] }\n",
+        r"sweep\.sigma\.values: an axis needs at least one value",
+    ),
+    (
+        "axis is a scalar",
+        BASE + "[sweep]\nsigma = 0.1\n",
+        r"sweep\.sigma: must be a list of values or a table \{values = \[\.\.\.\]\}, got 0\.1",
+    ),
+    (
+        "repeated axis values",
+        BASE + "[sweep]\nsigma = [0.1, 0.1]\n",
+        r"sweep\.sigma: has repeated values \[0\.1, 0\.1\]",
+    ),
+    (
+        "unknown key in an axis table",
+        BASE + "[sweep]\nsigma = { values = [0.1], step = 2 }\n",
+        r"sweep\.sigma\.step: unknown field; allowed: field, values, count",
+    ),
+    (
+        "zip of unequal lengths",
+        BASE + "[sweep.zip.res]\nnx = [31, 41]\nnt = [11]\n",
+        r"sweep\.zip\.res: the lists of a zip group must all have the same length, got lengths \{'nx': 2, 'nt': 1\}",
+    ),
+    (
+        "same field in two axes",
+        BASE + '[sweep]\nsigma = [0.1, 0.2]\nnoise = { field = "sigma", values = [0.3] }\n',
+        r"sweep\.noise: field 'sigma' is already varied by axis 'sigma'; vary each field in one axis only",
+    ),
+    (
+        "same field in an axis and a zip",
+        BASE + "[sweep]\nnx = [31, 41]\n[sweep.zip.res]\nnx = [31, 41]\nnt = [11, 21]\n",
+        r"sweep\.res: field 'nx' is already varied by axis 'nx'",
+    ),
+    (
+        "a family and its field",
+        BASE + '[sweep]\nm0 = [{ kind = "uniform" }]\nwidth = { field = "m0.std", values = [0.1] }\n',
+        r"sweep\.width: field 'm0\.std' is already varied by axis 'm0'",
+    ),
+    (
+        "axis of an unknown field",
+        BASE + "[sweep]\ngamma = [1, 2]\n",
+        r"sweep\.gamma: unknown field 'gamma'; axes can vary lo, hi, T, nx, nt, sigma, .*max_iter",
+    ),
+    (
+        "axis of an unknown family field",
+        BASE + '[sweep]\nc = { field = "coupling.gain", values = [1.0] }\n',
+        r"sweep\.c: unknown field 'coupling\.gain': the base problem's coupling is 'log', "
+        r"whose fields are coupling\.kind, coupling\.strength, coupling\.delta",
+    ),
+    (
+        "dotted path into a number",
+        BASE + '[sweep]\ns = { field = "sigma.value", values = [1.0] }\n',
+        r"sweep\.s: 'sigma\.value': sigma has no fields; "
+        r"dotted paths reach into the families potential, coupling, m0, terminal",
+    ),
+    (
+        "count on a non-seed axis",
+        BASE + "[sweep]\nsigma = { count = 3 }\n",
+        r"sweep\.sigma: count = N is only for the seed axis",
+    ),
+    (
+        "count is a string",
+        BASE + '[sweep]\nseed = { count = "4" }\n',
+        r"sweep\.seed\.count: Input should be a valid integer \(got '4'\)",
+    ),
+    (
+        "count zero",
+        BASE + "[sweep]\nseed = { count = 0 }\n",
+        r"sweep\.seed\.count: Input should be greater than or equal to 1 \(got 0\)",
+    ),
+    (
+        "axis named x",
+        BASE + '[sweep]\nx = { field = "sigma", values = [0.1] }\n',
+        r"sweep\.x: axis names must be unique and not t, x or iteration",
+    ),
     # nothing is evaluated
-    ("expression as a value", problem_with(f'sigma = "{EXPLOIT}"'), r"problem\.sigma: Input should be a valid number \(got \"__import__"),
-    ("expression in an axis", BASE + f'[sweep]\nsigma = ["{EXPLOIT}"]\n', r"problem\.sigma \(member 0: sigma=\"__import__.*\): Input should be a valid number"),
+    (
+        "expression as a value",
+        problem_with(f'sigma = "{EXPLOIT}"'),
+        r"problem\.sigma: Input should be a valid number \(got \"__import__",
+    ),
+    (
+        "expression in an axis",
+        BASE + f'[sweep]\nsigma = ["{EXPLOIT}"]\n',
+        r"problem\.sigma \(member 0: sigma=\"__import__.*\): Input should be a valid number",
+    ),
     # a value that fails for one member only names that member (and only it)
-    ("one bad member", BASE + "[sweep]\nsigma = [0.1, -0.2]\n", r"^problem\.sigma \(member 1: sigma=-0\.2\): Input should be greater than or equal to 0 \(got -0\.2\)$"),
-    ("one bad solver member", BASE + "[sweep]\nseed = { count = 2 }\ndamping = [0.5, 1.5]\n", r"solver\.damping \(member 1: seed=0, damping=1\.5\): Input should be less than or equal to 1"),
-    ("not TOML", "[problem\nnx = 31\n", r"not valid TOML: Expected '\]' at the end of a table declaration \(at line 1, column 9\)"),
+    (
+        "one bad member",
+        BASE + "[sweep]\nsigma = [0.1, -0.2]\n",
+        r"^problem\.sigma \(member 1: sigma=-0\.2\): Input should be greater than or equal to 0 \(got -0\.2\)$",
+    ),
+    (
+        "one bad solver member",
+        BASE + "[sweep]\nseed = { count = 2 }\ndamping = [0.5, 1.5]\n",
+        r"solver\.damping \(member 1: seed=0, damping=1\.5\): Input should be less than or equal to 1",
+    ),
+    (
+        "not TOML",
+        "[problem\nnx = 31\n",
+        r"not valid TOML: Expected '\]' at the end of a table declaration \(at line 1, column 9\)",
+    ),
     ("not UTF-8", b"[problem]\nsigma = 0.1 # \xff\n", r"not a UTF-8 text file"),
 ]
 
@@ -152,13 +307,19 @@ def test_a_bad_member_is_reported_once_and_the_good_ones_not(tmp_path: Path) -> 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.toml"
-    with pytest.raises(ConfigError, match=rf"invalid sweep {re.escape(str(path))}:\n  cannot read the file: No such file or directory"):
+    with pytest.raises(
+        ConfigError, match=rf"invalid sweep {re.escape(str(path))}:\n  cannot read the file: No such file or directory"
+    ):
         Sweep.from_file(path)
 
 
 def test_expression_strings_are_never_evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for where in (f'[problem]\nsigma = "{EXPLOIT}"\n', f'{BASE}[sweep]\nnx = ["{EXPLOIT}"]\n', f'name = "{EXPLOIT}"\n{BASE}'):
+    for where in (
+        f'[problem]\nsigma = "{EXPLOIT}"\n',
+        f'{BASE}[sweep]\nnx = ["{EXPLOIT}"]\n',
+        f'name = "{EXPLOIT}"\n{BASE}',
+    ):
         try:
             Sweep.from_file(write(tmp_path, where)).describe()
         except ConfigError:
@@ -167,7 +328,9 @@ def test_expression_strings_are_never_evaluated(tmp_path: Path, monkeypatch: pyt
 
 
 def test_errors_from_python_name_the_python_source() -> None:
-    with pytest.raises(ConfigError, match=r"invalid sweep <python>:\n  problem\.sigma: Input should be greater than or equal to 0"):
+    with pytest.raises(
+        ConfigError, match=r"invalid sweep <python>:\n  problem\.sigma: Input should be greater than or equal to 0"
+    ):
         Sweep(problem={"sigma": -1.0}, solver={}, axes={})
 
 
@@ -175,7 +338,10 @@ def test_errors_from_python_name_the_python_source() -> None:
 
 
 def test_axes_are_crossed_in_c_order(tmp_path: Path) -> None:
-    path = write(tmp_path, BASE + '[sweep]\nsigma = [0.1, 0.2, 0.3]\ncoupling = { field = "coupling.strength", values = [0.5, 1.0] }\n')
+    path = write(
+        tmp_path,
+        BASE + '[sweep]\nsigma = [0.1, 0.2, 0.3]\ncoupling = { field = "coupling.strength", values = [0.5, 1.0] }\n',
+    )
     sweep = Sweep.from_file(path)
     assert len(sweep) == 6 and sweep.shape == (3, 2)
     got = [(m.index, m.position, m.problem.sigma, m.problem.coupling.strength) for m in sweep.members()]
@@ -203,15 +369,26 @@ def test_family_field_axis_on_a_default_family_keeps_its_kind() -> None:
     unknown; a potential given only as its kind is filled from the base."""
     with pytest.raises(ConfigError, match=r"the base problem's m0 is 'uniform', whose fields are m0\.kind"):
         Sweep(problem={"nx": 31}, solver={"fp": "fv"}, axes={"w": {"field": "m0.std", "values": [0.1]}})
-    sweep = Sweep(problem={"nx": 31, "potential": {"kind": "quadratic"}}, solver={"fp": "fv"}, axes={"potential.center": [0.2, 0.8]})
-    assert [(m.problem.potential.kind, m.problem.potential.center) for m in sweep.members()] == [("quadratic", 0.2), ("quadratic", 0.8)]
+    sweep = Sweep(
+        problem={"nx": 31, "potential": {"kind": "quadratic"}},
+        solver={"fp": "fv"},
+        axes={"potential.center": [0.2, 0.8]},
+    )
+    assert [(m.problem.potential.kind, m.problem.potential.center) for m in sweep.members()] == [
+        ("quadratic", 0.2),
+        ("quadratic", 0.8),
+    ]
 
 
 def test_seed_count_gives_replicates_whose_seeds_depend_on_the_replicate_only(tmp_path: Path) -> None:
     root = 7
-    seed_first = Sweep.from_file(write(tmp_path, BASE + "[sweep]\nseed = { count = 4 }\nsigma = [0.1, 0.2, 0.3]\n", "a.toml"))
+    seed_first = Sweep.from_file(
+        write(tmp_path, BASE + "[sweep]\nseed = { count = 4 }\nsigma = [0.1, 0.2, 0.3]\n", "a.toml")
+    )
     seed_last = Sweep.from_file(write(tmp_path, BASE + "[sweep]\nsigma = [0.3, 0.1]\nseed = { count = 4 }\n", "b.toml"))
-    expected = [int(np.random.SeedSequence(root, spawn_key=(k,)).generate_state(1, dtype=np.uint64)[0]) for k in range(4)]
+    expected = [
+        int(np.random.SeedSequence(root, spawn_key=(k,)).generate_state(1, dtype=np.uint64)[0]) for k in range(4)
+    ]
     assert len(set(expected)) == 4
 
     for sweep in (seed_first, seed_last):
@@ -247,7 +424,12 @@ def test_zip_group_varies_fields_together(tmp_path: Path) -> None:
 
 def test_solver_fields_can_be_axes(tmp_path: Path) -> None:
     sweep = Sweep.from_file(write(tmp_path, BASE + '[sweep]\nfp = ["fv", "particles"]\ndamping = [0.5, 1.0]\n'))
-    assert [(m.solver.fp, m.solver.damping) for m in sweep.members()] == [("fv", 0.5), ("fv", 1.0), ("particles", 0.5), ("particles", 1.0)]
+    assert [(m.solver.fp, m.solver.damping) for m in sweep.members()] == [
+        ("fv", 0.5),
+        ("fv", 1.0),
+        ("particles", 0.5),
+        ("particles", 1.0),
+    ]
     assert {m.solver.max_iter for m in sweep.members()} == {20}
 
 
@@ -266,16 +448,27 @@ def test_python_constructor_and_describe() -> None:
 
 def test_fingerprint_ignores_layout_and_sees_values(tmp_path: Path) -> None:
     a = BASE + "[sweep]\nsigma = [0.1, 0.2]\nseed = { count = 2 }\n"
-    b = "# the same sweep, written differently\n" + "\n\n".join(
-        line.replace(" = ", "   =   ") + "   # comment" if "=" in line else line for line in a.splitlines()
-    ) + "\n"
+    b = (
+        "# the same sweep, written differently\n"
+        + "\n\n".join(
+            line.replace(" = ", "   =   ") + "   # comment" if "=" in line else line for line in a.splitlines()
+        )
+        + "\n"
+    )
     c = a.replace("0.2]", "0.25]")
     d = a.replace("max_iter = 20", "max_iter = 21")
-    fa, fb, fc, fd = (Sweep.from_file(write(tmp_path, t, f"{n}.toml")).fingerprint for n, t in zip("abcd", (a, b, c, d)))
+    fa, fb, fc, fd = (
+        Sweep.from_file(write(tmp_path, t, f"{n}.toml")).fingerprint for n, t in zip("abcd", (a, b, c, d))
+    )
     assert fa == fb
     assert len({fa, fc, fd}) == 3
     # an explicit default is the same sweep as leaving it out
-    assert Sweep.from_file(write(tmp_path, a.replace("[solver]\n", '[solver]\nhjb_variant = "js"\n'), "e.toml")).fingerprint == fa
+    assert (
+        Sweep.from_file(
+            write(tmp_path, a.replace("[solver]\n", '[solver]\nhjb_variant = "js"\n'), "e.toml")
+        ).fingerprint
+        == fa
+    )
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)

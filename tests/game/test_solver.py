@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_bvp
 
-from conftest import run_python
 from mfg_ensemble import Problem, solve
 from mfg_ensemble.game.solver import FixedPointMap, SolverOptions, iterate
+
+from conftest import run_python
 
 KAPPA, GAMMA, SIGMA, MU0, S0, T = 0.5, 1.0, 0.3, 0.5, 0.3, 1.0
 
@@ -185,7 +186,10 @@ def test_identical_for_any_number_of_threads() -> None:
 
 def test_divergence_is_recorded_not_raised(backend: str) -> None:
     problem = Problem(
-        nx=21, nt=3, sigma=0.0, coupling={"kind": "linear", "strength": -1e300},
+        nx=21,
+        nt=3,
+        sigma=0.0,
+        coupling={"kind": "linear", "strength": -1e300},
         terminal={"kind": "quadratic", "strength": 1e250, "center": 0.0},
     )
     ds = solve(problem, fp="fv", backend=backend)
@@ -200,7 +204,16 @@ def test_the_result_is_a_labelled_dataset() -> None:
     assert ds.u.dims == ("t", "x") and ds.residual.dims == ("iteration",)
     for name in ("u", "m", "residual", "t", "x"):
         assert "units" in ds[name].attrs and "long_name" in ds[name].attrs
-    for key in ("converged", "iterations", "wall_time", "backend", "solver.fp", "solver.tol", "problem.sigma", "version.numpy"):
+    for key in (
+        "converged",
+        "iterations",
+        "wall_time",
+        "backend",
+        "solver.fp",
+        "solver.tol",
+        "problem.sigma",
+        "version.numpy",
+    ):
         assert key in ds.attrs, key
     assert ds.attrs["converged"] == 1 and ds.residual.values[-1] < 1e-4
 

@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 
-from conftest import run_json
 from mfg_ensemble.kernels import backend_info, kde
+
+from conftest import run_json
 
 BLOCK_EXTENSION = "import sys; sys.modules['mfg_ensemble._rust_core'] = None\n"
 
@@ -40,7 +41,9 @@ def test_environment_forces_the_numpy_reference() -> None:
 
 
 def test_missing_extension_falls_back_with_one_warning() -> None:
-    code = BLOCK_EXTENSION + """
+    code = (
+        BLOCK_EXTENSION
+        + """
 import json, warnings
 import numpy as np
 from mfg_ensemble.kernels import backend_info, weno5_derivatives, kde
@@ -52,6 +55,7 @@ with warnings.catch_warnings(record=True) as caught:
 messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
 print(json.dumps({"messages": messages, "info": backend_info()}))
 """
+    )
     out = run_json(code)
     assert len(out["messages"]) == 1
     assert "Rust extension is not available" in out["messages"][0]
@@ -59,7 +63,9 @@ print(json.dumps({"messages": messages, "info": backend_info()}))
 
 
 def test_explicit_rust_without_the_extension_is_an_import_error() -> None:
-    code = BLOCK_EXTENSION + """
+    code = (
+        BLOCK_EXTENSION
+        + """
 import json
 from mfg_ensemble.kernels import weno5_derivatives
 try:
@@ -67,6 +73,7 @@ try:
 except ImportError as exc:
     print(json.dumps(str(exc)))
 """
+    )
     assert "extension is missing" in run_json(code)
 
 

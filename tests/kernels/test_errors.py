@@ -4,7 +4,8 @@ extension refuses bad input with ValueError, never a panic."""
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,15 +63,35 @@ CASES: list[tuple[str, Callable[..., Any], type[Exception], str]] = [
     ("kde bandwidth negative", kd(bandwidth=-0.1), ValueError, r"bandwidth must be finite and > 0"),
     ("kde bandwidth inf", kd(bandwidth=np.inf), ValueError, r"bandwidth must be finite"),
     ("kde bandwidth rule", kd(bandwidth="wide"), ValueError, r"bandwidth must be one of 'scott', 'silverman'"),
-    ("kde rule one particle", kd(particles=[0.1], bandwidth="scott"), ValueError, r"bandwidth='scott' needs at least 2 distinct"),
+    (
+        "kde rule one particle",
+        kd(particles=[0.1], bandwidth="scott"),
+        ValueError,
+        r"bandwidth='scott' needs at least 2 distinct",
+    ),
     ("kde rule nan particle", kd(particles=[0.1, np.nan], bandwidth="scott"), ValueError, r"particles contains NaN"),
-    ("kde nan particle", kd(particles=np.r_[X, np.nan]), ValueError, r"particles contains NaN or inf \(first at index 10"),
+    (
+        "kde nan particle",
+        kd(particles=np.r_[X, np.nan]),
+        ValueError,
+        r"particles contains NaN or inf \(first at index 10",
+    ),
     ("kde particle outside", kd(particles=[0.0, 1.5]), ValueError, r"particles must lie in \[grid\[0\], grid\[-1\]\]"),
     ("kde binned outside", kd(particles=[0.0, 1.5], bc="none", method="binned"), ValueError, r"particles must lie in"),
-    ("kde binned non-uniform", kd(grid=[-1.0, 0.0, 0.1, 1.0], method="binned"), ValueError, r"grid must be uniformly spaced"),
+    (
+        "kde binned non-uniform",
+        kd(grid=[-1.0, 0.0, 0.1, 1.0], method="binned"),
+        ValueError,
+        r"grid must be uniformly spaced",
+    ),
     ("kde bad method", kd(method="fft"), ValueError, r"method must be one of 'exact', 'binned'"),
     ("kde bad bc", kd(bc="wall"), ValueError, r"bc must be one of 'reflect', 'periodic', 'none'"),
-    ("kde periodic non-uniform", kd(grid=[-1.0, 0.0, 0.1, 1.0], bc="periodic"), ValueError, r"grid must be uniformly spaced for bc='periodic'"),
+    (
+        "kde periodic non-uniform",
+        kd(grid=[-1.0, 0.0, 0.1, 1.0], bc="periodic"),
+        ValueError,
+        r"grid must be uniformly spaced for bc='periodic'",
+    ),
     ("kde tiny bandwidth", kd(particles=[0.05], bandwidth=1e-5), ValueError, r"bandwidth .* too small for this grid"),
     # Particles
     ("em x 2-D", em(x=np.zeros((2, 2))), ValueError, r"x must be 1-dimensional"),
@@ -117,7 +138,11 @@ RAW_CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("kde grid", lambda: _rust_core.kde(X, G[:1], 0.1), r"grid needs at least 2"),
     ("kde h", lambda: _rust_core.kde(X, G, float("nan")), r"bandwidth must be finite"),
     ("kde method", lambda: _rust_core.kde(X, G, 0.1, "fft"), r"method must be one of"),
-    ("em length", lambda: _rust_core.evolve_particles(X, X[:2], 0.1, 0.1, lo=-1, hi=1, seed=0, step=0), r"drift must have"),
+    (
+        "em length",
+        lambda: _rust_core.evolve_particles(X, X[:2], 0.1, 0.1, lo=-1, hi=1, seed=0, step=0),
+        r"drift must have",
+    ),
     ("em interval", lambda: _rust_core.evolve_particles(X, X, 0.1, 0.1, lo=1, hi=-1, seed=0, step=0), r"lo < hi"),
     ("em outside", lambda: _rust_core.evolve_particles(X + 5, X, 0.1, 0.1, lo=-1, hi=1, seed=0, step=0), r"x must lie"),
     ("em sigma", lambda: _rust_core.evolve_particles(X, X, 0.1, -1.0, lo=-1, hi=1, seed=0, step=0), r"sigma must be"),

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy.stats import gaussian_kde
 
-from conftest import max_rel, run_python
-from mfg_ensemble.kernels.reference.kde import trapezoid
 from mfg_ensemble.kernels import kde
+from mfg_ensemble.kernels.reference.kde import trapezoid
+
+from conftest import max_rel, run_python
 
 
 def samples(n: int, seed: int = 1) -> np.ndarray:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import max_rel, run_python
 from mfg_ensemble import _rust_core
-from mfg_ensemble.kernels import quadrature_weights
-from mfg_ensemble.kernels import fv_forward, hjb_backward, particles_forward
+from mfg_ensemble.kernels import fv_forward, hjb_backward, particles_forward, quadrature_weights
+
+from conftest import max_rel, run_python
 
 NX, NT = 81, 21
 
@@ -103,7 +103,9 @@ def sweep_call(kind: str, bc: str = "reflect"):
         )
     u, _ = hjb_backward(f, g, dx=dx, sigma=0.2, T=0.5, bc=bc)
     if kind == "fv":
-        return lambda floor, backend: fv_forward(u, m0, dx=dx, sigma=0.2, T=0.5, bc=bc, min_substeps=floor, backend=backend)
+        return lambda floor, backend: fv_forward(
+            u, m0, dx=dx, sigma=0.2, T=0.5, bc=bc, min_substeps=floor, backend=backend
+        )
     x0 = np.random.default_rng(1).uniform(0.2, 0.4, 3000)
     return lambda floor, backend: particles_forward(
         x0, u, x, sigma=0.2, T=0.5, lo=0.0, hi=1.0, seed=11, bc=bc, min_substeps=floor, backend=backend
@@ -178,7 +180,10 @@ def test_hjb_checks_the_last_sub_step_of_an_interval(backend: str) -> None:
 BAD_FLOORS = [
     (np.ones(NT - 2, dtype=np.int64), r"min_substeps must have nt - 1 = 20 values"),
     (np.ones((NT - 1, 1), dtype=np.int64), r"min_substeps must have nt - 1 = 20 values"),
-    (np.r_[np.ones(NT - 2, dtype=np.int64), -1], r"min_substeps must be integers in \[1, 1000000\], min_substeps\[19\] = -1"),
+    (
+        np.r_[np.ones(NT - 2, dtype=np.int64), -1],
+        r"min_substeps must be integers in \[1, 1000000\], min_substeps\[19\] = -1",
+    ),
     (np.r_[0, np.ones(NT - 2, dtype=np.int64)], r"min_substeps\[0\] = 0"),
     (np.full(NT - 1, 10**7), r"min_substeps must be integers in \[1, 1000000\]"),
     (np.full(NT - 1, 2.0), r"min_substeps must be None or an array of integers"),
@@ -211,7 +216,9 @@ def test_extension_refuses_bad_min_substeps_with_value_error(floor, message: str
     calls = [
         lambda: _rust_core.hjb_backward(f, g, dx=dx, sigma=0.2, T=0.5, min_substeps=floor),
         lambda: _rust_core.fv_forward(u, m0, dx=dx, sigma=0.2, T=0.5, min_substeps=floor),
-        lambda: _rust_core.particles_forward(x[10:20], u, x, sigma=0.2, T=0.5, lo=0.0, hi=1.0, seed=1, min_substeps=floor),
+        lambda: _rust_core.particles_forward(
+            x[10:20], u, x, sigma=0.2, T=0.5, lo=0.0, hi=1.0, seed=1, min_substeps=floor
+        ),
     ]
     for call in calls:
         with pytest.raises(ValueError, match=message):
@@ -228,14 +235,28 @@ def test_blow_up_is_a_floating_point_error(backend: str) -> None:
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: hjb_backward(np.zeros((1, 11)), np.zeros(11), dx=0.1, sigma=0.1, T=1), "f needs at least 2 output times"),
+        (
+            lambda: hjb_backward(np.zeros((1, 11)), np.zeros(11), dx=0.1, sigma=0.1, T=1),
+            "f needs at least 2 output times",
+        ),
         (lambda: hjb_backward(np.zeros((3, 10)), np.zeros(11), dx=0.1, sigma=0.1, T=1), "f must have 11 columns"),
-        (lambda: hjb_backward(np.zeros((3, 11)), np.zeros(11), dx=0.1, sigma=0.1, T=1, cfl=1.5), r"cfl must be in \(0, 1\]"),
+        (
+            lambda: hjb_backward(np.zeros((3, 11)), np.zeros(11), dx=0.1, sigma=0.1, T=1, cfl=1.5),
+            r"cfl must be in \(0, 1\]",
+        ),
         (lambda: hjb_backward(np.zeros((3, 11)), np.zeros(11), dx=0.1, sigma=-1, T=1), "sigma must be finite and >= 0"),
         (lambda: fv_forward(np.zeros((3, 11)), -np.ones(11), dx=0.1, sigma=0.1, T=1), "m0 must be >= 0"),
         (lambda: fv_forward(np.zeros((3, 11)), np.ones(11), dx=0.1, sigma=0.1, T=0), "T must be finite and > 0"),
-        (lambda: particles_forward([], np.zeros((3, 11)), np.linspace(0, 1, 11), sigma=0.1, T=1, lo=0, hi=1, seed=0), "x0 must not be empty"),
-        (lambda: particles_forward([2.0], np.zeros((3, 11)), np.linspace(0, 1, 11), sigma=0.1, T=1, lo=0, hi=1, seed=0), r"x0 must lie in \[lo, hi\]"),
+        (
+            lambda: particles_forward([], np.zeros((3, 11)), np.linspace(0, 1, 11), sigma=0.1, T=1, lo=0, hi=1, seed=0),
+            "x0 must not be empty",
+        ),
+        (
+            lambda: particles_forward(
+                [2.0], np.zeros((3, 11)), np.linspace(0, 1, 11), sigma=0.1, T=1, lo=0, hi=1, seed=0
+            ),
+            r"x0 must lie in \[lo, hi\]",
+        ),
     ],
 )
 def test_bad_sweep_input(call, message: str) -> None:

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import run_python
-from mfg_ensemble.kernels.reference import rng as philox
 from mfg_ensemble._rust_core import philox_normals
 from mfg_ensemble.kernels import evolve_particles
+from mfg_ensemble.kernels.reference import rng as philox
+
+from conftest import run_python
 
 U64 = np.uint64
 
@@ -79,7 +80,9 @@ def test_bit_identical_for_any_number_of_threads() -> None:
 def test_particles_never_leave_the_domain(bc: str, backend: str) -> None:
     x = np.r_[np.full(1000, -1.0), np.full(1000, 1.0), np.linspace(-1, 1, 1000)]
     for step in range(20):
-        x = evolve_particles(x, 50.0 * np.sign(x + 1e-3), 0.05, 5.0, lo=-1, hi=1, seed=5, step=step, bc=bc, backend=backend)
+        x = evolve_particles(
+            x, 50.0 * np.sign(x + 1e-3), 0.05, 5.0, lo=-1, hi=1, seed=5, step=step, bc=bc, backend=backend
+        )
         assert x.min() >= -1.0 and x.max() <= 1.0
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import max_rel
 from mfg_ensemble.kernels import smoothness_indicators, weno5_derivatives
+
+from conftest import max_rel
 
 
 def adversarial_data() -> dict[str, np.ndarray]:

@@ -62,9 +62,7 @@ def uniform_spacing(grid: FloatArray, what: str) -> float:
     off = np.abs(grid - (grid[0] + np.arange(m) * dx)) > 1e-9 * (grid[-1] - grid[0])
     if off.any():
         i = int(np.argmax(off))
-        raise ValueError(
-            f"grid must be uniformly spaced for {what} (grid[{i}] = {grid[i]} is off the uniform grid)"
-        )
+        raise ValueError(f"grid must be uniformly spaced for {what} (grid[{i}] = {grid[i]} is off the uniform grid)")
     return float(dx)
 
 
@@ -75,9 +73,7 @@ def _domain(particles: FloatArray, grid: FloatArray, bc: str) -> tuple[float, fl
     steps = np.diff(grid)
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0))
-        raise ValueError(
-            f"grid must be strictly increasing, grid[{i}] = {grid[i]} >= grid[{i + 1}] = {grid[i + 1]}"
-        )
+        raise ValueError(f"grid must be strictly increasing, grid[{i}] = {grid[i]} >= grid[{i + 1}] = {grid[i + 1]}")
     lo, hi = float(grid[0]), float(grid[-1])
     if bc == "periodic":
         hi = lo + grid.shape[0] * uniform_spacing(grid, "bc='periodic'")

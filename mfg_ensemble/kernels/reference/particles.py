@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mfg_ensemble.kernels.reference import rng
 from mfg_ensemble.kernels.checks import FloatArray, check_finite, check_inside
+from mfg_ensemble.kernels.reference import rng
 from mfg_ensemble.kernels.reference.kde import bandwidth_rule, kde
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit, substeps
 

@@ -69,9 +69,7 @@ def with_ghosts(u: FloatArray, bc: str) -> FloatArray:
     return np.pad(u, 3, mode=mode)
 
 
-def weno5_derivatives(
-    u: FloatArray, dx: float, bc: str, variant: str, eps: float
-) -> tuple[FloatArray, FloatArray]:
+def weno5_derivatives(u: FloatArray, dx: float, bc: str, variant: str, eps: float) -> tuple[FloatArray, FloatArray]:
     """(d⁻, d⁺): left- and right-biased HJ-WENO5 derivatives of ``u`` at every node."""
     check_finite("u", u)
     n = u.shape[0]
