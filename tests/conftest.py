@@ -76,6 +76,23 @@ def client():
         yield c
 
 
+def interrupted_sweep(client, path: Path) -> Path:
+    """sigma × seed (3 × 3) at ``path``, interrupted after 2 finished members and settled: a
+    store with members done and pending (test_accessor, test_report)."""
+    from mfg_ensemble import Sweep, run_sweep
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(
+            Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}),
+            path,
+            client=client,
+            on_progress=interrupt_after(2),
+            max_in_flight=2,
+        )
+    settle(path)
+    return path
+
+
 def interrupt_after(n: int):
     """An on_progress callback that stops the run (as Ctrl-C would) after n finished members."""
 

@@ -15,7 +15,7 @@ import mfg_ensemble  # noqa: F401  (registers ds.mfg)
 from mfg_ensemble import Problem, Sweep, open_sweep, run_sweep, solve
 from mfg_ensemble.schema import DONE, FAILED
 
-from conftest import PROBLEM, SOLVER, interrupt_after, settle
+from conftest import PROBLEM, SOLVER, interrupted_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +36,7 @@ def finished(client, tmp_path_factory):
 @pytest.fixture(scope="module")
 def partial(client, tmp_path_factory):
     """sigma × seed, interrupted after 2 members."""
-    path = tmp_path_factory.mktemp("acc") / "partial.zarr"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(
-            Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}),
-            path,
-            client=client,
-            on_progress=interrupt_after(2),
-            max_in_flight=2,
-        )
-    settle(path)
-    return path
+    return interrupted_sweep(client, tmp_path_factory.mktemp("acc") / "partial.zarr")
 
 
 def trapezoid(x: np.ndarray) -> np.ndarray:

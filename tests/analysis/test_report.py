@@ -15,7 +15,7 @@ from mfg_ensemble.cli import main
 from mfg_ensemble.ensemble.store import SweepStore
 from mfg_ensemble.schema import DONE, PENDING
 
-from conftest import PROBLEM, SOLVER, interrupt_after, settle
+from conftest import PROBLEM, SOLVER, interrupted_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +52,7 @@ def finished(client, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def partial(client, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rep") / "partial.zarr"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(
-            Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}}),
-            path,
-            client=client,
-            on_progress=interrupt_after(2),
-            max_in_flight=2,
-        )
-    settle(path)
-    return path
+    return interrupted_sweep(client, tmp_path_factory.mktemp("rep") / "partial.zarr")
 
 
 def test_report_of_a_finished_store(finished, tmp_path) -> None:
