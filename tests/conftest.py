@@ -89,7 +89,7 @@ def interrupted_sweep(client, path: Path) -> Path:
             on_progress=interrupt_after(2),
             max_in_flight=2,
         )
-    settle(path)
+    settle(client)
     return path
 
 
@@ -103,16 +103,15 @@ def interrupt_after(n: int):
     return interrupt
 
 
-def settle(path: Path, quiet: float = 1.5, timeout: float = 30.0) -> None:
-    """Wait for the members cancelled in flight to finish writing (a cancelled task that
-    already runs completes and commits): until the status stops changing."""
-    from mfg_ensemble.ensemble.store import SweepStore
+def _running(dask_worker) -> int:
+    """Tasks this worker still runs, including those cancelled while running."""
+    return len(dask_worker.state.all_running_tasks)
 
-    last, since, deadline = b"", time.monotonic(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = SweepStore(path).status().tobytes()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > quiet:
-            return
-        time.sleep(0.2)
+
+def settle(client, timeout: float = 60.0) -> None:
+    """Wait until no worker runs a task: a member cancelled while running completes and commits
+    (its status is written inside the task), so after this the store no longer changes."""
+    deadline = time.monotonic() + timeout
+    while any(client.run(_running).values()):
+        assert time.monotonic() < deadline, "members still running after the interrupt"
+        time.sleep(0.05)

@@ -96,7 +96,7 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_members(client, tmp_
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, path, client=client, on_progress=interrupt_after(3), max_in_flight=2)
-    settle(path)  # a member already running when the run stopped still commits
+    settle(client)  # a member already running when the run stopped still commits
     done_before = int((SweepStore(path).status() == DONE).sum())
     assert 3 <= done_before < len(sweep)
 
