@@ -68,7 +68,7 @@ def _slug(text: str) -> str:
 
 
 @dataclass
-class _Sweep:
+class _Snapshot:
     """The store with its status read once (the snapshot every figure masks with)."""
 
     ds: xr.Dataset
@@ -119,7 +119,7 @@ class _Sweep:
         return _slug("_".join(f"{a}={_fmt(self.ds[a].values[i])}" for a, i in point.items()))
 
 
-def _open(store: str | Path | xr.Dataset) -> _Sweep:
+def _open(store: str | Path | xr.Dataset) -> _Snapshot:
     ds = store if isinstance(store, xr.Dataset) else open_sweep(store)
     if "status" not in ds or "m" not in ds:
         raise ValueError("not an mfg_ensemble sweep store (no status or m variable)")
@@ -128,10 +128,10 @@ def _open(store: str | Path | xr.Dataset) -> _Sweep:
     axes = ds.mfg.axes
     seed = ds.mfg.seed_dim
     title = str(ds.attrs.get("title", "mfg_ensemble sweep"))
-    return _Sweep(ds, np.asarray(status.values), axes, seed, [a for a in axes if a != seed], title)
+    return _Snapshot(ds, np.asarray(status.values), axes, seed, [a for a in axes if a != seed], title)
 
 
-def _points(sw: _Sweep, limit: int) -> list[dict[str, int]]:
+def _points(sw: _Snapshot, limit: int) -> list[dict[str, int]]:
     """The parameter points (every combination of the parameter axes), at most ``limit``,
     evenly spread when there are more."""
     shape = [sw.ds.sizes[a] for a in sw.params]
@@ -177,7 +177,7 @@ class _Field:
         return self.values.size == 0 or not np.isfinite(self.values).any()
 
 
-def _point_field(sw: _Sweep, var: str, point: dict[str, int]) -> _Field:
+def _point_field(sw: _Snapshot, var: str, point: dict[str, int]) -> _Field:
     sub = sw.ds.isel(point)
     done = sub["status"] == DONE
     n_done, total = int(done.sum()), int(done.size)
@@ -199,7 +199,7 @@ def _bc(ds: xr.Dataset) -> str:
     return bc if isinstance(bc, str) else "reflect"  # still an axis: not one point's
 
 
-def _member_field(sw: _Sweep, var: str, index: int) -> _Field:
+def _member_field(sw: _Snapshot, var: str, index: int) -> _Field:
     sub = sw.ds.mfg.member(index)
     code = int(sub["status"])
     state = {DONE: "done", FAILED: "failed", PENDING: "pending"}[code]
@@ -230,7 +230,7 @@ def _save(fig: Figure, path: Path, files: list[Path]) -> list[Path]:
 
 
 # -- the figures ---------------------------------------------------------------------------------
-def _density(sw: _Sweep, out: Path, member: int | None, max_points: int) -> list[Path]:
+def _density(sw: _Snapshot, out: Path, member: int | None, max_points: int) -> list[Path]:
     m, files = sw.ds["m"], []
     if member is not None:
         jobs = [(f"density_member{member}.png", _member_field(sw, "m", member))]
@@ -271,7 +271,7 @@ def _weights(x: np.ndarray, bc: str) -> np.ndarray:
     return quadrature_weights(x.size, x[1] - x[0], bc) if x.size >= 2 else np.ones_like(x)
 
 
-def _final_density(sw: _Sweep, out: Path) -> list[Path]:
+def _final_density(sw: _Snapshot, out: Path) -> list[Path]:
     ds, files = sw.ds, []
     axes = sw.params or ([sw.seed] if sw.seed else [])
     final = ds.mfg.final()
@@ -344,7 +344,7 @@ def _colours(n: int) -> list[Any]:
     return [cmap(0.1 + 0.8 * k / max(1, n - 1)) for k in range(n)]
 
 
-def _value_slices(sw: _Sweep, out: Path, member: int | None, max_points: int) -> list[Path]:
+def _value_slices(sw: _Snapshot, out: Path, member: int | None, max_points: int) -> list[Path]:
     ds, files = sw.ds, []
     if member is not None:
         jobs = [_member_field(sw, "u", member)]
@@ -385,7 +385,7 @@ def _value_slices(sw: _Sweep, out: Path, member: int | None, max_points: int) ->
     return files
 
 
-def _convergence(sw: _Sweep, out: Path) -> list[Path]:
+def _convergence(sw: _Snapshot, out: Path) -> list[Path]:
     ds, files = sw.ds, []
     res = np.asarray(ds["residual"].values).reshape(sw.n, -1)
     iters = np.asarray(ds["iteration"].values)
@@ -446,7 +446,7 @@ def _convergence(sw: _Sweep, out: Path) -> list[Path]:
     return _save(fig, out / "convergence.png", files)
 
 
-def _tolerance(sw: _Sweep) -> float | None:
+def _tolerance(sw: _Snapshot) -> float | None:
     """The solver's tolerance from the ``solver.tol`` attr (stores record every solver option;
     stores written before 0.2 only those the sweep set); None when it is unknown or tol is
     itself a sweep axis."""
@@ -456,7 +456,7 @@ def _tolerance(sw: _Sweep) -> float | None:
     return float(tol) if isinstance(tol, (int, float)) and tol > 0 else None
 
 
-def _summary(sw: _Sweep, out: Path) -> list[Path]:
+def _summary(sw: _Snapshot, out: Path) -> list[Path]:
     ds, files = sw.ds, []
     shown = sw.params[:2]
     if len(shown) < 2 and sw.seed:
@@ -498,7 +498,7 @@ def _ticks(ax: Any, which: str, values: np.ndarray) -> None:
     (ax.set_xticklabels if which == "x" else ax.set_yticklabels)([_fmt(values[i]) for i in idx], fontsize=8)
 
 
-def _panel(sw: _Sweep, ax: Any, fig: Figure, shown: list[str], values: np.ndarray, text: str, cmap: str) -> None:
+def _panel(sw: _Snapshot, ax: Any, fig: Figure, shown: list[str], values: np.ndarray, text: str, cmap: str) -> None:
     ds = sw.ds
     if len(shown) == 2:
         n0, n1 = values.shape
@@ -556,7 +556,7 @@ def _bar_ticks(ax: Any, values: np.ndarray) -> None:
 
 
 def _status_panel(
-    sw: _Sweep,
+    sw: _Snapshot,
     ax: Any,
     fig: Figure,
     shown: list[str],
