@@ -1,27 +1,12 @@
-//! The Fokker–Planck equation of the MFG by a conservative finite-volume scheme.
+//! The Fokker–Planck equation of the MFG marched forward by a conservative finite-volume
+//! scheme: upwind drift, central diffusion, explicit Euler with CFL-limited sub-steps per
+//! output interval. Mass is conserved to rounding and m stays ≥ 0.
 //!
-//!   ∂t m − (σ²/2) ∂xx m − ∂x(m ∂x u) = 0,   m(0, x) = m0(x)
-//!
-//! i.e. ∂t m + ∂x F = 0 with flux F = α m − D ∂x m, drift α = −∂x u and D = σ²/2.
-//! Control volumes are centred on the nodes: width dx inside, dx/2 for the two wall nodes of
-//! "reflect" (so Σ wᵢ mᵢ is the trapezoid mass), dx everywhere for "periodic". At the face
-//! i+½ between nodes i and i+1:
-//!
-//!   α_{i+½} = −(u_{i+1} − u_i)/dx,   F_{i+½} = max(α,0)·m_i + min(α,0)·m_{i+1} − D (m_{i+1} − m_i)/dx
-//!
-//! (upwind drift, central diffusion), with zero flux through the walls for "reflect" and the
-//! face between the last and first node for "periodic". Explicit Euler:
-//! m_i ← m_i − δ/w_i (F_{i+½} − F_{i−½}). The fluxes telescope, so the mass is conserved to
-//! rounding, and with δ ≤ cfl·dx/(2 max|α| + 2D/dx), cfl ≤ 1, every update is a convex
-//! combination: m stays ≥ 0. Output interval j (length Δt = T/(nt − 1)) takes
-//! k_j = max(min_substeps[j], ⌈Δt/δ_j⌉) equal sub-steps Δt/k_j, δ_j = cfl·dx/(2A + 2D/dx) with A
-//! the max |α| of the output rows at both ends of the interval; u (hence α) is linear in t
-//! between output times and taken at the start of each sub-step. The k_j taken are returned.
-//! First order in space and time. Units: m in 1/length.
+//! The maths: see mfg_ensemble/kernels/reference/fv.py.
 
-use crate::boundary::Boundary;
+use crate::boundary::{Boundary, REFLECT_OR_PERIODIC};
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
-use crate::sweep::{floors, substeps, Sweep};
+use crate::substeps::{floors, substeps, Marching};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FvParams {
@@ -66,10 +51,7 @@ fn validate(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResult<()> 
         return Err(KernelError(format!("nt must be >= 2, got {nt}")));
     }
     if u.len() != nt * nx {
-        return Err(KernelError(format!(
-            "u must have shape (nt, nx) = ({nt}, {nx}), got {} values",
-            u.len()
-        )));
+        return Err(KernelError(format!("u must have shape (nt, nx) = ({nt}, {nx}), got {} values", u.len())));
     }
     check_positive("dx", p.dx)?;
     check_non_negative("sigma", p.sigma)?;
@@ -77,9 +59,7 @@ fn validate(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResult<()> 
     if !(p.cfl > 0.0 && p.cfl <= 1.0) {
         return Err(KernelError(format!("cfl must be in (0, 1], got {}", p.cfl)));
     }
-    if p.bc == Boundary::Open {
-        return Err(KernelError("bc must be one of 'reflect', 'periodic', got 'none'".into()));
-    }
+    p.bc.check(&REFLECT_OR_PERIODIC)?;
     check_finite("u", u)?;
     check_finite("m0", m0)?;
     match m0.iter().position(|&v| v < 0.0) {
@@ -90,7 +70,13 @@ fn validate(u: &[f64], m0: &[f64], nt: usize, p: &FvParams) -> KernelResult<()> 
 
 /// m at the nt output times, row-major (nt, nx), transported by the drift −∂x u of `u` (nt, nx);
 /// `min_substeps` (nt − 1 values ≥ 1, or `None` for ones) are the floors of the sub-step counts.
-pub fn fv_forward(u: &[f64], m0: &[f64], nt: usize, p: &FvParams, min_substeps: Option<&[usize]>) -> KernelResult<Sweep> {
+pub fn fv_forward(
+    u: &[f64],
+    m0: &[f64],
+    nt: usize,
+    p: &FvParams,
+    min_substeps: Option<&[usize]>,
+) -> KernelResult<Marching> {
     validate(u, m0, nt, p)?;
     let floor = floors(min_substeps, nt - 1)?;
     let nx = m0.len();
@@ -98,7 +84,7 @@ pub fn fv_forward(u: &[f64], m0: &[f64], nt: usize, p: &FvParams, min_substeps: 
     let diffusion = 0.5 * p.sigma * p.sigma;
     let dt_out = p.horizon / (nt - 1) as f64;
     let widths = cell_widths(nx, p.dx, p.bc);
-    let mut out = Sweep::new(nt, nx);
+    let mut out = Marching::new(nt, nx);
     out.row_mut(0, nx).copy_from_slice(m0);
     let mut m = m0.to_vec();
     let mut flux = vec![0.0; nf];

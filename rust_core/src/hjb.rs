@@ -1,35 +1,19 @@
-//! The Hamilton–Jacobi–Bellman equation of the MFG, solved backward in time.
+//! The Hamilton–Jacobi–Bellman equation of the MFG, marched backward in time: HJ-WENO5
+//! derivatives in Godunov's Hamiltonian, central diffusion, TVD-RK3 with CFL-limited sub-steps
+//! per output interval (restarted with more sub-steps when the slopes steepen).
 //!
-//!   −∂t u − (σ²/2) ∂xx u + H(∂x u) = f(t, x),   u(T, x) = g(x),   H(p) = p²/2
+//! The maths: see mfg_ensemble/kernels/reference/hjb.py.
 //!
-//! In backward time s = T − t this reads ∂s u = (σ²/2) ∂xx u − H(∂x u) + f. Space: the
-//! HJ-WENO5 derivatives d⁻, d⁺ of `weno` in the monotone Godunov Hamiltonian of the convex H,
-//!
-//!   Ĥ(d⁻, d⁺) = ½ max(max(d⁻, 0)², min(d⁺, 0)²),
-//!
-//! and the central second difference (u_{i+1} − 2u_i + u_{i−1})/dx² with the same ghost
-//! nodes (mirror for "reflect": zero flux at the walls; wrap for "periodic"). Time: TVD-RK3
-//! (Shu–Osher) from one output time to the previous one, f linear in t between output times.
-//! With the step limit δ(p) = cfl/(p/dx + σ²/dx²) and pmax = max|d±| of a state, output
-//! interval j (length Δt = T/(nt − 1)) takes k_j = max(min_substeps[j], ⌈Δt/δ(pmax₀)⌉) equal
-//! sub-steps Δt/k_j, pmax₀ taken at the interval's start, so they add up to Δt exactly. At the
-//! start of every sub-step, and at the interval's end, the CFL is checked with the current
-//! slopes: if Δt/k_j > 2·δ(pmax) (a CFL number above 2·cfl, the slopes steepened within the
-//! interval) the interval is
-//! restarted from its start with ⌈Δt/δ(pmax)⌉ sub-steps, clamped to [2·k_j, 8·k_j] (the
-//! slopes of an overshot state can be far steeper than the solution's). A limit that asks
-//! for more than 10⁶ sub-steps (or is NaN), or a non-finite u, ends the sweep as diverged.
-//! The k_j taken are returned. Units: u in cost, f in cost/time, σ in length/√time.
-//!
-//! Implementation: one set of buffers per sweep (the state with its ghost nodes, d±, the RK
+//! Implementation: one set of buffers per march (the state with its ghost nodes, d±, the RK
 //! stages), reused by every stage; each right-hand side is one WENO call on the ghosted state
-//! and one vectorised pass (second difference, Ĥ, f, the RK combination, pmax when needed).
-//! The right-hand side at an interval's end, evaluated for its CFL check, starts the next
-//! interval. Every value has the bits of the unfused form (tests below).
+//! and one SIMD-dispatched pass (second difference, Ĥ, f, the RK combination, pmax when
+//! needed). The right-hand side at an interval's end, evaluated for its CFL check, starts the
+//! next interval. Every value has the bits of the unfused form (tests below).
 
-use crate::boundary::Boundary;
+use crate::boundary::{fill_ghosted, Boundary, GHOSTS, REFLECT_OR_PERIODIC};
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
-use crate::sweep::{floors, substeps, Sweep, MAX_SUBSTEPS};
+use crate::simd;
+use crate::substeps::{floors, substeps, Marching, MAX_SUBSTEPS};
 use crate::weno::{derivatives_extended_into, Variant, Workspace, MIN_NODES};
 
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +52,7 @@ trait Combine: Fn(f64, f64, f64) -> f64 {}
 impl<C: Fn(f64, f64, f64) -> f64> Combine for C {}
 
 /// The right-hand side ∂s u = (σ²/2) u_xx − Ĥ(d⁻, d⁺) + f(θ) with its buffers, allocated once
-/// per sweep and reused by every stage: the state with its ghost nodes (`ue`, node i at
+/// per march and reused by every stage: the state with its ghost nodes (`ue`, node i at
 /// ue[i + 3], shared by the WENO stencils and the second difference) and d⁻, d⁺.
 struct Rhs {
     p: HjbParams,
@@ -96,37 +80,36 @@ impl Rhs {
     /// Evaluates the right-hand side L of `u` and sets out[i] = combine(out[i], u[i], L[i])
     /// (in one pass with the second difference, Ĥ and the interpolation of f); returns
     /// pmax = max |d±| of `u` when `PMAX` (NaN if any d± is NaN), else 0.
-    fn eval<const PMAX: bool>(&mut self, u: &[f64], f_hi: &[f64], f_lo: &[f64], theta: f64, out: &mut [f64], combine: impl Combine) -> f64 {
-        with_ghosts(u, self.p.bc, &mut self.ue);
-        derivatives_extended_into(&self.ue, self.p.dx, self.p.variant, self.p.eps, &mut self.dm, &mut self.dp, &mut self.ws);
-        let args = Finish { ue: &self.ue, dm: &self.dm, dp: &self.dp, f_hi, f_lo, theta, half_s2: self.half_s2, dx2: self.dx2 };
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::rng::has_avx512() {
-                // SAFETY: AVX-512F support was checked at run time just above.
-                return unsafe { finish_avx512::<PMAX>(&args, out, combine) };
-            }
-            if crate::rng::has_avx2() {
-                // SAFETY: AVX2 support was checked at run time just above.
-                return unsafe { finish_avx2::<PMAX>(&args, out, combine) };
-            }
-        }
-        finish_body::<PMAX>(&args, out, combine)
-    }
-}
-
-/// `ue` (length u.len() + 6) = u with three ghost nodes on each side, as weno's `ghost`:
-/// mirrored about the end nodes for "reflect", wrapped for "periodic".
-fn with_ghosts(u: &[f64], bc: Boundary, ue: &mut [f64]) {
-    let n = u.len();
-    ue[3..n + 3].copy_from_slice(u);
-    for k in 1..=3 {
-        let (lo, hi) = match bc {
-            Boundary::Periodic => (u[n - k], u[k - 1]),
-            _ => (u[k], u[n - 1 - k]),
+    fn eval<const PMAX: bool>(
+        &mut self,
+        u: &[f64],
+        f_hi: &[f64],
+        f_lo: &[f64],
+        theta: f64,
+        out: &mut [f64],
+        combine: impl Combine,
+    ) -> f64 {
+        fill_ghosted(u, -(GHOSTS as isize), self.p.bc, &mut self.ue);
+        derivatives_extended_into(
+            &self.ue,
+            self.p.dx,
+            self.p.variant,
+            self.p.eps,
+            &mut self.dm,
+            &mut self.dp,
+            &mut self.ws,
+        );
+        let args = Finish {
+            ue: &self.ue,
+            dm: &self.dm,
+            dp: &self.dp,
+            f_hi,
+            f_lo,
+            theta,
+            half_s2: self.half_s2,
+            dx2: self.dx2,
         };
-        ue[3 - k] = lo;
-        ue[n + 2 + k] = hi;
+        simd::dispatch(FinishPass::<_, PMAX> { args: &args, out, combine })
     }
 }
 
@@ -192,16 +175,19 @@ fn abs_max(dm: &[f64], dp: &[f64]) -> f64 {
     top.iter().fold(0.0, |m, &x| if x > m { x } else { m })
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn finish_avx2<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
-    finish_body::<PMAX>(a, out, combine)
+/// `finish_body` with its arguments, for `simd::dispatch`.
+struct FinishPass<'a, C, const PMAX: bool> {
+    args: &'a Finish<'a>,
+    out: &'a mut [f64],
+    combine: C,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn finish_avx512<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
-    finish_body::<PMAX>(a, out, combine)
+impl<C: Combine, const PMAX: bool> simd::Kernel for FinishPass<'_, C, PMAX> {
+    type Output = f64;
+    #[inline(always)]
+    fn run(self) -> f64 {
+        finish_body::<PMAX>(self.args, self.out, self.combine)
+    }
 }
 
 fn validate(f: &[f64], g: &[f64], nt: usize, p: &HjbParams) -> KernelResult<()> {
@@ -213,10 +199,7 @@ fn validate(f: &[f64], g: &[f64], nt: usize, p: &HjbParams) -> KernelResult<()> 
         return Err(KernelError(format!("nt must be >= 2, got {nt}")));
     }
     if f.len() != nt * nx {
-        return Err(KernelError(format!(
-            "f must have shape (nt, nx) = ({nt}, {nx}), got {} values",
-            f.len()
-        )));
+        return Err(KernelError(format!("f must have shape (nt, nx) = ({nt}, {nx}), got {} values", f.len())));
     }
     check_positive("dx", p.dx)?;
     check_non_negative("sigma", p.sigma)?;
@@ -225,9 +208,7 @@ fn validate(f: &[f64], g: &[f64], nt: usize, p: &HjbParams) -> KernelResult<()> 
     if !(p.cfl > 0.0 && p.cfl <= 1.0) {
         return Err(KernelError(format!("cfl must be in (0, 1], got {}", p.cfl)));
     }
-    if p.bc == Boundary::Open {
-        return Err(KernelError("bc must be one of 'reflect', 'periodic', got 'none'".into()));
-    }
+    p.bc.check(&REFLECT_OR_PERIODIC)?;
     check_finite("f", f)?;
     check_finite("g", g)
 }
@@ -309,14 +290,14 @@ pub fn hjb_backward(
     nt: usize,
     p: &HjbParams,
     min_substeps: Option<&[usize]>,
-) -> KernelResult<Sweep> {
+) -> KernelResult<Marching> {
     validate(f, g, nt, p)?;
     let floor = floors(min_substeps, nt - 1)?;
     let nx = g.len();
     let dt_out = p.horizon / (nt - 1) as f64;
     let rate_diffusion = p.sigma * p.sigma / (p.dx * p.dx);
     let step_limit = |pmax: f64| p.cfl / (pmax / p.dx + rate_diffusion);
-    let mut out = Sweep::new(nt, nx);
+    let mut out = Marching::new(nt, nx);
     out.row_mut(nt - 1, nx).copy_from_slice(g);
     let mut rhs = Rhs::new(nx, p);
     let mut b = Buffers { v: vec![0.0; nx], u1: vec![0.0; nx], u2: vec![0.0; nx], l_end: vec![0.0; nx] };
@@ -335,7 +316,16 @@ pub fn hjb_backward(
             return Ok(out);
         };
         pmax_start = loop {
-            match try_interval(&mut rhs, &mut b, &u, (&l_start, pmax_start), k, (f_hi, f_lo, f_next), dt_out, step_limit) {
+            match try_interval(
+                &mut rhs,
+                &mut b,
+                &u,
+                (&l_start, pmax_start),
+                k,
+                (f_hi, f_lo, f_next),
+                dt_out,
+                step_limit,
+            ) {
                 Ok(pmax_end) => break pmax_end,
                 // the slopes steepened beyond twice the limit: redo the interval with more steps
                 Err(allowed) => match more_substeps(k, dt_out / allowed) {
@@ -448,7 +438,7 @@ mod tests {
             let u = wiggly(n, 5);
             for bc in [Boundary::Reflect, Boundary::Periodic] {
                 let mut ue = vec![0.0; n + 6];
-                with_ghosts(&u, bc, &mut ue);
+                fill_ghosted(&u, -3, bc, &mut ue);
                 for variant in [Variant::Js, Variant::Z] {
                     for eps in [1e-6, 1e-30] {
                         let (rm, rp) = crate::weno::derivatives_unchecked(&u, 0.01, bc, variant, eps);
@@ -504,7 +494,8 @@ mod tests {
         let g: Vec<f64> = (0..nx).map(|i| (3.0 * i as f64 * p.dx).sin()).collect();
         let f = vec![0.0; nx * nt];
         let free = hjb_backward(&f, &g, nt, &p, None).unwrap();
-        let floor: Vec<usize> = free.substeps.iter().enumerate().map(|(j, k)| if j % 2 == 0 { k + 7 } else { 1 }).collect();
+        let floor: Vec<usize> =
+            free.substeps.iter().enumerate().map(|(j, k)| if j % 2 == 0 { k + 7 } else { 1 }).collect();
         let floored = hjb_backward(&f, &g, nt, &p, Some(&floor)).unwrap();
         for (j, (&k, &min)) in floored.substeps.iter().zip(&floor).enumerate() {
             assert!(k >= min);

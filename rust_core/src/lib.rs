@@ -1,83 +1,37 @@
-//! mfg_ensemble's Rust kernels. The numerical modules are pure functions over slices;
-//! this file holds only the PyO3 bindings (feature "python", on in maturin builds):
-//! convert, validate, release the GIL, call, and turn `KernelError` into `ValueError`.
+//! mfg_ensemble's Rust kernels. The numerical modules are pure functions over slices, one per
+//! NumPy reference module of mfg_ensemble/kernels/reference/ (same stems: weno, hjb, fv,
+//! particles, kde, rng, substeps), where each kernel's maths is written; `boundary`, `error`
+//! and `simd` are their shared plumbing. This file holds only the PyO3 bindings (feature
+//! "python", on in maturin builds): arguments converted by the `FromPyObject` types of
+//! `convert`, the GIL released, the kernel called, its `KernelError` raised as `ValueError`.
 
 pub mod boundary;
+#[cfg(feature = "python")]
+mod convert;
 pub mod error;
 pub mod fv;
 pub mod hjb;
 pub mod kde;
 pub mod particles;
 pub mod rng;
-pub mod sweep;
+pub mod simd;
+pub mod substeps;
 pub mod weno;
 
 #[cfg(feature = "python")]
 mod bindings {
-    use std::borrow::Cow;
-
-    use numpy::ndarray::Array2;
     use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
-    use pyo3::exceptions::{PyFloatingPointError, PyValueError};
     use pyo3::prelude::*;
 
     use crate::boundary::Boundary;
-    use crate::error::KernelError;
-    use crate::sweep::{self, Sweep};
-    use crate::{fv, hjb, kde, particles, rng, weno};
+    use crate::convert::{array2, march_to_py, slice, slice2, Bc, KdeBcs, MarchBcs, MarchOut, MinSubsteps, WenoBcs};
+    use crate::kde::{self as density, Method};
+    use crate::weno::Variant;
+    use crate::{fv, hjb, particles, rng, weno};
 
     type Array1Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
-    type SweepOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i64>>);
-    const SOLVER_BCS: [Boundary; 2] = [Boundary::Reflect, Boundary::Periodic];
 
-    fn to_py(e: KernelError) -> PyErr {
-        PyValueError::new_err(e.0)
-    }
-
-    /// A 2-D array's data (row-major) and its shape, copied only when not C-contiguous.
-    fn slice2<'a>(a: &'a PyReadonlyArray2<'_, f64>) -> (Cow<'a, [f64]>, usize, usize) {
-        let (rows, cols) = a.as_array().dim();
-        let data = match a.as_slice() {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => Cow::Owned(a.as_array().iter().copied().collect()),
-        };
-        (data, rows, cols)
-    }
-
-    /// (values (nt, nx), sub-steps per output interval (nt − 1,) as int64) of a sweep, or
-    /// FloatingPointError if it diverged.
-    fn sweep_to_py(py: Python<'_>, sweep: Sweep, nt: usize, nx: usize) -> PyResult<SweepOut<'_>> {
-        if let Some(reason) = sweep.diverged {
-            return Err(PyFloatingPointError::new_err(reason));
-        }
-        let values = Array2::from_shape_vec((nt, nx), sweep.values).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let counts: Vec<i64> = sweep.substeps.iter().map(|&k| k as i64).collect();
-        Ok((values.into_pyarray(py), counts.into_pyarray(py)))
-    }
-
-    /// The optional `min_substeps` argument as checked floors: a sequence of integers (a list or
-    /// an integer array), each in [1, MAX_SUBSTEPS]; anything else is a ValueError. The length is
-    /// checked by the kernel.
-    fn floor_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
-        let Some(value) = value.filter(|v| !v.is_none()) else {
-            return Ok(None);
-        };
-        let ints: Vec<i64> = value.extract().map_err(|_| {
-            PyValueError::new_err(format!(
-                "min_substeps must be None or a sequence of integers, got {}",
-                value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
-            ))
-        })?;
-        sweep::floors_from_i64(&ints).map(Some).map_err(to_py)
-    }
-
-    /// The array's data as a slice, copied only when it is not contiguous.
-    fn slice<'a>(a: &'a PyReadonlyArray1<'_, f64>) -> Cow<'a, [f64]> {
-        match a.as_slice() {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => Cow::Owned(a.as_array().to_vec()),
-        }
-    }
+    // The choice defaults are Rust values, so each signature's text is given as Python shows it.
 
     #[pyfunction]
     fn smoothness_indicators<'py>(
@@ -85,53 +39,55 @@ mod bindings {
         u: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let u = slice(&u);
-        let n = u.len();
-        let flat = py.detach(|| weno::smoothness_indicators(&u)).map_err(to_py)?;
-        let out = Array2::from_shape_vec((3, n - 4), flat).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(out.into_pyarray(py))
+        let betas = py.detach(|| weno::smoothness_indicators(&u))?;
+        array2(py, betas, 3, u.len() - 4)
     }
 
     #[pyfunction]
-    #[pyo3(signature = (u, dx, bc="periodic", variant="js", eps=1e-6))]
+    #[pyo3(
+        signature = (u, dx, bc=Bc::new(Boundary::Periodic), variant=Variant::Js, eps=1e-6),
+        text_signature = "(u, dx, bc=\"periodic\", variant=\"js\", eps=1e-6)"
+    )]
     fn weno5_derivatives<'py>(
         py: Python<'py>,
         u: PyReadonlyArray1<'py, f64>,
         dx: f64,
-        bc: &str,
-        variant: &str,
+        bc: Bc<WenoBcs>,
+        variant: Variant,
         eps: f64,
     ) -> PyResult<Array1Pair<'py>> {
-        let bc = Boundary::parse(bc, &[Boundary::Periodic, Boundary::Reflect]).map_err(to_py)?;
-        let variant = weno::Variant::parse(variant).map_err(to_py)?;
         let u = slice(&u);
-        let (dm, dp) = py
-            .detach(|| weno::weno5_derivatives(&u, dx, bc, variant, eps))
-            .map_err(to_py)?;
+        let (dm, dp) = py.detach(|| weno::weno5_derivatives(&u, dx, bc.0, variant, eps))?;
         Ok((dm.into_pyarray(py), dp.into_pyarray(py)))
     }
 
     #[pyfunction]
-    #[pyo3(name = "kde", signature = (particles, grid, bandwidth, method="exact", bc="reflect"))]
-    fn kde_density<'py>(
+    #[pyo3(
+        signature = (particles, grid, bandwidth, method=Method::Exact, bc=Bc::new(Boundary::Reflect)),
+        text_signature = "(particles, grid, bandwidth, method=\"exact\", bc=\"reflect\")"
+    )]
+    fn kde<'py>(
         py: Python<'py>,
         particles: PyReadonlyArray1<'py, f64>,
         grid: PyReadonlyArray1<'py, f64>,
         bandwidth: f64,
-        method: &str,
-        bc: &str,
+        method: Method,
+        bc: Bc<KdeBcs>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let bc = Boundary::parse(bc, &[Boundary::Reflect, Boundary::Open, Boundary::Periodic]).map_err(to_py)?;
-        let kernel = match kde::Method::parse(method).map_err(to_py)? {
-            kde::Method::Exact => kde::kde_exact,
-            kde::Method::Binned => kde::kde_binned,
+        let kernel = match method {
+            Method::Exact => density::kde_exact,
+            Method::Binned => density::kde_binned,
         };
         let (p, g) = (slice(&particles), slice(&grid));
-        let density = py.detach(|| kernel(&p, &g, bandwidth, bc)).map_err(to_py)?;
+        let density = py.detach(|| kernel(&p, &g, bandwidth, bc.0))?;
         Ok(density.into_pyarray(py))
     }
 
     #[pyfunction]
-    #[pyo3(signature = (x, drift, dt, sigma, *, lo, hi, seed, step, bc="reflect"))]
+    #[pyo3(
+        signature = (x, drift, dt, sigma, *, lo, hi, seed, step, bc=Bc::new(Boundary::Reflect)),
+        text_signature = "(x, drift, dt, sigma, *, lo, hi, seed, step, bc=\"reflect\")"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn evolve_particles<'py>(
         py: Python<'py>,
@@ -143,20 +99,20 @@ mod bindings {
         hi: f64,
         seed: u64,
         step: u64,
-        bc: &str,
+        bc: Bc<MarchBcs>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let bc = Boundary::parse(bc, &[Boundary::Reflect, Boundary::Periodic]).map_err(to_py)?;
-        let params = particles::Step { dt, sigma, lo, hi, seed, step, bc };
+        let params = particles::Step { dt, sigma, lo, hi, seed, step, bc: bc.0 };
         let (x, drift) = (slice(&x), slice(&drift));
-        let out = py
-            .detach(|| particles::evolve_particles(&x, &drift, &params))
-            .map_err(to_py)?;
+        let out = py.detach(|| particles::evolve_particles(&x, &drift, &params))?;
         Ok(out.into_pyarray(py))
     }
 
     /// u (nt, nx) of the HJB equation backward from g for the running cost f (nt, nx).
     #[pyfunction]
-    #[pyo3(signature = (f, g, *, dx, sigma, T, bc="reflect", variant="js", eps=1e-6, cfl=0.4, min_substeps=None))]
+    #[pyo3(
+        signature = (f, g, *, dx, sigma, T, bc=Bc::new(Boundary::Reflect), variant=Variant::Js, eps=1e-6, cfl=0.4, min_substeps=None),
+        text_signature = "(f, g, *, dx, sigma, T, bc=\"reflect\", variant=\"js\", eps=1e-6, cfl=0.4, min_substeps=None)"
+    )]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn hjb_backward<'py>(
         py: Python<'py>,
@@ -165,25 +121,26 @@ mod bindings {
         dx: f64,
         sigma: f64,
         T: f64,
-        bc: &str,
-        variant: &str,
+        bc: Bc<MarchBcs>,
+        variant: Variant,
         eps: f64,
         cfl: f64,
-        min_substeps: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<SweepOut<'py>> {
-        let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
-        let variant = weno::Variant::parse(variant).map_err(to_py)?;
-        let params = hjb::HjbParams { dx, sigma, horizon: T, bc, variant, eps, cfl };
+        min_substeps: Option<MinSubsteps>,
+    ) -> PyResult<MarchOut<'py>> {
+        let params = hjb::HjbParams { dx, sigma, horizon: T, bc: bc.0, variant, eps, cfl };
         let (f, nt, _) = slice2(&f);
         let g = slice(&g);
-        let floor = floor_arg(min_substeps.as_ref())?;
-        let sweep = py.detach(|| hjb::hjb_backward(&f, &g, nt, &params, floor.as_deref())).map_err(to_py)?;
-        sweep_to_py(py, sweep, nt, g.len())
+        let floor = min_substeps.map(|m| m.0);
+        let march = py.detach(|| hjb::hjb_backward(&f, &g, nt, &params, floor.as_deref()))?;
+        march_to_py(py, march, nt, g.len())
     }
 
-    /// m (nt, nx) of the finite-volume Fokker–Planck sweep from m0 with the drift −∂x u.
+    /// m (nt, nx) of the finite-volume Fokker–Planck march from m0 with the drift −∂x u.
     #[pyfunction]
-    #[pyo3(signature = (u, m0, *, dx, sigma, T, bc="reflect", cfl=0.9, min_substeps=None))]
+    #[pyo3(
+        signature = (u, m0, *, dx, sigma, T, bc=Bc::new(Boundary::Reflect), cfl=0.9, min_substeps=None),
+        text_signature = "(u, m0, *, dx, sigma, T, bc=\"reflect\", cfl=0.9, min_substeps=None)"
+    )]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn fv_forward<'py>(
         py: Python<'py>,
@@ -192,22 +149,25 @@ mod bindings {
         dx: f64,
         sigma: f64,
         T: f64,
-        bc: &str,
+        bc: Bc<MarchBcs>,
         cfl: f64,
-        min_substeps: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<SweepOut<'py>> {
-        let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
-        let params = fv::FvParams { dx, sigma, horizon: T, bc, cfl };
+        min_substeps: Option<MinSubsteps>,
+    ) -> PyResult<MarchOut<'py>> {
+        let params = fv::FvParams { dx, sigma, horizon: T, bc: bc.0, cfl };
         let (u, nt, _) = slice2(&u);
         let m0 = slice(&m0);
-        let floor = floor_arg(min_substeps.as_ref())?;
-        let sweep = py.detach(|| fv::fv_forward(&u, &m0, nt, &params, floor.as_deref())).map_err(to_py)?;
-        sweep_to_py(py, sweep, nt, m0.len())
+        let floor = min_substeps.map(|m| m.0);
+        let march = py.detach(|| fv::fv_forward(&u, &m0, nt, &params, floor.as_deref()))?;
+        march_to_py(py, march, nt, m0.len())
     }
 
     /// m (nt, nx): particles from x0 moved by −∂x u, density by KDE at every output time.
+    // `rule` stays a plain string: it is read (and checked) only when `bandwidth` is None.
     #[pyfunction]
-    #[pyo3(signature = (x0, u, grid, *, sigma, T, lo, hi, seed, bc="reflect", method="binned", bandwidth=None, rule="scott", min_substeps=None))]
+    #[pyo3(
+        signature = (x0, u, grid, *, sigma, T, lo, hi, seed, bc=Bc::new(Boundary::Reflect), method=Method::Binned, bandwidth=None, rule="scott", min_substeps=None),
+        text_signature = "(x0, u, grid, *, sigma, T, lo, hi, seed, bc=\"reflect\", method=\"binned\", bandwidth=None, rule=\"scott\", min_substeps=None)"
+    )]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn particles_forward<'py>(
         py: Python<'py>,
@@ -219,26 +179,22 @@ mod bindings {
         lo: f64,
         hi: f64,
         seed: u64,
-        bc: &str,
-        method: &str,
+        bc: Bc<MarchBcs>,
+        method: Method,
         bandwidth: Option<f64>,
         rule: &str,
-        min_substeps: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<SweepOut<'py>> {
-        let bc = Boundary::parse(bc, &SOLVER_BCS).map_err(to_py)?;
-        let method = kde::Method::parse(method).map_err(to_py)?;
+        min_substeps: Option<MinSubsteps>,
+    ) -> PyResult<MarchOut<'py>> {
         let bandwidth = match bandwidth {
-            Some(h) => kde::Bandwidth::Fixed(h),
-            None => kde::Bandwidth::parse(rule).map_err(to_py)?,
+            Some(h) => density::Bandwidth::Fixed(h),
+            None => density::Bandwidth::parse(rule)?,
         };
-        let params = particles::SweepParams { sigma, horizon: T, lo, hi, bc, seed, method, bandwidth };
+        let params = particles::ForwardParams { sigma, horizon: T, lo, hi, bc: bc.0, seed, method, bandwidth };
         let (u, nt, _) = slice2(&u);
         let (x0, grid) = (slice(&x0), slice(&grid));
-        let floor = floor_arg(min_substeps.as_ref())?;
-        let sweep = py
-            .detach(|| particles::forward_sweep(&x0, &u, &grid, nt, &params, floor.as_deref()))
-            .map_err(to_py)?;
-        sweep_to_py(py, sweep, nt, grid.len())
+        let floor = min_substeps.map(|m| m.0);
+        let march = py.detach(|| particles::particles_forward(&x0, &u, &grid, nt, &params, floor.as_deref()))?;
+        march_to_py(py, march, nt, grid.len())
     }
 
     /// Normals `start .. start + n` of the Philox sequence (seed, step, stream).
@@ -268,7 +224,7 @@ mod bindings {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add_function(wrap_pyfunction!(smoothness_indicators, m)?)?;
         m.add_function(wrap_pyfunction!(weno5_derivatives, m)?)?;
-        m.add_function(wrap_pyfunction!(kde_density, m)?)?;
+        m.add_function(wrap_pyfunction!(kde, m)?)?;
         m.add_function(wrap_pyfunction!(evolve_particles, m)?)?;
         m.add_function(wrap_pyfunction!(hjb_backward, m)?)?;
         m.add_function(wrap_pyfunction!(fv_forward, m)?)?;

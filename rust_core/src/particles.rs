@@ -1,26 +1,24 @@
-//! Euler–Maruyama for the particle Fokker–Planck equation.
+//! Euler–Maruyama particles for the Fokker–Planck equation: one step of dX = b dt + σ dW for
+//! every particle (`evolve_particles`), folded back into [lo, hi], and the forward march
+//! (`particles_forward`): drift −∂x u, CFL-limited sub-steps, the KDE at every output time.
 //!
-//! One step of dX = b dt + σ dW for every particle:
+//! The maths: see mfg_ensemble/kernels/reference/particles.py.
 //!
-//!   x' = x + b·dt + σ·√dt·ξ,   ξ ~ N(0, 1)
-//!
-//! with ξ for particle i at step `step` the normal number i of the Philox sequence
-//! (seed, step, STREAM_EM) of `rng` — a pure function of (seed, step, i), so the result does
-//! not depend on how Rayon splits the work. x' is then brought back into [lo, hi]:
-//! "reflect" folds it about the walls (as often as needed), "periodic" wraps it into [lo, hi).
-//!
-//! In the forward sweep, sub-step s of output interval j uses the Philox step
-//! `noise_step(j, s)` = (j << 32) | s = j·2³² + s: the noise of an interval depends only on its
-//! own index and sub-step, so a different sub-step count in one interval leaves the noise drawn
-//! in every other interval unchanged.
+//! Implementation: particles are moved in fixed chunks (`CHUNK`, in parallel), each chunk's
+//! normals made in one batch by `rng::fill_normals` from the particles' indices, so the result
+//! does not depend on how Rayon splits the work. The move and the fold are one branch-free,
+//! SIMD-dispatched loop (`step_body`) with the bits of `fold_into`.
 
 use rayon::prelude::*;
 
-use crate::boundary::Boundary;
-use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
+use crate::boundary::{Boundary, REFLECT_OR_PERIODIC};
+use crate::error::{
+    all_inside, check_finite, check_inside, check_non_negative, check_positive, KernelError, KernelResult,
+};
 use crate::kde::{kde, Bandwidth, Method};
-use crate::rng::{all_finite, fill_normals, STREAM_EM};
-use crate::sweep::{floors, substeps, Sweep};
+use crate::rng::{fill_normals, STREAM_EM};
+use crate::simd;
+use crate::substeps::{floors, substeps, Marching};
 
 /// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
 const CHUNK: usize = 8192;
@@ -72,9 +70,7 @@ impl Step {
                 self.lo, self.hi
             )));
         }
-        if self.bc == Boundary::Open {
-            return Err(KernelError("bc must be one of 'reflect', 'periodic', got 'none'".into()));
-        }
+        self.bc.check(&REFLECT_OR_PERIODIC)?;
         Ok(())
     }
 }
@@ -89,41 +85,12 @@ pub fn evolve_particles(x: &[f64], drift: &[f64], p: &Step) -> KernelResult<Vec<
             drift.len()
         )));
     }
-    if !all_finite(x) {
-        check_finite("x", x)?;
-    }
-    if !all_finite(drift) {
-        check_finite("drift", drift)?;
-    }
-    if !all_inside(x, p.lo, p.hi) {
-        check_inside("x", x, p.lo, p.hi)?;
-    }
+    check_finite("x", x)?;
+    check_finite("drift", drift)?;
+    check_inside("x", x, "[lo, hi]", p.lo, p.hi)?;
     let mut out = x.to_vec();
     advance_slice(&mut out, drift, p);
     Ok(out)
-}
-
-/// Whether lo ≤ x ≤ hi for every (finite) x: a branch-free min/max scan that vectorises
-/// (the message comes from `check_inside` when it fails).
-#[inline(always)]
-fn all_inside(x: &[f64], lo: f64, hi: f64) -> bool {
-    let (mut mn, mut mx) = ([lo; 8], [hi; 8]);
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..8 {
-            mn[j] = if c[j] < mn[j] { c[j] } else { mn[j] };
-            mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
-        }
-    }
-    rest.iter().all(|&v| v >= lo && v <= hi) && mn.iter().all(|&v| v >= lo) && mx.iter().all(|&v| v <= hi)
-}
-
-fn check_inside(name: &str, x: &[f64], lo: f64, hi: f64) -> KernelResult<()> {
-    match x.iter().position(|&v| v < lo || v > hi) {
-        None => Ok(()),
-        Some(i) => Err(KernelError(format!("{name} must lie in [lo, hi] = [{lo}, {hi}], {name}[{i}] = {}", x[i]))),
-    }
 }
 
 /// Move every particle in place by one step; `drift(i, x_i)` gives its drift.
@@ -153,7 +120,7 @@ fn advance_chunks(x: &mut [f64], p: &Step, fill_drift: impl Fn(usize, &[f64], &m
         let mut drift = [0.0; CHUNK];
         let drift = &mut drift[..chunk.len()];
         fill_drift(start, chunk, drift);
-        step_chunk(chunk, drift, noise, scale, p);
+        simd::dispatch(StepChunk { x: chunk, drift, noise, scale, p });
     });
 }
 
@@ -198,37 +165,26 @@ fn step_body(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) 
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn step_avx512(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
-    step_body(x, drift, noise, scale, p)
+/// The arguments of `step_body`, for `simd::dispatch`.
+struct StepChunk<'a> {
+    x: &'a mut [f64],
+    drift: &'a [f64],
+    noise: &'a [f64],
+    scale: f64,
+    p: &'a Step,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn step_avx2(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
-    step_body(x, drift, noise, scale, p)
-}
-
-/// `step_body` with the widest vectors the CPU has (the same arithmetic on every path).
-fn step_chunk(x: &mut [f64], drift: &[f64], noise: &[f64], scale: f64, p: &Step) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::rng::has_avx512() {
-            // SAFETY: AVX-512F support was checked at run time.
-            return unsafe { step_avx512(x, drift, noise, scale, p) };
-        }
-        if crate::rng::has_avx2() {
-            // SAFETY: AVX2 support was checked at run time.
-            return unsafe { step_avx2(x, drift, noise, scale, p) };
-        }
+impl simd::Kernel for StepChunk<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        step_body(self.x, self.drift, self.noise, self.scale, self.p)
     }
-    step_body(x, drift, noise, scale, p)
 }
 
-/// Parameters of the fused forward sweep that are not arrays.
+/// Parameters of the forward march `particles_forward` that are not arrays.
 #[derive(Debug, Clone, Copy)]
-pub struct SweepParams {
+pub struct ForwardParams {
     pub sigma: f64,
     pub horizon: f64,
     pub lo: f64,
@@ -264,30 +220,30 @@ pub fn interpolate(v: &[f64], lo: f64, dx: f64, x: f64, periodic: bool) -> f64 {
     (1.0 - f) * v[j] + f * v[(j + 1) % n]
 }
 
-/// The Philox step of sub-step `s` of output interval `j` in the forward sweep: (j << 32) | s.
+/// The Philox step of sub-step `s` of output interval `j` in the forward march: (j << 32) | s.
 /// Sub-step counts are at most `MAX_SUBSTEPS` < 2³², so distinct (j, s) never share a step.
 #[inline]
 pub fn noise_step(j: usize, s: usize) -> u64 {
     ((j as u64) << 32) | s as u64
 }
 
-/// The particle Fokker–Planck sweep: from the particles `x0` at t = 0, Euler–Maruyama steps
+/// The particle Fokker–Planck march: from the particles `x0` at t = 0, Euler–Maruyama steps
 /// with drift α = −∂x u (u of shape (nt, nx) on `grid`, linear in t between output times, ∂x u
 /// by `node_gradient`, linear in x between nodes), and the KDE of the particles at every output
 /// time. Output interval j (length Δt) takes k_j = max(min_substeps[j], ⌈Δt·G_j/dx⌉) ≥ 1 equal
 /// sub-steps Δt/k_j, G_j the max |∂x u| of the output rows at both ends of the interval (no
 /// particle drifts more than one cell per step); sub-step s of interval j draws its noise from
-/// Philox step `noise_step(j, s)` = (j << 32) | s, so the sweep is a pure function of
+/// Philox step `noise_step(j, s)` = (j << 32) | s, so the march is a pure function of
 /// (x0, u, seed, k) and changing k_j changes the noise of interval j only. The k_j taken are
 /// returned.
-pub fn forward_sweep(
+pub fn particles_forward(
     x0: &[f64],
     u: &[f64],
     grid: &[f64],
     nt: usize,
-    p: &SweepParams,
+    p: &ForwardParams,
     min_substeps: Option<&[usize]>,
-) -> KernelResult<Sweep> {
+) -> KernelResult<Marching> {
     let nx = grid.len();
     let kde_bc = if p.bc == Boundary::Periodic { Boundary::Periodic } else { Boundary::Reflect };
     let mut values = vec![f64::NAN; nt * nx];
@@ -295,17 +251,17 @@ pub fn forward_sweep(
         values[j * nx..(j + 1) * nx].copy_from_slice(&kde(x, grid, p.bandwidth, p.method, kde_bc)?);
         Ok(())
     })?;
-    Ok(Sweep { values, substeps, diverged })
+    Ok(Marching { values, substeps, diverged })
 }
 
-/// The particle motion of `forward_sweep`: `at_output(j, x)` gets the particles at every output
+/// The particle motion of `particles_forward`: `at_output(j, x)` gets the particles at every output
 /// time t_j reached (j = 0 for x0). Returns the sub-step counts and the divergence reason.
 fn drive(
     x0: &[f64],
     u: &[f64],
     grid: &[f64],
     nt: usize,
-    p: &SweepParams,
+    p: &ForwardParams,
     min_substeps: Option<&[usize]>,
     mut at_output: impl FnMut(usize, &[f64]) -> KernelResult<()>,
 ) -> KernelResult<(Vec<usize>, Option<String>)> {
@@ -324,7 +280,7 @@ fn drive(
     step.validate()?;
     check_finite("u", u)?;
     check_finite("x0", x0)?;
-    check_inside("x0", x0, p.lo, p.hi)?;
+    check_inside("x0", x0, "[lo, hi]", p.lo, p.hi)?;
     let floor = floors(min_substeps, nt - 1)?;
     let periodic = p.bc == Boundary::Periodic;
     let dx = (p.hi - p.lo) / if periodic { nx } else { nx - 1 } as f64;
@@ -389,8 +345,8 @@ mod tests {
         }
     }
 
-    fn sweep_params(bc: Boundary) -> SweepParams {
-        SweepParams {
+    fn forward_params(bc: Boundary) -> ForwardParams {
+        ForwardParams {
             sigma: 0.05,
             horizon: 1.0,
             lo: -1.0,
@@ -402,8 +358,15 @@ mod tests {
         }
     }
 
-    /// The particles at every output time of a sweep.
-    fn positions(x0: &[f64], u: &[f64], grid: &[f64], nt: usize, p: &SweepParams, floor: &[usize]) -> (Vec<Vec<f64>>, Vec<usize>) {
+    /// The particles at every output time of a march.
+    fn positions(
+        x0: &[f64],
+        u: &[f64],
+        grid: &[f64],
+        nt: usize,
+        p: &ForwardParams,
+        floor: &[usize],
+    ) -> (Vec<Vec<f64>>, Vec<usize>) {
         let mut rows = Vec::new();
         let (k, diverged) = drive(x0, u, grid, nt, p, Some(floor), |_, x| {
             rows.push(x.to_vec());
@@ -423,7 +386,7 @@ mod tests {
         let grid: Vec<f64> = (0..nx).map(|i| -1.0 + 0.1 * i as f64).collect();
         let u = vec![0.0; nt * nx];
         let x0: Vec<f64> = (0..1000).map(|i| -0.1 + 0.2 * i as f64 / 1000.0).collect();
-        let p = sweep_params(Boundary::Reflect);
+        let p = forward_params(Boundary::Reflect);
         let (one, k_one) = positions(&x0, &u, &grid, nt, &p, &[1, 1]);
         let (three, k_three) = positions(&x0, &u, &grid, nt, &p, &[3, 1]);
         assert_eq!((k_one, k_three), (vec![1, 1], vec![3, 1]));
@@ -445,18 +408,18 @@ mod tests {
     }
 
     #[test]
-    fn the_sweep_honours_the_floor_and_returns_the_densities() {
+    fn the_march_honours_the_floor_and_returns_the_densities() {
         let (nx, nt) = (21, 4);
         let grid: Vec<f64> = (0..nx).map(|i| -1.0 + 0.1 * i as f64).collect();
         let u: Vec<f64> = (0..nt * nx).map(|k| grid[k % nx].powi(2)).collect();
         let x0: Vec<f64> = (0..500).map(|i| -0.5 + i as f64 / 500.0).collect();
-        let p = sweep_params(Boundary::Reflect);
-        let free = forward_sweep(&x0, &u, &grid, nt, &p, None).unwrap();
+        let p = forward_params(Boundary::Reflect);
+        let free = particles_forward(&x0, &u, &grid, nt, &p, None).unwrap();
         let floor = [free.substeps[0] + 4, 1, 1];
-        let floored = forward_sweep(&x0, &u, &grid, nt, &p, Some(&floor)).unwrap();
+        let floored = particles_forward(&x0, &u, &grid, nt, &p, Some(&floor)).unwrap();
         assert_eq!(floored.substeps, vec![floor[0], free.substeps[1], free.substeps[2]]);
         assert!(floored.values.iter().all(|v| v.is_finite()));
-        assert!(forward_sweep(&x0, &u, &grid, nt, &p, Some(&[1, 1])).is_err());
+        assert!(particles_forward(&x0, &u, &grid, nt, &p, Some(&[1, 1])).is_err());
     }
 
     #[test]

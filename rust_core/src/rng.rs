@@ -1,17 +1,16 @@
-//! Counter-based random numbers: Philox4x64-10 (Salmon et al., SC'11, "Parallel random
-//! numbers: as easy as 1, 2, 3"), the generator behind `numpy.random.Philox`.
+//! Counter-based random numbers: Philox4x64-10 (the generator of `numpy.random.Philox`) and
+//! the Box–Muller transform, giving normal number i of a (seed, step, stream) sequence as a
+//! pure function of (seed, step, stream, i), whatever the thread count.
 //!
-//! A block of four 64-bit words is a pure function of a 256-bit counter and a 128-bit key,
-//! so any draw can be made by any thread in any order. mfg_ensemble lays its streams out as
+//! The maths: see mfg_ensemble/kernels/reference/rng.py.
 //!
-//!   key     = (seed, 0)
-//!   counter = (block, step, stream, 0)
-//!
-//! and turns the four words of one block into four standard normals with the Box–Muller
-//! transform: words (w0, w1) give (r cos θ, r sin θ) with u1 = ((w0 >> 11) + 1)·2⁻⁵³ ∈ (0, 1],
-//! u2 = (w1 >> 11)·2⁻⁵³ ∈ [0, 1), r = √(−2 ln u1), θ = 2π u2; words (w2, w3) likewise.
-//! Normal number `i` of a (seed, step, stream) sequence is therefore entry `i % 4` of block
-//! `i / 4`, whatever the thread count. `mfg_ensemble.rng` is the NumPy twin of this module.
+//! Implementation: the bulk path (`fill_normals`) makes the Philox words of a batch of blocks
+//! as scalar code (64×64-bit products), then runs Box–Muller over the batch as one vectorised
+//! loop (`simd::dispatch`). ln and sin/cos are written out (fdlibm's algorithms) so that this
+//! loop vectorises; single blocks (`normal_block`) use the very same functions, so a normal
+//! has the same bits whether it was made alone or in a batch.
+
+use crate::simd;
 
 const M0: u64 = 0xD2E7_470E_E14C_6C93;
 const M1: u64 = 0xCA5A_8263_9512_1157;
@@ -21,69 +20,6 @@ const TWO_POW_M53: f64 = 1.0 / 9_007_199_254_740_992.0;
 
 /// Stream tag of the Euler–Maruyama noise (counter word 2).
 pub const STREAM_EM: u64 = 0;
-
-/// Whether this CPU runs AVX2 (checked once, then cached by std). The kernels keep a plain
-/// x86-64 (SSE2) path and an AVX2 copy of their hot loops, chosen at run time; both do the
-/// same arithmetic in the same order (Rust never contracts into FMA), so the bits agree.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-}
-
-/// Whether this CPU runs AVX-512F (as `has_avx2`).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
-
-/// Whether every value is finite, branch-free per value so that it vectorises: x·0 is ±0
-/// unless x is NaN or ±inf, where it is NaN, and NaN survives the lane sums.
-#[inline(always)]
-pub(crate) fn finite_body(x: &[f64]) -> bool {
-    let mut acc = [0.0f64; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..8 {
-            acc[j] += c[j] * 0.0;
-        }
-    }
-    for (j, &r) in rest.iter().enumerate() {
-        acc[j] += r * 0.0;
-    }
-    acc.iter().all(|&a| a == 0.0)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn finite_avx512(x: &[f64]) -> bool {
-    finite_body(x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn finite_avx2(x: &[f64]) -> bool {
-    finite_body(x)
-}
-
-/// `finite_body` with the widest vectors the CPU has (a fast pre-check; callers run
-/// `error::check_finite` for the message only when it fails).
-pub(crate) fn all_finite(x: &[f64]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: AVX-512F support was checked at run time.
-            return unsafe { finite_avx512(x) };
-        }
-        if has_avx2() {
-            // SAFETY: AVX2 support was checked at run time.
-            return unsafe { finite_avx2(x) };
-        }
-    }
-    finite_body(x)
-}
 
 #[inline(always)]
 fn mulhilo(a: u64, b: u64) -> (u64, u64) {
@@ -135,6 +71,7 @@ fn angle_uniform(w: u64) -> f64 {
 
 /// ln x for a positive normal x (fdlibm's e_log.c, without its special cases).
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's constants, digit for digit (same f64 values)
 fn ln_poly(x: f64) -> f64 {
     const LN2_HI: f64 = 6.93147180369123816490e-01;
     const LN2_LO: f64 = 1.90821492927058770002e-10;
@@ -166,6 +103,7 @@ fn ln_poly(x: f64) -> f64 {
 /// (sin θ, cos θ) for 0 ≤ θ < 2π + π/4 (fdlibm's kernels after a two-part Cody–Waite
 /// reduction by π/2; the quadrant is chosen without branches).
 #[inline(always)]
+#[allow(clippy::excessive_precision, clippy::approx_constant)] // fdlibm's constants, digit for digit
 fn sincos_poly(theta: f64) -> (f64, f64) {
     const TWO_OVER_PI: f64 = 6.36619772367581382433e-01;
     const PIO2_1: f64 = 1.57079632673412561417e+00; // first 33 bits of π/2
@@ -231,32 +169,18 @@ fn box_muller_body(u1: &[f64], u2: &[f64], out: &mut [f64]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn box_muller_avx512(u1: &[f64], u2: &[f64], out: &mut [f64]) {
-    box_muller_body(u1, u2, out)
+struct BoxMuller<'a> {
+    u1: &'a [f64],
+    u2: &'a [f64],
+    out: &'a mut [f64],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn box_muller_avx2(u1: &[f64], u2: &[f64], out: &mut [f64]) {
-    box_muller_body(u1, u2, out)
-}
-
-/// `box_muller_body` with the widest vectors the CPU has (same arithmetic on every path).
-fn box_muller_slices(u1: &[f64], u2: &[f64], out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: AVX-512F support was checked at run time.
-            return unsafe { box_muller_avx512(u1, u2, out) };
-        }
-        if has_avx2() {
-            // SAFETY: AVX2 support was checked at run time.
-            return unsafe { box_muller_avx2(u1, u2, out) };
-        }
+impl simd::Kernel for BoxMuller<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        box_muller_body(self.u1, self.u2, self.out)
     }
-    box_muller_body(u1, u2, out)
 }
 
 /// Fill `out` (4·blocks values) with the normals of the consecutive blocks `first ..`:
@@ -275,7 +199,7 @@ fn fill_blocks(seed: u64, step: u64, stream: u64, first: u64, out: &mut [f64]) {
             u1[2 * j + 1] = c;
             u2[2 * j + 1] = d;
         }
-        box_muller_slices(&u1[..2 * blocks], &u2[..2 * blocks], chunk);
+        simd::dispatch(BoxMuller { u1: &u1[..2 * blocks], u2: &u2[..2 * blocks], out: chunk });
     }
 }
 

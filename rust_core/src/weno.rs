@@ -1,29 +1,28 @@
-//! WENO5 for Hamilton–Jacobi equations (Jiang & Peng, SIAM J. Sci. Comput. 21, 2000).
+//! WENO5 for Hamilton–Jacobi equations: the smoothness indicators of 5-point windows and the
+//! left- and right-biased derivatives d⁻, d⁺ at every node (Jiang–Shu "js" or WENO-Z "z"
+//! weights), with "periodic" or "reflect" ghost nodes.
 //!
-//! On a uniform grid with spacing dx, let vₖ = (u_{k+1} − u_k)/dx be the first divided
-//! differences. The left-biased approximation d⁻ of ∂u/∂x at node i uses
-//! (v1..v5) = (v_{i−3}, v_{i−2}, v_{i−1}, v_i, v_{i+1}); the right-biased d⁺ uses the mirror
-//! (v_{i+2}, v_{i+1}, v_i, v_{i−1}, v_{i−2}). With these, both are
+//! The maths: see mfg_ensemble/kernels/reference/weno.py.
 //!
-//!   φ1 = v1/3 − 7v2/6 + 11v3/6,  φ2 = −v2/6 + 5v3/6 + v4/3,  φ3 = v3/3 + 5v4/6 − v5/6
-//!   S1 = 13/12 (v1 − 2v2 + v3)² + 1/4 (v1 − 4v2 + 3v3)²
-//!   S2 = 13/12 (v2 − 2v3 + v4)² + 1/4 (v2 − v4)²
-//!   S3 = 13/12 (v3 − 2v4 + v5)² + 1/4 (3v3 − 4v4 + v5)²
-//!   d  = (α1 φ1 + α2 φ2 + α3 φ3)/(α1 + α2 + α3),  ideal weights (γ1, γ2, γ3) = (0.1, 0.6, 0.3)
-//!
-//! with αₖ = γₖ/(ε + Sₖ)² (Jiang–Shu, "js") or αₖ = γₖ (1 + (τ/(ε + Sₖ))²), τ = |S1 − S3|
-//! (WENO-Z of Borges et al., J. Comput. Phys. 227, 2008, with exponent 2), units of u/x.
-//! Ghost nodes: "periodic" wraps (node n is node 0); "reflect" mirrors about the end nodes,
-//! u_{−k} = u_k and u_{n−1+k} = u_{n−1−k}, so the slope at the walls is zero.
+//! Implementation: the derivatives run block by block (`BLOCK` nodes, the differences in
+//! per-task scratch buffers that stay in L1), each block one SIMD-dispatched loop
+//! (`simd::dispatch`) in a rearranged form of the reference algebra with one division per
+//! node (see `block_body`); a block whose result is not finite is redone in the reference
+//! form. Large grids run in parallel over fixed chunks; each node's result depends on its own
+//! stencil only, so the bits do not depend on the thread count. `derivatives_extended_into`
+//! serves the HJB march: it takes the state with its ghost nodes already filled and reuses
+//! the caller's buffers.
 
 use rayon::prelude::*;
 
-use crate::boundary::Boundary;
-use crate::error::{check_finite, check_positive, KernelError, KernelResult};
-use crate::rng::{all_finite, finite_body};
+use crate::boundary::{fill_ghosted, ghost, Boundary, GHOSTS};
+use crate::error::{check_finite, check_positive, finite_body, KernelError, KernelResult};
+use crate::simd;
 
 /// Fewest nodes the derivative kernel accepts (three ghost nodes are mirrored from the interior).
 pub const MIN_NODES: usize = 6;
+/// The boundary conditions of the derivatives, in the order the error message lists them.
+pub const BCS: [Boundary; 2] = [Boundary::Periodic, Boundary::Reflect];
 const CHUNK: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,21 +60,15 @@ fn window_betas(a: f64, b: f64, c: f64, d: f64, e: f64) -> [f64; 3] {
 /// β0, β1, β2 of every 5-point window of `u`, row-major with shape (3, n − 4).
 pub fn smoothness_indicators(u: &[f64]) -> KernelResult<Vec<f64>> {
     if u.len() < 5 {
-        return Err(KernelError(format!(
-            "u needs at least 5 points for a 5-point window, got {}",
-            u.len()
-        )));
+        return Err(KernelError(format!("u needs at least 5 points for a 5-point window, got {}", u.len())));
     }
     check_finite("u", u)?;
     let m = u.len() - 4;
     let mut out = vec![0.0; 3 * m];
     let (b0, rest) = out.split_at_mut(m);
     let (b1, b2) = rest.split_at_mut(m);
-    b0.par_chunks_mut(CHUNK)
-        .zip(b1.par_chunks_mut(CHUNK))
-        .zip(b2.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(c, ((o0, o1), o2))| {
+    b0.par_chunks_mut(CHUNK).zip(b1.par_chunks_mut(CHUNK)).zip(b2.par_chunks_mut(CHUNK)).enumerate().for_each(
+        |(c, ((o0, o1), o2))| {
             let start = c * CHUNK;
             for k in 0..o0.len() {
                 let w = &u[start + k..start + k + 5];
@@ -84,7 +77,8 @@ pub fn smoothness_indicators(u: &[f64]) -> KernelResult<Vec<f64>> {
                 o1[k] = x1;
                 o2[k] = x2;
             }
-        });
+        },
+    );
     Ok(out)
 }
 
@@ -110,25 +104,6 @@ fn weno_combine(v: [f64; 5], variant: Variant, eps: f64) -> f64 {
     (a1 * phi1 + a2 * phi2 + a3 * phi3) / (a1 + a2 + a3)
 }
 
-/// Node k of `u` extended by three ghost nodes on each side (−3 ≤ k < n + 3) for `bc`:
-/// "reflect" mirrors about the end nodes, anything else wraps.
-#[inline]
-fn ghost(u: &[f64], k: isize, bc: Boundary) -> f64 {
-    let n = u.len() as isize;
-    let j = if (0..n).contains(&k) {
-        k
-    } else if bc == Boundary::Reflect {
-        if k < 0 {
-            -k
-        } else {
-            2 * (n - 1) - k
-        }
-    } else {
-        k.rem_euclid(n)
-    };
-    u[j as usize]
-}
-
 /// Left- and right-biased HJ-WENO5 derivatives (d⁻, d⁺) of `u` at every node.
 pub fn weno5_derivatives(
     u: &[f64],
@@ -138,19 +113,12 @@ pub fn weno5_derivatives(
     eps: f64,
 ) -> KernelResult<(Vec<f64>, Vec<f64>)> {
     if u.len() < MIN_NODES {
-        return Err(KernelError(format!(
-            "u needs at least {MIN_NODES} points for the WENO5 stencil, got {}",
-            u.len()
-        )));
+        return Err(KernelError(format!("u needs at least {MIN_NODES} points for the WENO5 stencil, got {}", u.len())));
     }
     check_positive("dx", dx)?;
     check_positive("eps", eps)?;
-    if bc == Boundary::Open {
-        return Err(KernelError("bc must be one of 'periodic', 'reflect', got 'none'".into()));
-    }
-    if !all_finite(u) {
-        check_finite("u", u)?;
-    }
+    bc.check(&BCS)?;
+    check_finite("u", u)?;
     Ok(derivatives_unchecked(u, dx, bc, variant, eps))
 }
 
@@ -188,7 +156,7 @@ impl Scratch {
 /// d⁻ and d⁺ of the nodes `start .. start + dm.len()` (1 ≤ dm.len() ≤ BLOCK).
 ///
 /// Window w of the block is (a, b, c, d, e) = v[w .. w + 5] (v[t] = v_{start+t−3} of the
-/// module docs); d⁻ of node start + w uses window w, d⁺ of node start + w − 1 uses it reversed,
+/// reference); d⁻ of node start + w uses window w, d⁺ of node start + w − 1 uses it reversed,
 /// so both share the window's smoothness indicators (S1 and S3 swap roles). The same algebra
 /// as the reference, rearranged for fewer operations and one division per node:
 ///
@@ -202,19 +170,27 @@ impl Scratch {
 ///   divisions of d⁻ and d⁺ done as one reciprocal of the product of their weight sums.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block_body(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], sc: &mut Scratch) {
+fn block_body(
+    u: &[f64],
+    bc: Boundary,
+    inv_dx: f64,
+    start: usize,
+    variant: Variant,
+    eps: f64,
+    dm: &mut [f64],
+    dp: &mut [f64],
+    sc: &mut Scratch,
+) {
     let len = dm.len();
-    debug_assert!(len >= 1 && len <= BLOCK && dp.len() == len);
+    debug_assert!((1..=BLOCK).contains(&len) && dp.len() == len);
     let n = u.len();
     let Scratch { ue: ue_buf, v: v_buf, dv: dv_buf, sd: sd_buf, k2: k2_buf } = sc;
     // u_{start−3 .. start+len+3}
-    let ue: &[f64] = if start >= 3 && start + len + 3 <= n {
-        &u[start - 3..start + len + 3]
+    let ue: &[f64] = if start >= GHOSTS && start + len + GHOSTS <= n {
+        &u[start - GHOSTS..start + len + GHOSTS]
     } else {
-        let ue = &mut ue_buf[..len + 6];
-        for (t, e) in ue.iter_mut().enumerate() {
-            *e = ghost(u, start as isize + t as isize - 3, bc);
-        }
+        let ue = &mut ue_buf[..len + 2 * GHOSTS];
+        fill_ghosted(u, start as isize - GHOSTS as isize, bc, ue);
         ue
     };
     // v (len + 5), its differences dv (len + 4), second differences sd and 13/12·sd² (len + 3)
@@ -280,11 +256,8 @@ fn block_body(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Varia
         let prod = den_m * den_p;
         let r = 1.0 / prod;
         // an overflowed product (r = 0) is marked NaN; NaN and inf send the block to the fallback
-        let (xm, xp) = if prod <= f64::MAX {
-            (c + num_m * (den_p * r), c + num_p * (den_m * r))
-        } else {
-            (f64::NAN, f64::NAN)
-        };
+        let (xm, xp) =
+            if prod <= f64::MAX { (c + num_m * (den_p * r), c + num_p * (den_m * r)) } else { (f64::NAN, f64::NAN) };
         om[k] = xm;
         op[k] = xp;
     }
@@ -299,30 +272,41 @@ fn block_body(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Varia
     dp[len - 1] = weno_combine([v[len + 4], v[len + 3], v[len + 2], v[len + 1], v[len]], variant, eps);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn block_generic(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], sc: &mut Scratch) {
-    block_body(u, bc, inv_dx, start, variant, eps, dm, dp, sc)
+/// The arguments of `block_body`, for `simd::dispatch`.
+struct Block<'a> {
+    u: &'a [f64],
+    bc: Boundary,
+    inv_dx: f64,
+    start: usize,
+    variant: Variant,
+    eps: f64,
+    dm: &'a mut [f64],
+    dp: &'a mut [f64],
+    sc: &'a mut Scratch,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn block_avx2(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], sc: &mut Scratch) {
-    block_body(u, bc, inv_dx, start, variant, eps, dm, dp, sc)
+impl simd::Kernel for Block<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Block { u, bc, inv_dx, start, variant, eps, dm, dp, sc } = self;
+        block_body(u, bc, inv_dx, start, variant, eps, dm, dp, sc)
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+/// d⁻, d⁺ of nodes `start ..` (any length) block by block, each with the widest vector code
+/// the CPU supports (`simd::dispatch`: the same bits on every CPU).
 #[allow(clippy::too_many_arguments)]
-fn block_avx512(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], sc: &mut Scratch) {
-    block_body(u, bc, inv_dx, start, variant, eps, dm, dp, sc)
-}
-
-/// d⁻, d⁺ of nodes `start ..` (any length) block by block, with the widest vector code the
-/// CPU supports. The code paths differ only in vector width, never in arithmetic (Rust does
-/// not contract a·b + c into FMA), so every CPU gives the same bits.
-#[allow(clippy::too_many_arguments)]
-fn combine_range(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64]) {
+fn combine_range(
+    u: &[f64],
+    bc: Boundary,
+    inv_dx: f64,
+    start: usize,
+    variant: Variant,
+    eps: f64,
+    dm: &mut [f64],
+    dp: &mut [f64],
+) {
     if eps < EPS_MIN {
         for (k, (om, op)) in dm.iter_mut().zip(dp.iter_mut()).enumerate() {
             let w: [f64; 6] = std::array::from_fn(|t| {
@@ -335,25 +319,9 @@ fn combine_range(u: &[f64], bc: Boundary, inv_dx: f64, start: usize, variant: Va
         return;
     }
     let mut sc = Scratch::new();
-    #[cfg(target_arch = "x86_64")]
-    let wide = crate::rng::has_avx2();
-    #[cfg(target_arch = "x86_64")]
-    let wider = crate::rng::has_avx512();
-    for (b, (om, op)) in dm.chunks_mut(BLOCK).zip(dp.chunks_mut(BLOCK)).enumerate() {
-        let s = start + b * BLOCK;
-        #[cfg(target_arch = "x86_64")]
-        if wider {
-            // SAFETY: AVX-512F support was checked at run time just above.
-            unsafe { block_avx512(u, bc, inv_dx, s, variant, eps, om, op, &mut sc) };
-            continue;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: AVX2 support was checked at run time (has_avx2) just above.
-            unsafe { block_avx2(u, bc, inv_dx, s, variant, eps, om, op, &mut sc) };
-            continue;
-        }
-        block_generic(u, bc, inv_dx, s, variant, eps, om, op, &mut sc);
+    for (b, (dm, dp)) in dm.chunks_mut(BLOCK).zip(dp.chunks_mut(BLOCK)).enumerate() {
+        let start = start + b * BLOCK;
+        simd::dispatch(Block { u, bc, inv_dx, start, variant, eps, dm, dp, sc: &mut sc });
     }
 }
 
@@ -405,7 +373,16 @@ impl Default for Workspace {
 /// each side already in place (node i of u is ue[i + 3]): `combine_range` without the ghost
 /// lookups and with the caller's scratch.
 #[allow(clippy::too_many_arguments)]
-fn combine_extended(ue: &[f64], inv_dx: f64, start: usize, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], sc: &mut Scratch) {
+fn combine_extended(
+    ue: &[f64],
+    inv_dx: f64,
+    start: usize,
+    variant: Variant,
+    eps: f64,
+    dm: &mut [f64],
+    dp: &mut [f64],
+    sc: &mut Scratch,
+) {
     if eps < EPS_MIN {
         for (k, (om, op)) in dm.iter_mut().zip(dp.iter_mut()).enumerate() {
             let i = start + k;
@@ -415,47 +392,38 @@ fn combine_extended(ue: &[f64], inv_dx: f64, start: usize, variant: Variant, eps
         }
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    let wide = crate::rng::has_avx2();
-    #[cfg(target_arch = "x86_64")]
-    let wider = crate::rng::has_avx512();
     // every block lies inside ue with its three ghosts, so `bc` is never consulted
     let bc = Boundary::Periodic;
-    for (b, (om, op)) in dm.chunks_mut(BLOCK).zip(dp.chunks_mut(BLOCK)).enumerate() {
-        let s = 3 + start + b * BLOCK;
-        #[cfg(target_arch = "x86_64")]
-        if wider {
-            // SAFETY: AVX-512F support was checked at run time just above.
-            unsafe { block_avx512(ue, bc, inv_dx, s, variant, eps, om, op, sc) };
-            continue;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: AVX2 support was checked at run time (has_avx2) just above.
-            unsafe { block_avx2(ue, bc, inv_dx, s, variant, eps, om, op, sc) };
-            continue;
-        }
-        block_generic(ue, bc, inv_dx, s, variant, eps, om, op, sc);
+    for (b, (dm, dp)) in dm.chunks_mut(BLOCK).zip(dp.chunks_mut(BLOCK)).enumerate() {
+        let start = GHOSTS + start + b * BLOCK;
+        simd::dispatch(Block { u: ue, bc, inv_dx, start, variant, eps, dm, dp, sc: &mut *sc });
     }
 }
 
 /// `derivatives_unchecked` of u = ue[3 .. ue.len() − 3] written into `dm`, `dp` (length
 /// ue.len() − 6 ≥ MIN_NODES), for a caller that keeps u with its ghost nodes filled as the
-/// module docs say (reflect: ue[3 − k] = u_k, ue[n + 2 + k] = u_{n−1−k}; periodic: wrapped),
+/// reference says (`boundary::fill_ghosted` with first = −GHOSTS),
 /// e.g. because it needs them for its own stencils, and calls this once per time stage: no
 /// allocation on small grids (the buffers live in `ws`), the same bits as
 /// `derivatives_unchecked`, large grids in parallel over the same fixed chunks.
-pub fn derivatives_extended_into(ue: &[f64], dx: f64, variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64], ws: &mut Workspace) {
+pub fn derivatives_extended_into(
+    ue: &[f64],
+    dx: f64,
+    variant: Variant,
+    eps: f64,
+    dm: &mut [f64],
+    dp: &mut [f64],
+    ws: &mut Workspace,
+) {
     let n = ue.len().saturating_sub(6);
     assert!(n >= MIN_NODES && dm.len() == n && dp.len() == n, "derivatives_extended_into: lengths");
     let inv_dx = 1.0 / dx;
     if n < PARALLEL_MIN {
         combine_extended(ue, inv_dx, 0, variant, eps, dm, dp, &mut ws.sc);
     } else {
-        dm.par_chunks_mut(TASK)
-            .zip(dp.par_chunks_mut(TASK))
-            .enumerate()
-            .for_each(|(c, (dm, dp))| combine_extended(ue, inv_dx, c * TASK, variant, eps, dm, dp, &mut Scratch::new()));
+        dm.par_chunks_mut(TASK).zip(dp.par_chunks_mut(TASK)).enumerate().for_each(|(c, (dm, dp))| {
+            combine_extended(ue, inv_dx, c * TASK, variant, eps, dm, dp, &mut Scratch::new())
+        });
     }
 }
 

@@ -1,28 +1,27 @@
-//! What a whole-horizon time sweep (HJB backward, FP forward) returns, and how an output
-//! interval is cut into sub-steps.
+//! What a time march (HJB backward, FP forward by finite volumes or particles) returns,
+//! [`Marching`], and how an output interval is cut into sub-steps: the count k_j =
+//! max(min_substeps[j], k_cfl_j) and the checked floors `min_substeps`.
 //!
-//! Every sweep takes, in each output interval j of length Δt = T/(nt − 1), k_j equal sub-steps
-//! of length Δt/k_j (they add up to Δt), with k_j = max(min_substeps[j], k_cfl_j): a floor given
-//! by the caller and the count its stability limit asks for. The caller gets the k_j back, so a
-//! fixed-point iteration can pass them in again as floors and make the sweep a fixed map.
+//! The maths: see mfg_ensemble/kernels/reference/substeps.py.
 
 use std::fmt::Display;
 
 use crate::error::{KernelError, KernelResult};
 
-/// Values at the output times, row-major (nt, nx), the sub-steps taken in each of the nt − 1
-/// output intervals (0 for intervals not reached), and whether the solution blew up (then the
-/// rows not reached are NaN).
+/// A time march's result: the values at the output times, row-major (nt, nx), the sub-steps
+/// taken in each of the nt − 1 output intervals (0 for intervals not reached), and why the
+/// solution blew up, if it did (then the rows not reached are NaN). The PyO3 layer raises
+/// `mfg_ensemble.errors.Diverged` for the latter.
 #[derive(Debug, Clone)]
-pub struct Sweep {
+pub struct Marching {
     pub values: Vec<f64>,
     pub substeps: Vec<usize>,
     pub diverged: Option<String>,
 }
 
-impl Sweep {
-    pub fn new(nt: usize, nx: usize) -> Sweep {
-        Sweep { values: vec![f64::NAN; nt * nx], substeps: vec![0; nt.saturating_sub(1)], diverged: None }
+impl Marching {
+    pub fn new(nt: usize, nx: usize) -> Marching {
+        Marching { values: vec![f64::NAN; nt * nx], substeps: vec![0; nt.saturating_sub(1)], diverged: None }
     }
 
     pub fn row_mut(&mut self, j: usize, nx: usize) -> &mut [f64] {
@@ -30,7 +29,7 @@ impl Sweep {
     }
 }
 
-/// Most sub-steps one output interval may take before the sweep is declared diverged.
+/// Most sub-steps one output interval may take before the march is declared diverged.
 pub const MAX_SUBSTEPS_PER_INTERVAL: f64 = 1e6;
 /// The same bound as an integer: the largest accepted `min_substeps` value.
 pub const MAX_SUBSTEPS: usize = 1_000_000;
@@ -49,12 +48,10 @@ pub fn substeps(dt_out: f64, dt_max: f64, min_k: usize) -> Option<(usize, f64)> 
 }
 
 fn out_of_range(i: usize, value: impl Display) -> KernelError {
-    KernelError(format!(
-        "min_substeps must be integers in [1, {MAX_SUBSTEPS}], min_substeps[{i}] = {value}"
-    ))
+    KernelError(format!("min_substeps must be integers in [1, {MAX_SUBSTEPS}], min_substeps[{i}] = {value}"))
 }
 
-/// The per-interval floors of a sweep over `intervals` output intervals: `min_substeps` checked
+/// The per-interval floors of a march over `intervals` output intervals: `min_substeps` checked
 /// (one value per interval, each in [1, MAX_SUBSTEPS]), or all ones when it is `None`.
 pub fn floors(min_substeps: Option<&[usize]>, intervals: usize) -> KernelResult<Vec<usize>> {
     let Some(values) = min_substeps else {
