@@ -26,7 +26,7 @@ from rich.table import Table
 from mfg_ensemble import schema
 from mfg_ensemble.ensemble.monitor import Progress as RunProgress
 from mfg_ensemble.ensemble.runner import run_sweep
-from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.ensemble.store import SweepStore, default_path
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import ConfigError, StoreMismatch
 
@@ -68,16 +68,19 @@ def main() -> None:
     "--workers", type=click.IntRange(min=1), default=None, help="LocalCluster worker processes (default: one per core)."
 )
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace a store made from another sweep.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a store made from another sweep (only ever an mfg_ensemble store)."
+)
 def run(
     config: str, store: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int, overwrite: bool
 ) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
     try:
-        path = SweepStore.for_sweep(sweep, store).path
+        target = SweepStore.for_sweep(sweep, store)  # absolute: what the workers open
     except ConfigError as exc:
         _fail(exc)
+    path = Path(store) if store else default_path(sweep)  # as the user wrote it, for the messages
     console.print(
         f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True
     )
@@ -116,7 +119,7 @@ def run(
     try:
         ds = run_sweep(
             sweep,
-            path,
+            target.path,
             client=scheduler,
             overwrite=overwrite,
             n_workers=workers,

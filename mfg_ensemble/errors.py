@@ -2,7 +2,8 @@
 
 * :class:`ConfigError` — a sweep or problem that cannot run: names the file, the field and
   what is allowed there (the CLI prints it and exits with status 2).
-* :class:`StoreMismatch` — the store at a path is not this sweep's (or not a store at all).
+* :class:`StoreMismatch` — the store at a path is not this sweep's (or not a store at all), or
+  may not be overwritten; :class:`StoreLocked` — another run is writing it.
 * :class:`Diverged` — a time march blew up (non-finite values, or a CFL sub-step that
   collapsed). The Rust extension raises this very class (``import_exception!``), the NumPy
   reference too; it is a ``FloatingPointError``, so older ``except FloatingPointError`` works.
@@ -25,6 +26,10 @@ class ConfigError(ValueError):
 
 class StoreMismatch(ValueError):
     """The store at a path was made from a different sweep, or is not an mfg_ensemble store."""
+
+
+class StoreLocked(StoreMismatch):
+    """Another run holds the store's lock (the message names its host and pid)."""
 
 
 class Diverged(FloatingPointError):

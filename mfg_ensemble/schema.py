@@ -75,6 +75,8 @@ MEMBERS = "mfg_ensemble.members"
 AXES = "mfg_ensemble.axes"
 LOG_GROUP = "members"
 """The group whose subgroups ``members/<index>`` hold each member's log in their attrs."""
+RESERVED = frozenset({*COORDS, *FIELDS, *HISTORY, *MEMBER, T_INDEX, X_INDEX, LOG_GROUP})
+"""Names a sweep's axes may not take: the store's own variables, dims and groups."""
 
 
 def attrs(name: str) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
     """A LocalCluster of ``n_workers`` processes (default: one per core) sized as above."""
     n = n_workers or max(1, usable_cores() // threads_per_worker)
     env = {**worker_env(n), **kwargs.pop("env", {})}
-    kwargs.setdefault("dashboard_address", ":8787")
+    kwargs.setdefault("dashboard_address", "127.0.0.1:8787")  # this machine only (tunnel it to share)
     return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
 
 

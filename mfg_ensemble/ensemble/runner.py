@@ -33,6 +33,7 @@ from mfg_ensemble.ensemble.cluster import connect, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
 from mfg_ensemble.ensemble.store import SweepStore
 from mfg_ensemble.ensemble.sweep import Sweep
+from mfg_ensemble.errors import StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions, solve
 from mfg_ensemble.schema import PENDING
@@ -142,34 +143,60 @@ def run_sweep(
     after each finished member, ``on_event(progress, event)`` for each Picard iteration of a
     member in flight; ``monitor`` (a :class:`SweepMonitor`) subscribes to all three.
     """
+    _check_arguments(
+        retries=retries, max_in_flight=max_in_flight, n_workers=n_workers, threads_per_worker=threads_per_worker
+    )
     if not isinstance(sweep, Sweep):
         sweep = Sweep.from_file(sweep)
     target = SweepStore.for_sweep(sweep, store).prepare(sweep, resume=resume, overwrite=overwrite)
-    tasks = _tasks(sweep, target)
-    progress = Progress(total=len(sweep), skipped=len(sweep) - len(tasks))
-    if not tasks:
-        return target.open()
     if monitor is not None:
         on_start, on_progress, on_event = monitor.on_start, monitor.on_progress, monitor.on_event
-    with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
-        target.update_attrs(thread_settings(c))
-        if on_start is not None:
-            on_start(c, progress)
+    with target.lock():
+        tasks = _tasks(sweep, target)
+        progress = Progress(total=len(sweep), skipped=len(sweep) - len(tasks))
+        if not tasks:
+            return target.open()
+        with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
+            _check_reachable(c, target)
+            target.update_attrs(thread_settings(c))
+            if on_start is not None:
+                on_start(c, progress)
 
-        def handle(event: tuple[float, dict[str, Any]]) -> None:
-            msg = event[1]
-            if msg.get("index") in progress.members:
-                progress.members[msg["index"]] = msg
-                if on_event is not None:
-                    on_event(progress, msg)
+            def handle(event: tuple[float, dict[str, Any]]) -> None:
+                msg = event[1]
+                if msg.get("index") in progress.members:
+                    progress.members[msg["index"]] = msg
+                    if on_event is not None:
+                        on_event(progress, msg)
 
-        c.subscribe_topic(TOPIC, handle)
-        try:
-            with span(f"mfg-sweep-{sweep.name or 'sweep'}"):
-                _submit_all(c, tasks, progress, retries, max_in_flight, on_progress)
-        finally:
-            c.unsubscribe_topic(TOPIC)
+            c.subscribe_topic(TOPIC, handle)
+            try:
+                with span(f"mfg-sweep-{sweep.name or 'sweep'}"):
+                    _submit_all(c, tasks, progress, retries, max_in_flight, on_progress)
+            finally:
+                c.unsubscribe_topic(TOPIC)
     return target.open()
+
+
+def _check_arguments(**values: int | None) -> None:
+    """``ValueError`` for a count that makes no sense (None means the default)."""
+    least = {"retries": 0}
+    for name, value in values.items():
+        low = least.get(name, 1)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{name} must be None or an integer >= {low}, got {value!r}")
+
+
+def _check_reachable(client: Client, store: SweepStore) -> None:
+    """``StoreMismatch`` before any compute if a worker cannot see the store (a cluster whose
+    workers run on other machines needs the store on storage they share)."""
+    seen = client.run(os.path.isdir, str(store.path))
+    blind = sorted(worker for worker, ok in seen.items() if not ok)
+    if blind:
+        raise StoreMismatch(
+            f"the store {store.path} is not reachable from {len(blind)} of {len(seen)} worker(s) "
+            f"(e.g. {blind[0]}): put it on a file system every worker mounts at the same path"
+        )
 
 
 def _submit_all(

@@ -22,14 +22,25 @@ Invariants:
   then its log group, then ``status`` last. A chunk's existence is no marker — Zarr v3 skips
   chunks that equal the fill value;
 * **the metadata never changes after creation** (only chunks and run attrs are written), so
-  it is consolidated once and ``xr.open_zarr`` opens the store at once.
+  it is consolidated once and ``xr.open_zarr`` opens the store at once;
+* **a store is whole or absent**: it is built in a hidden folder beside the target and renamed
+  into place, so a run killed while creating it leaves no half store under the final name;
+* **one run at a time**: a run holds ``<store>/.lock`` (its host and pid); a second run is
+  refused naming the holder, and a lock whose process is gone (same host) is taken over;
+* **``overwrite`` deletes only a store**: a folder that carries this package's fingerprint
+  and holds nothing but the store's own entries, never the working folder or a parent of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import socket
+import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +51,12 @@ import zarr
 
 from mfg_ensemble import schema
 from mfg_ensemble.ensemble.sweep import Sweep
-from mfg_ensemble.errors import ConfigError, StoreMismatch
+from mfg_ensemble.errors import ConfigError, StoreLocked, StoreMismatch
 from mfg_ensemble.schema import DONE, FAILED, PENDING
 
 _ZARR = dict(consolidated=False, zarr_format=3)
+LOCK = ".lock"
+"""The file a run holds in the store while it writes (JSON: host, pid)."""
 PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
 
 
@@ -185,9 +198,12 @@ class SweepStore:
     def for_sweep(cls, sweep: Sweep, path: str | Path | None = None) -> SweepStore:
         """The store of ``sweep`` at ``path`` (default: :func:`default_path`); ``ConfigError``
         when the path cannot be a store (an existing file, a missing parent folder)."""
-        path = Path(path) if path is not None else default_path(sweep)
+        given = Path(path) if path is not None else default_path(sweep)
+        path = given.absolute()  # the workers may have another working folder
         if path.exists() and not path.is_dir():
-            raise ConfigError(sweep.source, [("store", f"{path} exists and is a file, not a Zarr store (a directory)")])
+            raise ConfigError(
+                sweep.source, [("store", f"{given} exists and is a file, not a Zarr store (a directory)")]
+            )
         parent = path.absolute().parent
         if not parent.is_dir():
             raise ConfigError(sweep.source, [("store", f"the folder {parent} does not exist")])
@@ -210,29 +226,92 @@ class SweepStore:
     # -- creation ---------------------------------------------------------------------------
     def prepare(self, sweep: Sweep, *, resume: bool = True, overwrite: bool = False) -> SweepStore:
         """Make the store ready for ``sweep``: create it, or check that the existing one is the
-        same sweep's (``StoreMismatch`` otherwise, unless ``overwrite``)."""
+        same sweep's (``StoreMismatch`` otherwise, unless ``overwrite`` — which removes only a
+        folder that :meth:`check_removable` accepts)."""
         path = self.path
         if path.exists() and overwrite:
+            self.check_removable()
             shutil.rmtree(path)
         if path.exists() and any(path.iterdir()):
-            found = self.attrs()[schema.FINGERPRINT]
-            if found != sweep.fingerprint:
-                raise StoreMismatch(
-                    f"{path} holds a different sweep (fingerprint {str(found)[:12]}…, this sweep's is "
-                    f"{sweep.fingerprint[:12]}…): choose another store or overwrite it (--overwrite)"
-                )
+            self.check_matches(sweep)
             if not resume:
                 raise StoreMismatch(f"{path} exists; resume=True continues it, overwrite=True starts again")
             return self
         self._create(sweep)
         return self
 
+    def check_matches(self, sweep: Sweep) -> None:
+        """``StoreMismatch`` unless this store was made from ``sweep``, with its axes in order."""
+        attrs = self.attrs()
+        found = attrs[schema.FINGERPRINT]
+        same = found == sweep.fingerprint or (
+            found == sweep.fingerprint_0_1 and list(attrs.get(schema.AXES, [])) == [a.name for a in sweep.axes]
+        )
+        if not same:
+            raise StoreMismatch(
+                f"{self.path} holds a different sweep (fingerprint {str(found)[:12]}…, this sweep's is "
+                f"{sweep.fingerprint[:12]}…; a change of the axes' order counts): choose another store "
+                "or overwrite it (--overwrite)"
+            )
+
+    def check_removable(self) -> None:
+        """``StoreMismatch`` (saying why) unless the folder may be deleted: an mfg_ensemble store
+        (its fingerprint attr) holding only the store's own entries, and neither the working
+        folder nor one of its parents."""
+        path, cwd = self.path.resolve(), Path.cwd().resolve()
+        if path == cwd or path in cwd.parents:
+            raise StoreMismatch(f"refusing to overwrite {self.path}: it is the working folder or one of its parents")
+        if not path.is_dir():
+            raise StoreMismatch(f"refusing to overwrite {self.path}: not a folder")
+        self.attrs()  # StoreMismatch if it is not an mfg_ensemble store
+        own = {"zarr.json", schema.LOG_GROUP, LOCK, *zarr.open_group(str(path), mode="r").array_keys()}
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in own)
+        if foreign:
+            shown = ", ".join(foreign[:5])
+            raise StoreMismatch(
+                f"refusing to overwrite {self.path}: it holds entries that are not the store's ({shown})"
+            )
+
     def _create(self, sweep: Sweep) -> None:
-        """Write the template of ``sweep`` (metadata, coordinates, status = pending)."""
-        ds, encoding = template(sweep, self.layout)
-        ds.to_zarr(self.path, mode="w-", compute=False, encoding=encoding, **_ZARR)
-        zarr.open_group(str(self.path), path=schema.LOG_GROUP, mode="a", zarr_format=3)
-        _consolidate(self.path)
+        """Write the template of ``sweep`` (metadata, coordinates, status = pending) in a hidden
+        folder beside the target, then rename it into place: whole or absent."""
+        building = self.path.with_name(f".{self.path.name}.creating-{uuid.uuid4().hex[:8]}")
+        try:
+            ds, encoding = template(sweep, self.layout)
+            ds.to_zarr(building, mode="w-", compute=False, encoding=encoding, **_ZARR)
+            zarr.open_group(str(building), path=schema.LOG_GROUP, mode="a", zarr_format=3)
+            _consolidate(building)
+            os.replace(building, self.path)  # atomic; replaces an empty folder, fails on a full one
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store's lock while the block runs; ``StoreLocked`` naming the holder if
+        another live run has it. A lock left by a process that no longer runs on this host is
+        taken over."""
+        lock = self.path / LOCK
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(lock)
+                if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+                    lock.unlink(missing_ok=True)  # stale: its run was killed
+                    continue
+                raise StoreLocked(
+                    f"{self.path} is in use by another run (host {holder.get('host')}, pid {holder.get('pid')}); "
+                    f"wait for it, or remove {lock} if that run is gone"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            break
+        try:
+            yield
+        finally:
+            if _read_lock(lock) == me:
+                lock.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:
@@ -322,3 +401,23 @@ class SweepStore:
 def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
     """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
     return SweepStore(store).open(**kwargs)
+
+
+def _read_lock(lock: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(lock.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import tomllib
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mfg_ensemble import schema
 from mfg_ensemble.errors import ConfigError
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions
@@ -51,6 +53,8 @@ PROBLEM_FIELDS = tuple(Problem.model_fields)
 GRID_FIELDS = ("lo", "hi", "T", "nx", "nt", "bc")
 """Problem fields that change the (t, x) grid of a member."""
 MAX_MEMBERS = 1_000_000
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+"""A sweep's or an axis's name (it names the store's folder and a dimension)."""
 
 
 def _families(model: type[BaseModel] | None, field: Any) -> dict[str, type[BaseModel]]:
@@ -239,6 +243,8 @@ class Sweep:
     ) -> None:
         self.source = source
         self.name = name
+        if name is not None:
+            self._check_name("name", name)
         self._problem_obj = problem if isinstance(problem, Problem) else None
         self.problem_table: dict[str, Any] = (
             dict(problem) if isinstance(problem, Problem) else copy.deepcopy(dict(problem or {}))
@@ -269,10 +275,12 @@ class Sweep:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
         try:
-            schema = _FileSchema.model_validate(data)
+            doc = _FileSchema.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(source, _pydantic_problems("", exc, _FileSchema)) from None
-        return cls(schema.problem, schema.solver, schema.sweep, name=schema.name or path.stem, source=source, text=text)
+        sweep = cls(doc.problem, doc.solver, doc.sweep, name=doc.name, source=source, text=text)
+        sweep.name = doc.name or path.stem  # a file's own name is no path; a given name is checked
+        return sweep
 
     def _error(self, field: str, message: str) -> ConfigError:
         return ConfigError(self.source, [(field, message)])
@@ -301,12 +309,27 @@ class Sweep:
             axes.append(self._plain_axis(key, spec, claim))
         names = [a.name for a in axes]
         for name in names:
-            if names.count(name) > 1 or name in ("t", "x", "iteration"):
-                raise self._error(f"sweep.{name}", "axis names must be unique and not t, x or iteration")
+            self._check_name(f"sweep.{name}", name)
+            if names.count(name) > 1:
+                raise self._error(f"sweep.{name}", "axis names must be unique")
         total = math.prod(len(a) for a in axes)
         if total > MAX_MEMBERS:
             raise self._error("sweep", f"{total} members is more than the {MAX_MEMBERS} allowed")
         return tuple(axes)
+
+    def _check_name(self, where: str, name: str) -> None:
+        """``ConfigError`` unless ``name`` can name a store file and a store dimension: letters,
+        digits and ``_ . + -`` (no ``/``, no ``..``), at most 64 characters, and not a name the
+        store itself uses (``u``, ``m``, ``status``, ``members``, ``t_index``, ...)."""
+        if not NAME.fullmatch(name) or ".." in name:
+            raise self._error(
+                where,
+                f"{name!r} is not a valid name: use 1 to 64 letters, digits and _ . + - "
+                "(starting with a letter or digit; no '/', no '..')",
+            )
+        if name in schema.RESERVED:
+            reserved = ", ".join(sorted(schema.RESERVED))
+            raise self._error(where, f"{name!r} is a name of the store itself; these are taken: {reserved}")
 
     def _check_path(self, field: str, where: str) -> None:
         """``ConfigError`` unless ``field`` is a solver option, a problem field or a field of one
@@ -462,8 +485,9 @@ class Sweep:
     def varies_grid(self) -> bool:
         return any(f.split(".")[0] in GRID_FIELDS for a in self.axes for f in a.fields)
 
-    def canonical_json(self) -> str:
-        """The sweep as canonical JSON: what the fingerprint hashes."""
+    def canonical_json(self, layout: bool = True) -> str:
+        """The sweep as canonical JSON: what the fingerprint hashes. ``layout``: with the axes in
+        their order (which fixes every member's flat index); 0.1 hashed the sweep without it."""
         try:  # the validated base, defaults filled in: `sigma = 0.2` equals leaving the default
             problem: Any = json.loads(self._base.model_dump_json())
         except ValueError:  # a Python callable in a family
@@ -471,13 +495,22 @@ class Sweep:
         # the solver table as written over the defaults (not the coerced model: `damping = 1`
         # hashed as 1, as before SolverOptions was a pydantic model, so older stores resume)
         solver = {**SolverOptions().model_dump(), **self.solver_table}
-        doc = {"problem": problem, "solver": solver, "sweep": self.axes_table}
+        doc: dict[str, Any] = {"problem": problem, "solver": solver, "sweep": self.axes_table}
+        if layout:
+            doc["layout"] = [[a.name, list(a.fields)] for a in self.axes]
         return json.dumps(doc, sort_keys=True, default=repr)
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 of :meth:`canonical_json`: equal for equal sweeps, whatever the file's layout."""
+        """SHA-256 of :meth:`canonical_json`: equal for equal sweeps, whatever the file's
+        formatting; two sweeps whose axes come in another order differ."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def fingerprint_0_1(self) -> str:
+        """The fingerprint mfg_ensemble 0.1 wrote (blind to the order of the axes): a 0.1 store
+        is this sweep's if it matches and the store's axes are this sweep's, in order."""
+        return hashlib.sha256(self.canonical_json(layout=False).encode()).hexdigest()
 
     def describe(self, limit: int | None = 20) -> str:
         """A dry-run listing: the axes and the first ``limit`` members."""

@@ -244,7 +244,7 @@ MALFORMED = [
     (
         "axis named x",
         BASE + '[sweep]\nx = { field = "sigma", values = [0.1] }\n',
-        r"sweep\.x: axis names must be unique and not t, x or iteration",
+        r"sweep\.x: 'x' is a name of the store itself; these are taken: .*iteration",
     ),
     # nothing is evaluated
     (

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+import mfg_ensemble
 from mfg_ensemble.kernels import backend_info, kde
 
 from conftest import run_json
@@ -18,7 +19,7 @@ def test_backend_info_reports_rust_and_rayon_threads() -> None:
     info = backend_info()
     assert info["backend"] == "rust"
     assert info["extension_available"] is True
-    assert info["extension_version"] == "0.1.0"
+    assert info["extension_version"] == mfg_ensemble.__version__  # one version: rust_core/Cargo.toml
     assert isinstance(info["rayon_threads"], int) and info["rayon_threads"] >= 1
 
 
