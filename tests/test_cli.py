@@ -214,47 +214,59 @@ def test_run_of_another_sweep_on_the_store_needs_overwrite(
     assert "from other.toml" in info.stdout
 
 
+def _set_paused(dask_worker, paused: bool) -> None:
+    from distributed.core import Status
+
+    dask_worker.status = Status.paused if paused else Status.running
+
+
+def _solves_known(dask_scheduler) -> int:
+    return sum(str(key).startswith("mfg-solve-") for key in dask_scheduler.tasks)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
-    """SIGINT part-way: exit 130, a consistent store (every member done or still pending);
-    the same command then runs only what is missing and the store equals an uninterrupted run."""
+    """SIGINT mid-run: exit 130, the short message, a consistent store; the same command then
+    resumes and the store equals an uninterrupted run's. No race: the run goes to the test's
+    cluster, whose workers are paused, and the SIGINT is sent once the scheduler holds every
+    member's task, so no member can finish first."""
     import os
     import signal
     import time
 
     import numpy as np
     import xarray as xr
+    from distributed import Client
 
+    from mfg_ensemble.ensemble.cluster import local_cluster
     from mfg_ensemble.ensemble.store import SweepStore
-    from mfg_ensemble.schema import DONE, PENDING
+    from mfg_ensemble.schema import PENDING
 
-    sweep = (
-        TINY.replace("nx = 31", "nx = 151")
-        .replace("nt = 11", "nt = 41")
-        .replace("sigma = [0.1, 0.2]", "sigma = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]")
-    )
-    (tmp_path / "tiny.toml").write_text(sweep)
-    args = [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--workers", "2"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    store = tmp_path / "tiny.zarr"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if (store / "status").exists() and (SweepStore(store).status() == DONE).sum() >= 2:
-            break
-    os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err)
-    assert "interrupted" in err and "Traceback" not in err, err
-    status = SweepStore(store).status()
-    assert set(np.unique(status)) <= {PENDING, DONE} and (status == PENDING).any(), status
+    (tmp_path / "tiny.toml").write_text(TINY)
+    # memory_limit=0: no memory monitor, which would un-pause the workers
+    with local_cluster(2, dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
+        address = cluster.scheduler_address
+        client.run(_set_paused, paused=True)
+        args = [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--scheduler", address]
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while client.run_on_scheduler(_solves_known) < 4:  # the event: all 4 members submitted
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (out, err)
+        assert "interrupted: 0 member(s) finished in this run are in tiny.zarr" in err, err
+        assert "Traceback" not in err + out, err
+        assert (SweepStore(tmp_path / "tiny.zarr").status() == PENDING).all()
 
-    again = cli("run", "tiny.toml", "--workers", "2", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "resumed" in again.stdout
-    whole = cli("run", "tiny.toml", "--workers", "2", "--store", "whole.zarr", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
-    a, b = xr.open_zarr(store), xr.open_zarr(tmp_path / "whole.zarr")
+        client.run(_set_paused, paused=False)
+        again = cli("run", "tiny.toml", "--scheduler", address, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert counts_row(again.stdout) == (4, 4, 0, 0)
+        whole = cli("run", "tiny.toml", "--scheduler", address, "--store", "whole.zarr", cwd=tmp_path)
+        assert whole.returncode == 0, whole.stderr
+    a, b = xr.open_zarr(tmp_path / "tiny.zarr"), xr.open_zarr(tmp_path / "whole.zarr")
     for name in ("m", "u", "status", "iterations"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
 
