@@ -1,9 +1,9 @@
 """The ``mfg-ensemble`` command: run, validate and inspect sweeps.
 
     mfg-ensemble run CONFIG [--store PATH] [--scheduler ADDRESS] [--workers N]
-                            [--threads-per-worker K] [--overwrite]
+                            [--threads-per-worker K] [--overwrite] [--retry-failed]
     mfg-ensemble validate CONFIG
-    mfg-ensemble info STORE
+    mfg-ensemble info STORE [--verify]
     mfg-ensemble report STORE [--out DIR] [--member INDEX]
 
 A config error (or a store of another sweep) prints its message and exits with status 2,
@@ -71,8 +71,15 @@ def main() -> None:
 @click.option(
     "--overwrite", is_flag=True, help="Replace a store made from another sweep (only ever an mfg_ensemble store)."
 )
+@click.option("--retry-failed", is_flag=True, help="Also recompute the failed members and the damaged ones.")
 def run(
-    config: str, store: str | None, scheduler: str | None, workers: int | None, threads_per_worker: int, overwrite: bool
+    config: str,
+    store: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    threads_per_worker: int,
+    overwrite: bool,
+    retry_failed: bool,
 ) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
@@ -122,6 +129,7 @@ def run(
             target.path,
             client=scheduler,
             overwrite=overwrite,
+            retry_failed=retry_failed,
             n_workers=workers,
             threads_per_worker=threads_per_worker,
             on_start=started,
@@ -186,11 +194,13 @@ def validate(config: str, limit: int) -> None:
 
 @main.command()
 @click.argument("store", type=click.Path())
-def info(store: str) -> None:
+@click.option("--verify", is_flag=True, help="Check every done member against its digest; exit 1 if any is damaged.")
+def info(store: str, verify: bool) -> None:
     """What the sweep store STORE holds: members done, failed and missing."""
     path = Path(store)
+    target = SweepStore(path)
     try:
-        attrs = SweepStore(path).attrs()
+        attrs = target.attrs()
     except StoreMismatch as exc:
         _fail(exc)
     fingerprint = str(attrs[schema.FINGERPRINT])[:12]
@@ -198,6 +208,20 @@ def info(store: str) -> None:
     axes, source = attrs.get(schema.AXES), attrs.get(schema.SWEEP_SOURCE)
     console.print(f"axes: {axes}  from {source}", markup=False, soft_wrap=True)
     _print_summary(path)
+    if verify:
+        found = target.verify()
+        if found["unverifiable"]:
+            console.print(f"{len(found['unverifiable'])} done member(s) have no digest (written by 0.1)", markup=False)
+        if found["damaged"]:
+            shown = ", ".join(map(str, found["damaged"][:50]))
+            err_console.print(
+                f"damaged: {len(found['damaged'])} done member(s) no longer match their digest: {shown}; "
+                "`mfg-ensemble run CONFIG --retry-failed` recomputes them",
+                markup=False,
+                soft_wrap=True,
+            )
+            sys.exit(1)
+        console.print("verified: every done member with a digest matches it", markup=False)
 
 
 @main.command()

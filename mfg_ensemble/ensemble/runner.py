@@ -36,7 +36,7 @@ from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions, solve
-from mfg_ensemble.schema import PENDING
+from mfg_ensemble.schema import FAILED, PENDING
 
 __all__ = ["MemberTask", "Progress", "SweepMonitor", "run_sweep", "solve_member"]
 
@@ -102,14 +102,15 @@ def solve_member(task: MemberTask) -> dict[str, Any]:
     return outcome
 
 
-def _tasks(sweep: Sweep, store: SweepStore) -> list[MemberTask]:
-    """The members whose status is still pending."""
+def _tasks(sweep: Sweep, store: SweepStore, retry_failed: bool = False) -> list[MemberTask]:
+    """The members still pending; with ``retry_failed`` also the failed ones and the done ones
+    whose data no longer matches their digest (:meth:`SweepStore.verify`)."""
     status = store.status().ravel()
-    return [
-        MemberTask(store, m.index, m.position, m.problem, m.solver)
-        for m in sweep.members()
-        if status[m.index] == PENDING
-    ]
+    redo = status == PENDING
+    if retry_failed:
+        redo |= status == FAILED
+        redo[store.verify()["damaged"]] = True
+    return [MemberTask(store, m.index, m.position, m.problem, m.solver) for m in sweep.members() if redo[m.index]]
 
 
 def run_sweep(
@@ -119,6 +120,7 @@ def run_sweep(
     client: Client | str | None = None,
     resume: bool = True,
     overwrite: bool = False,
+    retry_failed: bool = False,
     retries: int = 2,
     max_in_flight: int | None = None,
     n_workers: int | None = None,
@@ -134,10 +136,11 @@ def run_sweep(
     (default: ``<sweep name>.zarr`` in the working folder). ``client``: a ``Client``, a
     scheduler address, or None for a LocalCluster started here (``n_workers`` processes of
     ``threads_per_worker`` threads) and closed at the end. An existing store of the same
-    sweep is resumed (only pending members run); one of another sweep is refused unless
-    ``overwrite``. ``max_in_flight``: most members submitted at once (default: 4 per
-    worker thread). On KeyboardInterrupt the futures are cancelled and the store stays
-    consistent: a member is done only once its status is written.
+    sweep is resumed (only pending members run; with ``retry_failed`` also the failed and the
+    damaged ones); one of another sweep is refused unless ``overwrite``. ``max_in_flight``:
+    most members submitted at once (default: 4 per worker thread). On KeyboardInterrupt the
+    futures are cancelled and the store stays consistent: a member is done only once its
+    status is written.
 
     Callbacks: ``on_start(client, progress)`` once the cluster is up, ``on_progress(progress)``
     after each finished member, ``on_event(progress, event)`` for each Picard iteration of a
@@ -152,7 +155,7 @@ def run_sweep(
     if monitor is not None:
         on_start, on_progress, on_event = monitor.on_start, monitor.on_progress, monitor.on_event
     with target.lock():
-        tasks = _tasks(sweep, target)
+        tasks = _tasks(sweep, target, retry_failed)
         progress = Progress(total=len(sweep), skipped=len(sweep) - len(tasks))
         if not tasks:
             return target.open()

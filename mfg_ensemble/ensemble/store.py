@@ -27,6 +27,9 @@ Invariants:
   into place, so a run killed while creating it leaves no half store under the final name;
 * **one run at a time**: a run holds ``<store>/.lock`` (its host and pid); a second run is
   refused naming the holder, and a lock whose process is gone (same host) is taken over;
+* **a done member can be checked**: its log records a SHA-256 digest of the values it wrote
+  (:meth:`SweepStore.verify` recomputes it: a lost chunk or a flipped bit shows), and every
+  chunk carries Zarr's CRC32C checksum, so a corrupted chunk fails to decode;
 * **``overwrite`` deletes only a store**: a folder that carries this package's fingerprint
   and holds nothing but the store's own entries, never the working folder or a parent of it.
 """
@@ -34,6 +37,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +52,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from mfg_ensemble import schema
 from mfg_ensemble.ensemble.sweep import Sweep
@@ -55,6 +60,10 @@ from mfg_ensemble.errors import ConfigError, StoreLocked, StoreMismatch
 from mfg_ensemble.schema import DONE, FAILED, PENDING
 
 _ZARR = dict(consolidated=False, zarr_format=3)
+COMPRESSORS = (ZstdCodec(), Crc32cCodec())
+"""Every member chunk: zstd, then a CRC32C checksum of the compressed bytes."""
+DIGESTED = (*schema.FIELDS, *schema.HISTORY, "wall_time", "converged", "iterations")
+"""The values of a member its digest covers (and its t and x on a padded store)."""
 LOCK = ".lock"
 """The file a run holds in the store while it writes (JSON: host, pid)."""
 PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
@@ -166,7 +175,7 @@ def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
     chunked = list(ds.data_vars)
     if padded:
         ds = ds.set_coords([schema.T, schema.X])
-    encoding = {name: {"chunks": one + ds[name].shape[len(axes) :]} for name in chunked}
+    encoding = {name: {"chunks": one + ds[name].shape[len(axes) :], "compressors": COMPRESSORS} for name in chunked}
     return ds, encoding
 
 
@@ -357,6 +366,32 @@ class SweepStore:
             raise FileNotFoundError(f"no store at {self.path}")
         return xr.open_zarr(self.path, **kwargs)
 
+    def verify(self) -> dict[str, list[int]]:
+        """Check every done member against the digest recorded when it was written.
+
+        Returns ``{"damaged": [...], "unverifiable": [...]}`` (flat indices): damaged members
+        read back other values (a lost chunk reads as NaN, a flipped bit fails its checksum or
+        changes a value); unverifiable ones were written before digests (0.1).
+        """
+        status = self.status()
+        group = zarr.open_group(str(self.path), mode="r")
+        names = [*DIGESTED, *((schema.T, schema.X) if self.layout.tdim != schema.T else ())]
+        arrays = {name: group[name] for name in names}
+        out: dict[str, list[int]] = {"damaged": [], "unverifiable": []}
+        for index in np.flatnonzero(status.ravel() == DONE).tolist():
+            want = self.member_log(index).get("digest")
+            if want is None:
+                out["unverifiable"].append(index)
+                continue
+            position = tuple(int(i) for i in np.unravel_index(index, status.shape))
+            try:
+                got = _digest({name: array[position] for name, array in arrays.items()})
+            except Exception:  # a chunk that fails its checksum or cannot be decoded
+                got = None
+            if got != want:
+                out["damaged"].append(index)
+        return out
+
     # -- writing ----------------------------------------------------------------------------
     def update_attrs(self, attrs: dict[str, Any]) -> None:
         """Add run-time attributes (no member may be writing: call before submitting)."""
@@ -376,6 +411,10 @@ class SweepStore:
         def write(data: dict[str, Any]) -> None:
             xr.Dataset(data).to_zarr(self.path, region=region, mode="r+", **_ZARR)
 
+        marks = {
+            "converged": (axes, np.full(lead, int(outcome.get("converged", 0)), np.int8)),
+            "iterations": (axes, np.full(lead, int(outcome.get("iterations", 0)), np.int32)),
+        }
         if result is not None:
             grid = axes + [lay.tdim, lay.xdim]
             data = {name: (grid, pad(result[name].values, (lay.nt, lay.nx))) for name in schema.FIELDS}
@@ -386,14 +425,10 @@ class SweepStore:
                 data[schema.T] = (axes + [lay.tdim], pad(result[schema.T].values, (lay.nt,)))
                 data[schema.X] = (axes + [lay.xdim], pad(result[schema.X].values, (lay.nx,)))
             write(data)
+            outcome = {**outcome, "digest": _digest({name: v for name, (_, v) in {**data, **marks}.items()})}
         log = zarr.open_group(str(self.path), path=f"{schema.LOG_GROUP}/{outcome['index']}", mode="w", zarr_format=3)
         log.attrs.update(json.loads(json.dumps(outcome, default=str)))
-        write(
-            {
-                "converged": (axes, np.full(lead, int(outcome.get("converged", 0)), np.int8)),
-                "iterations": (axes, np.full(lead, int(outcome.get("iterations", 0)), np.int32)),
-            }
-        )
+        write(marks)
         code = DONE if outcome["status"] == "done" else FAILED
         write({"status": (axes, np.full(lead, code, np.int8))})
 
@@ -421,3 +456,12 @@ def _alive(pid: Any) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def _digest(values: dict[str, Any]) -> str:
+    """SHA-256 of a member's values (by name, as stored: their bytes, not their shape)."""
+    h = hashlib.sha256()
+    for name in sorted(values):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(values[name]).tobytes())
+    return h.hexdigest()

@@ -227,3 +227,61 @@ def test_the_default_dashboard_listens_on_localhost_only() -> None:
         port = cluster.scheduler.http_server.port
         bound = {c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.laddr.port == port}
     assert bound == {"127.0.0.1"}, bound
+
+
+# -- damaged members are found and recomputed ------------------------------------------------------
+def _chunk(store: Path, name: str) -> Path:
+    """The chunk file of member (0, …) of the variable ``name``."""
+    files = sorted(p for p in (store / name / "c").rglob("*") if p.is_file())
+    assert files, name
+    return files[0]
+
+
+def test_every_member_chunk_carries_a_checksum(tmp_path: Path) -> None:
+    import zarr
+
+    store = made_store(tmp_path / "s.zarr")
+    for name in ("u", "m", "residual", "status", "wall_time"):
+        codecs = [type(c).__name__ for c in zarr.open_array(str(store.path), path=name, mode="r").compressors]
+        assert "Crc32cCodec" in codecs, (name, codecs)
+
+
+@pytest.mark.parametrize("damage", ["deleted chunk", "flipped bit"])
+def test_a_damaged_member_is_found_and_recomputed(tmp_path: Path, client, damage: str) -> None:
+    import numpy as np
+
+    sweep, path = tiny(), tmp_path / "s.zarr"
+    before = run_sweep(sweep, path, client=client).m.values.copy()
+    assert SweepStore(path).verify() == {"damaged": [], "unverifiable": []}
+    chunk = _chunk(path, "m")
+    if damage == "deleted chunk":
+        chunk.unlink()
+    else:
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        chunk.write_bytes(bytes(data))
+    assert SweepStore(path).verify()["damaged"] == [0]
+    info = subprocess.run(
+        [sys.executable, "-m", "mfg_ensemble.cli", "info", str(path), "--verify"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert info.returncode == 1 and "damaged: 1 done member(s) no longer match their digest: 0" in info.stderr
+    assert run_sweep(sweep, path, client=client).status.values.tolist() == [DONE, DONE]  # resume alone: no
+    assert SweepStore(path).verify()["damaged"] == [0]
+    after = run_sweep(sweep, path, client=client, retry_failed=True)
+    assert SweepStore(path).verify() == {"damaged": [], "unverifiable": []}
+    np.testing.assert_array_equal(after.m.values, before)
+
+
+def test_retry_failed_recomputes_the_failed_members(tmp_path: Path, client) -> None:
+    import zarr
+
+    from mfg_ensemble.schema import FAILED
+
+    sweep, path = tiny(), tmp_path / "s.zarr"
+    run_sweep(sweep, path, client=client)
+    zarr.open_array(str(path), path="status", mode="r+")[1] = FAILED
+    assert run_sweep(sweep, path, client=client).status.values.tolist() == [DONE, FAILED]
+    assert run_sweep(sweep, path, client=client, retry_failed=True).status.values.tolist() == [DONE, DONE]
