@@ -13,6 +13,7 @@ finished so far are in the store, and the same command resumes.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -29,6 +30,9 @@ from mfg_ensemble.ensemble.runner import run_sweep
 from mfg_ensemble.ensemble.store import SweepStore, default_path
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import ConfigError, StoreMismatch
+
+STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+"""OSErrors of the file system the store lives on: the user's to fix, said in one line."""
 
 console = Console()
 err_console = Console(stderr=True)
@@ -138,9 +142,12 @@ def run(
         )
     except (StoreMismatch, ConfigError) as exc:
         _fail(exc)
-    except OSError as exc:  # includes TimeoutError: the scheduler could not be reached
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRORS:  # a full disk, a read-only or forbidden folder
+            _fail(OSError(f"cannot write the store {path}: {exc.strerror} ({exc.filename or path})"))
         if scheduler is None:
             raise
+        # includes TimeoutError: the scheduler could not be reached
         _fail(OSError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}"))
     except KeyboardInterrupt:
         if cluster_started:

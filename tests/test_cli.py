@@ -7,6 +7,8 @@ an existing store, and refuses a store of another sweep unless told to overwrite
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 import subprocess
@@ -284,3 +286,24 @@ def test_run_with_an_unreachable_scheduler_exits_2(tmp_path: Path) -> None:
         env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
     )
     assert_clean_error(proc, r"cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:9")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_store_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, code: int) -> None:
+    """A full disk, a read-only or forbidden folder while creating the store: one line, exit 2,
+    nothing left under the store's name (the store is built beside it and renamed)."""
+    from click.testing import CliRunner
+
+    from mfg_ensemble.cli import main
+    from mfg_ensemble.ensemble import store as store_module
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / "tiny.zarr"))
+
+    monkeypatch.setattr(store_module, "_consolidate", refuse)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    result = CliRunner().invoke(main, ["run", "tiny.toml", "--workers", "1"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot write the store tiny.zarr: {os.strerror(code)}" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "tiny.zarr").exists()

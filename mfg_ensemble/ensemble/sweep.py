@@ -274,11 +274,20 @@ class Sweep:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError(source, [("", "not a sweep file: its tables or arrays are nested too deeply")]) from None
+        if not data:
+            raise ConfigError(
+                source, [("", "the file is empty: a sweep file has [problem], [solver] and [sweep] tables")]
+            )
         try:
             doc = _FileSchema.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(source, _pydantic_problems("", exc, _FileSchema)) from None
-        sweep = cls(doc.problem, doc.solver, doc.sweep, name=doc.name, source=source, text=text)
+        try:
+            sweep = cls(doc.problem, doc.solver, doc.sweep, name=doc.name, source=source, text=text)
+        except RecursionError:
+            raise ConfigError(source, [("", "not a sweep file: its values are nested too deeply")]) from None
         sweep.name = doc.name or path.stem  # a file's own name is no path; a given name is checked
         return sweep
 

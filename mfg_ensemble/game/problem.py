@@ -33,6 +33,7 @@ array.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +49,19 @@ from mfg_ensemble.kernels.checks import FloatArray
 MIN_NX = 7
 """Fewest grid nodes a problem may have (the WENO5 stencil needs six)."""
 
+SOLVE_ARRAYS = 8
+"""(t, x) arrays a solve holds at once: the iterate, G(m), u, the running cost, the previous u,
+the Picard/Anderson work arrays; a lower bound for the check before anything is allocated."""
+
 _FORBID = ConfigDict(extra="forbid", frozen=True)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
 
 
 class _Family(BaseModel):
@@ -247,6 +260,13 @@ class Problem(BaseModel):
     def _consistent(self) -> Problem:
         if not self.lo < self.hi:
             raise ValueError(f"lo must be < hi, got lo={self.lo}, hi={self.hi}")
+        need, have = self.memory_estimate(), physical_memory()
+        if have is not None and need > have:
+            raise ValueError(
+                f"nx = {self.nx} with nt = {self.nt} needs about {need / 2**30:.3g} GiB per solve "
+                f"(time levels × nodes × {SOLVE_ARRAYS} float64 arrays), more than this machine's "
+                f"{have / 2**30:.3g} GiB"
+            )
         x = self.grid()
         for name in ("potential", "terminal"):
             values = getattr(self, name)(x, self.lo, self.hi)
@@ -270,6 +290,10 @@ class Problem(BaseModel):
     def replace(self, **changes: Any) -> Problem:
         """A validated copy with ``changes`` (``model_copy`` does not validate)."""
         return type(self).model_validate({**dict(self), **changes})
+
+    def memory_estimate(self) -> int:
+        """Bytes one solve holds at least: SOLVE_ARRAYS float64 arrays over (t, x)."""
+        return SOLVE_ARRAYS * 8 * self.nt * self.nx
 
     @property
     def dx(self) -> float:

@@ -61,6 +61,16 @@ def solver_with(line: str) -> str:
 
 # (id, file text, regex the message must match after "invalid sweep <file>:")
 MALFORMED = [
+    # not a sweep at all
+    ("empty file", "", r"the file is empty"),
+    ("only comments", "# nothing here\n\n", r"the file is empty"),
+    ("nested 500 deep", "a = " + "[" * 500 + "]" * 500 + "\n", r"nested too deeply"),
+    ("not UTF-8", b"name = '\xff\xfe'\n", r"not a UTF-8 text file"),
+    (
+        "a grid that cannot fit in memory",
+        problem_with("nx = 10000000000"),
+        r"problem\.nx: nx = 10000000000 with nt = 11 needs about .* GiB per solve .* more than this machine's",
+    ),
     # wrong types: strict, a number must be written as a number
     ("nx is a word", problem_with('nx = "a"'), r"problem\.nx: Input should be a valid integer \(got 'a'\)"),
     (
