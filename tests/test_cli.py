@@ -307,3 +307,33 @@ def test_a_store_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, m
     assert result.exit_code == 2, result.output
     assert f"cannot write the store tiny.zarr: {os.strerror(code)}" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "tiny.zarr").exists()
+
+
+@pytest.mark.slow
+def test_a_terminal_ctrl_c_gives_the_short_message_only(tmp_path: Path) -> None:
+    """A terminal sends SIGINT to the whole process group, the default LocalCluster's workers
+    included: they ignore it, and only the short "interrupted" line is printed (no worker
+    tracebacks). The signal is sent once the run is under way (the dashboard line) and 24
+    members of ~0.5 s each are far from done."""
+    import signal
+
+    sweep = (
+        TINY.replace("nx = 31", "nx = 151")
+        .replace("nt = 11", "nt = 41")
+        .replace("sigma = [0.1, 0.2]", "sigma = [0.1, 0.12, 0.14, 0.16, 0.18, 0.2]")
+        .replace("seed = { count = 2 }", "seed = { count = 4 }")
+    )
+    (tmp_path / "tiny.toml").write_text(sweep)
+    args = [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--workers", "2"]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the event: the cluster is up and the members are submitted
+        if line.startswith("dashboard:"):
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "run the same command to resume" in err

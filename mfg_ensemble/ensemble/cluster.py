@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +47,27 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
     n = n_workers or max(1, usable_cores() // threads_per_worker)
     env = {**worker_env(n), **kwargs.pop("env", {})}
     kwargs.setdefault("dashboard_address", "127.0.0.1:8787")  # this machine only (tunnel it to share)
-    return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
+    # Ctrl-C is for this process: the workers ignore SIGINT, so a terminal's Ctrl-C, sent to the
+    # whole process group, stops the run here, cleanly, without a KeyboardInterrupt traceback
+    # from every worker. They inherit SIGINT ignored while they are spawned here (Python then
+    # installs no handler of its own), and the preload ignores it in workers restarted later.
+    # A Ctrl-C in the second or two the workers take to start is therefore not seen.
+    kwargs.setdefault("preload", ["mfg_ensemble.ensemble.worker_setup"])
+    with _sigint_ignored():
+        return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process while the block runs (only the main thread may say so)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,8 @@ Invariants:
   it is consolidated once and ``xr.open_zarr`` opens the store at once;
 * **a store is whole or absent**: it is built in a hidden folder beside the target and renamed
   into place, so a run killed while creating it leaves no half store under the final name;
-* **one run at a time**: a run holds ``<store>/.lock`` (its host and pid); a second run is
+* **one run at a time**: a run holds ``.<store name>.lock`` beside the store (its host and
+  pid); a second run is
   refused naming the holder, and a lock whose process is gone (same host) is taken over;
 * **a done member can be checked**: its log records a SHA-256 digest of the values it wrote
   (:meth:`SweepStore.verify` recomputes it: a lost chunk or a flipped bit shows), and every
@@ -64,8 +65,7 @@ COMPRESSORS = (ZstdCodec(), Crc32cCodec())
 """Every member chunk: zstd, then a CRC32C checksum of the compressed bytes."""
 DIGESTED = (*schema.FIELDS, *schema.HISTORY, "wall_time", "converged", "iterations")
 """The values of a member its digest covers (and its t and x on a padded store)."""
-LOCK = ".lock"
-"""The file a run holds in the store while it writes (JSON: host, pid)."""
+
 PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
 
 
@@ -273,7 +273,7 @@ class SweepStore:
         if not path.is_dir():
             raise StoreMismatch(f"refusing to overwrite {self.path}: not a folder")
         self.attrs()  # StoreMismatch if it is not an mfg_ensemble store
-        own = {"zarr.json", schema.LOG_GROUP, LOCK, *zarr.open_group(str(path), mode="r").array_keys()}
+        own = {"zarr.json", schema.LOG_GROUP, *zarr.open_group(str(path), mode="r").array_keys()}
         foreign = sorted(p.name for p in path.iterdir() if p.name not in own)
         if foreign:
             shown = ", ".join(foreign[:5])
@@ -294,12 +294,18 @@ class SweepStore:
         finally:
             shutil.rmtree(building, ignore_errors=True)
 
+    @property
+    def lock_path(self) -> Path:
+        """The file a run holds while it writes the store (JSON: host, pid): ``.<name>.lock``
+        beside the store (inside it, Zarr would warn about a foreign object)."""
+        return self.path.with_name(f".{self.path.name}.lock")
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the store's lock while the block runs; ``StoreLocked`` naming the holder if
         another live run has it. A lock left by a process that no longer runs on this host is
         taken over."""
-        lock = self.path / LOCK
+        lock = self.lock_path
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(2):
             try:

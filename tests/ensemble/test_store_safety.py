@@ -20,7 +20,7 @@ import pytest
 
 from mfg_ensemble import ConfigError, StoreMismatch, Sweep, run_sweep
 from mfg_ensemble.ensemble.cluster import local_cluster
-from mfg_ensemble.ensemble.store import LOCK, SweepStore
+from mfg_ensemble.ensemble.store import SweepStore
 from mfg_ensemble.errors import StoreLocked
 from mfg_ensemble.schema import DONE
 
@@ -181,7 +181,7 @@ def test_a_second_run_on_a_store_in_use_is_refused_naming_the_holder(tmp_path: P
     finally:
         release.set()
         thread.join(120)
-    assert not errors and not (path / LOCK).exists()
+    assert not errors and not SweepStore(path).lock_path.exists()
     assert (SweepStore(path).status() == DONE).all()
 
 
@@ -189,15 +189,15 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path: Path, client) -> N
     sweep, path = tiny(), tmp_path / "s.zarr"
     SweepStore.for_sweep(sweep, path).prepare(sweep)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
+    SweepStore(path).lock_path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
     ds = run_sweep(sweep, path, client=client)
-    assert (ds.status.values == DONE).all() and not (path / LOCK).exists()
+    assert (ds.status.values == DONE).all() and not SweepStore(path).lock_path.exists()
 
 
 def test_a_lock_held_on_another_host_is_respected(tmp_path: Path) -> None:
     sweep, path = tiny(), tmp_path / "s.zarr"
     SweepStore.for_sweep(sweep, path).prepare(sweep)
-    (path / LOCK).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    SweepStore(path).lock_path.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
     with pytest.raises(StoreLocked, match=r"host elsewhere, pid 1"):
         run_sweep(sweep, path, client="tcp://127.0.0.1:9")  # refused before connecting
 
