@@ -53,6 +53,8 @@ class MemberTask:
 
 
 TOPIC = "mfg-progress"
+FAILED_REASONS = ("diverged", "time limit")
+"""A solve that stops for these reasons is recorded as failed (``--retry-failed`` reruns it)."""
 
 
 def _publisher(index: int) -> Callable[[int, float, float], None] | None:
@@ -89,7 +91,7 @@ def solve_member(task: MemberTask) -> dict[str, Any]:
     else:
         reason = str(result.attrs["reason"])
         outcome.update(
-            status="failed" if reason.startswith("diverged") else "done",
+            status="failed" if reason.startswith(FAILED_REASONS) else "done",
             reason=reason,
             converged=int(result.attrs["converged"]),
             iterations=int(result.attrs["iterations"]),

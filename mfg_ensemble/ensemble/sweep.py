@@ -49,6 +49,19 @@ from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions
 
 SOLVER_FIELDS = tuple(SolverOptions.model_fields)
+SOLVER_FIELDS_0_1 = (
+    "fp",
+    "n_particles",
+    "seed",
+    "hjb_variant",
+    "kde_method",
+    "bandwidth",
+    "damping",
+    "anderson",
+    "tol",
+    "max_iter",
+)
+"""The solver options of 0.1, whose defaults the fingerprint always includes."""
 PROBLEM_FIELDS = tuple(Problem.model_fields)
 GRID_FIELDS = ("lo", "hi", "T", "nx", "nt", "bc")
 """Problem fields that change the (t, x) grid of a member."""
@@ -501,9 +514,11 @@ class Sweep:
             problem: Any = json.loads(self._base.model_dump_json())
         except ValueError:  # a Python callable in a family
             problem = self.problem_table
-        # the solver table as written over the defaults (not the coerced model: `damping = 1`
-        # hashed as 1, as before SolverOptions was a pydantic model, so older stores resume)
-        solver = {**SolverOptions().model_dump(), **self.solver_table}
+        # the solver table as written over the defaults of the 0.1 options (not the coerced
+        # model: `damping = 1` hashed as 1, as 0.1 did); options added since count only when
+        # set, so adding an option leaves the fingerprints of existing sweeps as they were
+        defaults = {k: v for k, v in SolverOptions().model_dump().items() if k in SOLVER_FIELDS_0_1}
+        solver = {**defaults, **self.solver_table}
         doc: dict[str, Any] = {"problem": problem, "solver": solver, "sweep": self.axes_table}
         if layout:
             doc["layout"] = [[a.name, list(a.fields)] for a in self.axes]

@@ -66,6 +66,9 @@ class SolverOptions(BaseModel):
     anderson: int = Field(0, ge=0, le=50, description="Anderson depth (0: damped Picard)")
     tol: PositiveFloat = 1e-6
     max_iter: int = Field(200, ge=1)
+    time_limit: PositiveFloat | None = Field(
+        None, description="seconds a solve may take; checked after each iteration (None: no limit)"
+    )
 
     def replace(self, **changes: Any) -> SolverOptions:
         """A validated copy with ``changes``."""
@@ -176,6 +179,7 @@ def iterate(
     m = np.repeat(G.m0[None, :], G.problem.nt, axis=0)
     u_prev: FloatArray | None = None
     u, g = np.full_like(m, np.nan), np.full_like(m, np.nan)
+    started = time.perf_counter()
     for _ in range(opts.max_iter):
         try:
             u = G.hjb(m)
@@ -190,6 +194,9 @@ def iterate(
         u_prev = u
         if history.residual_u[-1] < opts.tol and history.residual_m[-1] < opts.tol:
             history.converged, history.reason = True, "tolerance reached"
+            return u, g, history
+        if opts.time_limit is not None and time.perf_counter() - started > opts.time_limit:
+            history.reason = f"time limit reached ({opts.time_limit:g} s)"
             return u, g, history
         m = mixer.step(m.ravel(), g.ravel()).reshape(m.shape)
         if not np.isfinite(m).all():

@@ -285,3 +285,17 @@ def test_retry_failed_recomputes_the_failed_members(tmp_path: Path, client) -> N
     zarr.open_array(str(path), path="status", mode="r+")[1] = FAILED
     assert run_sweep(sweep, path, client=client).status.values.tolist() == [DONE, FAILED]
     assert run_sweep(sweep, path, client=client, retry_failed=True).status.values.tolist() == [DONE, DONE]
+
+
+def test_a_member_past_its_time_limit_is_failed_and_the_sweep_goes_on(tmp_path: Path, client) -> None:
+    from mfg_ensemble.schema import FAILED
+
+    sweep = Sweep(
+        {**PROBLEM, "nx": 21, "nt": 6},
+        TINY,
+        {"time_limit": [1e-9, 600.0]},
+    )
+    ds = run_sweep(sweep, tmp_path / "s.zarr", client=client)
+    assert ds.status.values.tolist() == [FAILED, DONE]
+    assert SweepStore(tmp_path / "s.zarr").member_log(0)["reason"] == "time limit reached (1e-09 s)"
+    assert tiny().fingerprint != tiny().fingerprint_0_1 and "time_limit" not in tiny().canonical_json()

@@ -284,3 +284,10 @@ def test_arrays_and_callables_give_the_same_problem_as_named_families() -> None:
     np.testing.assert_allclose(by_array.initial_density(), named.initial_density(), rtol=1e-12)
     np.testing.assert_allclose(by_callable.initial_density(), named.initial_density(), rtol=1e-12)
     assert by_callable.to_attrs()["problem.m0"].startswith("function(")
+
+
+def test_a_solve_past_its_time_limit_stops_after_the_iteration() -> None:
+    ds = solve(lq_problem(41, 11), fp="fv", time_limit=1e-9)
+    assert ds.attrs["converged"] == 0 and ds.attrs["reason"] == "time limit reached (1e-09 s)"
+    assert ds.attrs["iterations"] == 1 and ds.attrs["solver.time_limit"] == 1e-9
+    assert solve(lq_problem(41, 11), fp="fv", tol=1e-4, time_limit=600.0).attrs["converged"] == 1
