@@ -9,6 +9,12 @@ default on 2 cores): the wall time, members per second and the scaling ratios; t
 overhead (Dask + store) as a share of the pure solve time,
 (workers × wall − Σ member solve times) / Σ member solve times; and each worker's peak
 resident memory. The cluster start-up time is reported apart and not counted.
+
+    python benchmarks/bench_sweep.py --tiny 2000
+
+The cost of the store per member instead: that many tiny members (fp = "fv", nx = 31,
+nt = 11, a solve of a few ms) on 2 workers; members per second, the mean solve time, and the
+files and folders the store holds per member.
 """
 
 from __future__ import annotations
@@ -33,11 +39,42 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def tiny(members: int) -> None:
+    """Members per second and files per member of a sweep of tiny members (the store's cost)."""
+    sweep = Sweep(
+        {"nx": 31, "nt": 11, "sigma": 0.2, "coupling": {"kind": "log", "strength": 0.1}},
+        {"fp": "fv", "max_iter": 50},
+        {"seed": {"count": members}},
+    )
+    folder = Path(tempfile.mkdtemp(prefix="mfg-bench-"))
+    try:
+        with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as client:
+            t0 = time.perf_counter()
+            ds = run_sweep(sweep, folder / "tiny.zarr", client=client)
+            wall = time.perf_counter() - t0
+        files = sum(1 for p in (folder / "tiny.zarr").rglob("*") if p.is_file())
+        dirs = sum(1 for p in (folder / "tiny.zarr").rglob("*") if p.is_dir())
+        print(f"# store cost: {members} tiny members (fp=fv, nx=31, nt=11), 2 workers; {backend_info()}\n")
+        print("| members | sweep wall | members/s | mean solve | files per member | folders per member |")
+        print("|---|---|---|---|---|---|")
+        solve_ms = 1e3 * float(np.nanmean(ds.wall_time.values))
+        print(
+            f"| {members} | {wall:.1f} s | {members / wall:.1f} | {solve_ms:.1f} ms "
+            f"| {files / members:.2f} | {dirs / members:.2f} |"
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="8 small members")
+    ap.add_argument("--tiny", type=int, default=None, metavar="N", help="the store's cost on N tiny members")
     args = ap.parse_args()
+    if args.tiny:
+        tiny(args.tiny)
+        return
     base = Sweep.from_file(CONFIG)
     problem = dict(base.problem_table)
     solver = dict(base.solver_table, tol=1e-5, n_particles=30_000)  # members of >= 1 s
