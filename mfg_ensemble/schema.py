@@ -65,6 +65,10 @@ MEMBER: dict[str, dict[str, Any]] = {
     "wall_time": {"units": "s", "long_name": "wall time of the solve"},
 }
 """One value per member (variables over the axes of a store)."""
+DIGEST = "digest"
+"""The array ``members/digest`` of a store: each member's SHA-256 of the values it wrote
+(axes…, 32 bytes; zeros: none), beside the logs and out of the dataset."""
+DIGEST_ATTRS = {"long_name": "SHA-256 of the member's values as written (zeros: none)", "units": "1"}
 
 PROBLEM, SOLVER, VERSION, RUN = "problem.", "solver.", "version.", "run."
 """Prefixes of the attribute names."""
@@ -81,7 +85,7 @@ RESERVED = frozenset({*COORDS, *FIELDS, *HISTORY, *MEMBER, T_INDEX, X_INDEX, LOG
 
 def attrs(name: str) -> dict[str, Any]:
     """The attrs (units, long_name, ...) of the variable or coordinate ``name`` (a copy)."""
-    for table in (FIELDS, HISTORY, MEMBER, COORDS):
+    for table in (FIELDS, HISTORY, MEMBER, COORDS, {DIGEST: DIGEST_ATTRS}):
         if name in table:
             return dict(table[name])
     raise KeyError(f"{name!r} is not a variable of the mfg_ensemble schema")

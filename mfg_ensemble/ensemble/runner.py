@@ -54,6 +54,8 @@ class MemberTask:
 
 TOPIC = "mfg-progress"
 FAILED_REASONS = ("diverged", "time limit")
+FLUSH_MEMBERS, FLUSH_SECONDS = 256, 1.0
+"""The client commits finished members in batches of this many, or this often."""
 """A solve that stops for these reasons is recorded as failed (``--retry-failed`` reruns it)."""
 
 
@@ -80,7 +82,8 @@ def _publisher(index: int) -> Callable[[int, float, float], None] | None:
 
 
 def solve_member(task: MemberTask) -> dict[str, Any]:
-    """Solve one member and write it to the store; returns its small outcome."""
+    """Solve one member and write its large arrays to the store; returns its outcome with the
+    small values and the digest, which the client commits (:meth:`SweepStore.commit`)."""
     started = time.perf_counter()
     outcome: dict[str, Any] = {"index": task.index, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     result: xr.Dataset | None = None
@@ -99,8 +102,7 @@ def solve_member(task: MemberTask) -> dict[str, Any]:
         if outcome["status"] == "failed":
             outcome["error"] = reason
     outcome["wall_time"] = time.perf_counter() - started
-    task.store.write_member(task.position, result, outcome)
-    outcome.pop("traceback", None)
+    outcome.update(task.store.write_fields(task.position, result, outcome), position=task.position)
     return outcome
 
 
@@ -231,6 +233,7 @@ def _submit_all(
     first = [f for f in (submit_next() for _ in range(limit)) if f is not None]
     progress.in_flight = len(first)
     pending = as_completed(first)
+    batch = _Batch(tasks[0].store)
     try:
         for fut in pending:
             task = by_key.pop(fut.key)
@@ -242,11 +245,12 @@ def _submit_all(
                 exc = fut.exception()
                 outcome = {
                     "index": task.index,
+                    "position": task.position,
                     "status": "failed",
                     "error": f"{type(exc).__name__}: {exc}",
                     "wall_time": float("nan"),
                 }
-                task.store.write_member(task.position, None, outcome)
+            batch.add(outcome)
             if outcome["status"] == "done":
                 progress.done += 1
             else:
@@ -261,3 +265,23 @@ def _submit_all(
     except BaseException:
         client.cancel(list(live.values()), force=True)
         raise
+    finally:
+        batch.commit()  # what has finished is recorded, also on an interrupt
+
+
+class _Batch:
+    """Finished members waiting to be committed by the client (the single writer of the small
+    per-member values): committed every FLUSH_MEMBERS members or FLUSH_SECONDS seconds, and at
+    the end of the run, also on an interrupt."""
+
+    def __init__(self, store: SweepStore) -> None:
+        self.store, self.records, self.last = store, [], time.monotonic()
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        self.records.append(outcome)
+        if len(self.records) >= FLUSH_MEMBERS or time.monotonic() - self.last >= FLUSH_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        self.store.commit(self.records)
+        self.records, self.last = [], time.monotonic()

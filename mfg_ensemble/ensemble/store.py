@@ -14,13 +14,17 @@ units, attrs) is :mod:`mfg_ensemble.schema`'s. On disk (Zarr v3, through xarray)
 
 Invariants:
 
-* **one chunk per member** along the axes, so no two members ever write the same chunk (Zarr
-  has no locks);
+* **one writer per chunk** (Zarr has no locks): a member's large arrays (u, m; t and x on a
+  padded store) are one chunk each, written by the worker that solved it; the small
+  per-member values (residual histories, status, converged, iterations, wall_time, digest)
+  are chunked in blocks of up to 4096 members and written by the client alone, in batches —
+  so the store holds about two files per member, not ten;
 * **the status is the commit marker**: the store is created from a template before any
   member runs (metadata, coordinates and ``status = 0`` written once, the big variables left
-  unwritten: Zarr reads missing chunks as the fill value, NaN); a member writes its region,
-  then its log group, then ``status`` last. A chunk's existence is no marker — Zarr v3 skips
-  chunks that equal the fill value;
+  unwritten: Zarr reads missing chunks as the fill value, NaN); a worker writes the member's
+  large arrays, then the client (:meth:`SweepStore.commit`) its small values and, for a failed
+  member, its log group, then ``status`` last. A chunk's existence is no marker — Zarr v3
+  skips chunks that equal the fill value;
 * **the metadata never changes after creation** (only chunks and run attrs are written), so
   it is consolidated once and ``xr.open_zarr`` opens the store at once;
 * **a store is whole or absent**: it is built in a hidden folder beside the target and renamed
@@ -28,7 +32,7 @@ Invariants:
 * **one run at a time**: a run holds ``.<store name>.lock`` beside the store (its host and
   pid); a second run is
   refused naming the holder, and a lock whose process is gone (same host) is taken over;
-* **a done member can be checked**: its log records a SHA-256 digest of the values it wrote
+* **a done member can be checked**: the array ``members/digest`` records a SHA-256 of its values
   (:meth:`SweepStore.verify` recomputes it: a lost chunk or a flipped bit shows), and every
   chunk carries Zarr's CRC32C checksum, so a corrupted chunk fails to decode;
 * **``overwrite`` deletes only a store**: a folder that carries this package's fingerprint
@@ -63,8 +67,12 @@ from mfg_ensemble.schema import DONE, FAILED, PENDING
 _ZARR = dict(consolidated=False, zarr_format=3)
 COMPRESSORS = (ZstdCodec(), Crc32cCodec())
 """Every member chunk: zstd, then a CRC32C checksum of the compressed bytes."""
-DIGESTED = (*schema.FIELDS, *schema.HISTORY, "wall_time", "converged", "iterations")
+SMALL = (*schema.HISTORY, "wall_time", "converged", "iterations")
+"""A member's small values: committed by the client, in blocks of members per chunk."""
+DIGESTED = (*schema.FIELDS, *SMALL)
 """The values of a member its digest covers (and its t and x on a padded store)."""
+BLOCK = 4096
+"""Most members in one chunk of a small per-member variable."""
 
 PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
 
@@ -99,9 +107,16 @@ class Layout:
         tdim, xdim = schema.grid_dims(sweep.varies_grid())
         return cls(tuple(a.name for a in sweep.axes), sweep.shape, tdim, xdim, nt, nx, n_iter)
 
-    def region(self, position: tuple[int, ...]) -> dict[str, slice]:
-        """The member at ``position``: its one-element slice along each axis."""
-        return {name: slice(i, i + 1) for name, i in zip(self.axes, position)}
+    @property
+    def block(self) -> tuple[int, ...]:
+        """The chunk of the small per-member variables along the axes: up to BLOCK members,
+        filled from the last axis (the members that finish together are neighbours)."""
+        chunks: list[int] = []
+        room = BLOCK
+        for n in reversed(self.shape):
+            chunks.append(max(1, min(n, room)))
+            room = max(1, room // chunks[-1])
+        return tuple(reversed(chunks))
 
 
 def _labels(values: list[Any]) -> np.ndarray:
@@ -145,13 +160,14 @@ def provenance(sweep: Sweep) -> dict[str, Any]:
 
 
 def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
-    """The empty dataset of a sweep (lazy dask arrays of NaN for the data) and its encoding."""
+    """The empty dataset of a sweep (lazy dask arrays of NaN for the data) and its encoding:
+    one member per chunk for the large arrays, blocks of members for the small ones."""
     import dask.array as da
 
-    axes, one = list(layout.axes), (1,) * len(layout.axes)
+    axes, one, block = list(layout.axes), (1,) * len(layout.axes), layout.block
 
-    def lazy(extra: tuple[int, ...]) -> Any:
-        return da.full(layout.shape + extra, np.nan, chunks=one + extra, dtype=np.float64)
+    def lazy(lead: tuple[int, ...], extra: tuple[int, ...]) -> Any:
+        return da.full(layout.shape + extra, np.nan, chunks=lead + extra, dtype=np.float64)
 
     base = sweep.base_problem
     padded = layout.tdim != schema.T
@@ -161,21 +177,26 @@ def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
         coords[schema.T] = (schema.T, base.times(), schema.attrs(schema.T))
         coords[schema.X] = (schema.X, base.grid(), schema.attrs(schema.X))
     grid = axes + [layout.tdim, layout.xdim]
-    data: dict[str, Any] = {name: (grid, lazy((layout.nt, layout.nx)), schema.attrs(name)) for name in schema.FIELDS}
+    data: dict[str, Any] = {
+        name: (grid, lazy(one, (layout.nt, layout.nx)), schema.attrs(name)) for name in schema.FIELDS
+    }
     for name in schema.HISTORY:
-        data[name] = (axes + [schema.ITERATION], lazy((layout.n_iter,)), schema.attrs(name))
+        data[name] = (axes + [schema.ITERATION], lazy(block, (layout.n_iter,)), schema.attrs(name))
     zeros = {"status": np.int8, "converged": np.int8, "iterations": np.int32}
     for name in schema.MEMBER:
-        values = np.zeros(layout.shape, zeros[name]) if name in zeros else lazy(())
+        values = np.zeros(layout.shape, zeros[name]) if name in zeros else lazy(block, ())
         data[name] = (axes, values, schema.attrs(name))
     if padded:
-        data[schema.T] = (axes + [layout.tdim], lazy((layout.nt,)), schema.attrs(schema.T))
-        data[schema.X] = (axes + [layout.xdim], lazy((layout.nx,)), schema.attrs(schema.X))
+        data[schema.T] = (axes + [layout.tdim], lazy(one, (layout.nt,)), schema.attrs(schema.T))
+        data[schema.X] = (axes + [layout.xdim], lazy(one, (layout.nx,)), schema.attrs(schema.X))
     ds = xr.Dataset(data, coords=coords, attrs=provenance(sweep))
-    chunked = list(ds.data_vars)
+    large = [*schema.FIELDS, *((schema.T, schema.X) if padded else ())]
+    encoding = {
+        name: {"chunks": (one if name in large else block) + ds[name].shape[len(axes) :], "compressors": COMPRESSORS}
+        for name in ds.data_vars
+    }
     if padded:
         ds = ds.set_coords([schema.T, schema.X])
-    encoding = {name: {"chunks": one + ds[name].shape[len(axes) :], "compressors": COMPRESSORS} for name in chunked}
     return ds, encoding
 
 
@@ -288,7 +309,17 @@ class SweepStore:
         try:
             ds, encoding = template(sweep, self.layout)
             ds.to_zarr(building, mode="w-", compute=False, encoding=encoding, **_ZARR)
-            zarr.open_group(str(building), path=schema.LOG_GROUP, mode="a", zarr_format=3)
+            logs = zarr.open_group(str(building), path=schema.LOG_GROUP, mode="a", zarr_format=3)
+            lay = self.layout
+            logs.create_array(  # beside the logs, out of the dataset xarray opens
+                schema.DIGEST,
+                shape=lay.shape + (32,),
+                chunks=lay.block + (32,),
+                dtype=np.uint8,
+                fill_value=0,
+                compressors=COMPRESSORS,
+                attributes=schema.attrs(schema.DIGEST),
+            )
             _consolidate(building)
             os.replace(building, self.path)  # atomic; replaces an empty folder, fails on a full one
         finally:
@@ -377,26 +408,40 @@ class SweepStore:
 
         Returns ``{"damaged": [...], "unverifiable": [...]}`` (flat indices): damaged members
         read back other values (a lost chunk reads as NaN, a flipped bit fails its checksum or
-        changes a value); unverifiable ones were written before digests (0.1).
+        changes a value); unverifiable ones were written without a digest (by 0.1).
         """
         status = self.status()
         group = zarr.open_group(str(self.path), mode="r")
-        names = [*DIGESTED, *((schema.T, schema.X) if self.layout.tdim != schema.T else ())]
-        arrays = {name: group[name] for name in names}
+        done = np.flatnonzero(status.ravel() == DONE).tolist()
+        digest = self._digest_array("r")
+        if digest is None:
+            return {"damaged": [], "unverifiable": done}
+        digests = np.asarray(digest[...]).reshape(-1, 32)
+        arrays = {name: group[name] for name in self._digested()}
         out: dict[str, list[int]] = {"damaged": [], "unverifiable": []}
-        for index in np.flatnonzero(status.ravel() == DONE).tolist():
-            want = self.member_log(index).get("digest")
-            if want is None:
+        for index in done:
+            want = digests[index].tobytes()
+            if not any(want):
                 out["unverifiable"].append(index)
                 continue
             position = tuple(int(i) for i in np.unravel_index(index, status.shape))
             try:
                 got = _digest({name: array[position] for name, array in arrays.items()})
             except Exception:  # a chunk that fails its checksum or cannot be decoded
-                got = None
+                got = b""
             if got != want:
                 out["damaged"].append(index)
         return out
+
+    def _digest_array(self, mode: str) -> Any:
+        """The ``members/digest`` array (axes…, 32 bytes), or None in a store of 0.1."""
+        try:
+            return zarr.open_array(str(self.path), path=f"{schema.LOG_GROUP}/{schema.DIGEST}", mode=mode)
+        except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError, zarr.errors.NodeTypeValidationError):
+            return None
+
+    def _digested(self) -> list[str]:
+        return [*DIGESTED, *((schema.T, schema.X) if self.layout.tdim != schema.T else ())]
 
     # -- writing ----------------------------------------------------------------------------
     def update_attrs(self, attrs: dict[str, Any]) -> None:
@@ -404,39 +449,58 @@ class SweepStore:
         zarr.open_group(str(self.path), mode="r+").attrs.update(attrs)
         _consolidate(self.path)
 
-    def write_member(self, position: tuple[int, ...], result: xr.Dataset | None, outcome: dict[str, Any]) -> None:
-        """Write one member: its data (if any), its log group, then its status (the commit marker)."""
+    def write_fields(
+        self, position: tuple[int, ...], result: xr.Dataset | None, outcome: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The worker's part of writing a member: its large arrays (u, m; t and x on a padded
+        store), one chunk each and this member's alone. Returns what :meth:`commit` records:
+        the small values (padded to the store's sizes) and the digest of everything."""
         lay = self.layout
-        axes, region, lead = list(lay.axes), lay.region(position), (1,) * len(lay.axes)
+        if result is None:
+            return {}
 
         def pad(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             out = np.full(shape, np.nan)
             out[tuple(slice(0, n) for n in values.shape)] = values
-            return out.reshape(lead + shape)
+            return out
 
-        def write(data: dict[str, Any]) -> None:
-            xr.Dataset(data).to_zarr(self.path, region=region, mode="r+", **_ZARR)
+        large = {name: pad(result[name].values, (lay.nt, lay.nx)) for name in schema.FIELDS}
+        if lay.tdim != schema.T:
+            large[schema.T] = pad(result[schema.T].values, (lay.nt,))
+            large[schema.X] = pad(result[schema.X].values, (lay.nx,))
+        for name, values in large.items():
+            zarr.open_array(str(self.path), path=name, mode="r+")[position] = values
+        small = {name: pad(result[name].values[: lay.n_iter], (lay.n_iter,)) for name in schema.HISTORY}
+        small |= _marks(outcome)
+        return {"small": small, "digest": _digest({**large, **small})}
 
-        marks = {
-            "converged": (axes, np.full(lead, int(outcome.get("converged", 0)), np.int8)),
-            "iterations": (axes, np.full(lead, int(outcome.get("iterations", 0)), np.int32)),
-        }
-        if result is not None:
-            grid = axes + [lay.tdim, lay.xdim]
-            data = {name: (grid, pad(result[name].values, (lay.nt, lay.nx))) for name in schema.FIELDS}
-            for name in schema.HISTORY:
-                data[name] = (axes + [schema.ITERATION], pad(result[name].values[: lay.n_iter], (lay.n_iter,)))
-            data["wall_time"] = (axes, np.full(lead, outcome["wall_time"]))
-            if lay.tdim != schema.T:
-                data[schema.T] = (axes + [lay.tdim], pad(result[schema.T].values, (lay.nt,)))
-                data[schema.X] = (axes + [lay.xdim], pad(result[schema.X].values, (lay.nx,)))
-            write(data)
-            outcome = {**outcome, "digest": _digest({name: v for name, (_, v) in {**data, **marks}.items()})}
-        log = zarr.open_group(str(self.path), path=f"{schema.LOG_GROUP}/{outcome['index']}", mode="w", zarr_format=3)
-        log.attrs.update(json.loads(json.dumps(outcome, default=str)))
-        write(marks)
-        code = DONE if outcome["status"] == "done" else FAILED
-        write({"status": (axes, np.full(lead, code, np.int8))})
+    def commit(self, records: list[dict[str, Any]]) -> None:
+        """The client's part: record finished members (each an outcome with ``position`` and,
+        from :meth:`write_fields`, ``small`` and ``digest``): their small values, a failed
+        member's log group, then their status — the commit marker — last. One writer only."""
+        if not records:
+            return
+        group = zarr.open_group(str(self.path), mode="r+")
+        positions = [tuple(r["position"]) for r in records]
+        nan_history = np.full(self.layout.n_iter, np.nan)
+        small = [r.get("small") or {**dict.fromkeys(schema.HISTORY, nan_history), **_marks(r)} for r in records]
+        for name in SMALL:
+            _scatter(group[name], positions, [values[name] for values in small])
+        digest = self._digest_array("r+")
+        if digest is not None:  # stores of 0.1 have none
+            _scatter(digest, positions, [np.frombuffer(r.get("digest", bytes(32)), np.uint8) for r in records])
+        for r in records:
+            if r["status"] != "done":
+                log = zarr.open_group(str(self.path), path=f"{schema.LOG_GROUP}/{r['index']}", mode="w", zarr_format=3)
+                entry = {k: v for k, v in r.items() if k not in ("small", "digest", "position")}
+                log.attrs.update(json.loads(json.dumps(entry, default=str)))
+        codes = [np.int8(DONE if r["status"] == "done" else FAILED) for r in records]
+        _scatter(group["status"], positions, codes)
+
+    def write_member(self, position: tuple[int, ...], result: xr.Dataset | None, outcome: dict[str, Any]) -> None:
+        """Write one member alone (both parts, in one process): its large arrays, its small
+        values, then its status."""
+        self.commit([{**outcome, **self.write_fields(position, result, outcome), "position": position}])
 
 
 def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
@@ -464,10 +528,35 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def _digest(values: dict[str, Any]) -> str:
+def _digest(values: dict[str, Any]) -> bytes:
     """SHA-256 of a member's values (by name, as stored: their bytes, not their shape)."""
     h = hashlib.sha256()
     for name in sorted(values):
         h.update(name.encode())
         h.update(np.ascontiguousarray(values[name]).tobytes())
-    return h.hexdigest()
+    return h.digest()
+
+
+def _marks(outcome: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A member's scalar values, in the dtypes the store holds them in."""
+    return {
+        "wall_time": np.float64(outcome.get("wall_time", np.nan)),
+        "converged": np.int8(outcome.get("converged", 0)),
+        "iterations": np.int32(outcome.get("iterations", 0)),
+    }
+
+
+def _scatter(array: Any, positions: list[tuple[int, ...]], values: list[Any]) -> None:
+    """``array[position] = value`` for many members, one read and one write per chunk touched
+    (a chunk holds a block of members; the trailing dims are whole in every chunk)."""
+    lead = len(positions[0]) if positions else 0
+    chunks, shape = array.chunks[:lead], array.shape[:lead]
+    blocks: dict[tuple[int, ...], list[tuple[tuple[int, ...], Any]]] = {}
+    for position, value in zip(positions, values):
+        blocks.setdefault(tuple(i // c for i, c in zip(position, chunks)), []).append((position, value))
+    for key, items in blocks.items():
+        region = tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(key, chunks, shape))
+        block = np.asarray(array[region])
+        for position, value in items:
+            block[tuple(i - r.start for i, r in zip(position, region))] = value
+        array[region] = block

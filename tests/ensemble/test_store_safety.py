@@ -299,3 +299,14 @@ def test_a_member_past_its_time_limit_is_failed_and_the_sweep_goes_on(tmp_path: 
     assert ds.status.values.tolist() == [FAILED, DONE]
     assert SweepStore(tmp_path / "s.zarr").member_log(0)["reason"] == "time limit reached (1e-09 s)"
     assert tiny().fingerprint != tiny().fingerprint_0_1 and "time_limit" not in tiny().canonical_json()
+
+
+def test_the_store_holds_about_two_files_per_member(tmp_path: Path, client) -> None:
+    """The workers write u and m (one chunk each); the client commits the small values in
+    blocks of members: the file count stays near the number of large-array chunks."""
+    sweep, path = tiny({"seed": {"count": 24}}), tmp_path / "s.zarr"
+    run_sweep(sweep, path, client=client)
+    files = [p for p in path.rglob("*") if p.is_file()]
+    chunks = [p for p in files if p.relative_to(path).parts[0] in ("u", "m") and "c" in p.relative_to(path).parts]
+    assert len(chunks) == 2 * 24
+    assert len(files) - len(chunks) < 40, sorted(str(p.relative_to(path)) for p in files)  # metadata, blocks
