@@ -71,6 +71,8 @@ SMALL = (*schema.HISTORY, "wall_time", "converged", "iterations")
 """A member's small values: committed by the client, in blocks of members per chunk."""
 DIGESTED = (*schema.FIELDS, *SMALL)
 """The values of a member its digest covers (and its t and x on a padded store)."""
+FLAT_KEYS = {"name": "default", "separator": "."}
+"""Chunk files named ``u/c.3.1.0.0``: one folder per variable, not one per chunk index."""
 BLOCK = 4096
 """Most members in one chunk of a small per-member variable."""
 
@@ -192,7 +194,11 @@ def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
     ds = xr.Dataset(data, coords=coords, attrs=provenance(sweep))
     large = [*schema.FIELDS, *((schema.T, schema.X) if padded else ())]
     encoding = {
-        name: {"chunks": (one if name in large else block) + ds[name].shape[len(axes) :], "compressors": COMPRESSORS}
+        name: {
+            "chunks": (one if name in large else block) + ds[name].shape[len(axes) :],
+            "compressors": COMPRESSORS,
+            "chunk_key_encoding": FLAT_KEYS,
+        }
         for name in ds.data_vars
     }
     if padded:
@@ -318,6 +324,7 @@ class SweepStore:
                 dtype=np.uint8,
                 fill_value=0,
                 compressors=COMPRESSORS,
+                chunk_key_encoding=FLAT_KEYS,
                 attributes=schema.attrs(schema.DIGEST),
             )
             _consolidate(building)
