@@ -13,7 +13,6 @@ finished so far are in the store, and the same command resumes.
 
 from __future__ import annotations
 
-import errno
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -27,12 +26,9 @@ from rich.table import Table
 from mfg_ensemble import schema
 from mfg_ensemble.ensemble.monitor import Progress as RunProgress
 from mfg_ensemble.ensemble.runner import run_sweep
-from mfg_ensemble.ensemble.store import SweepStore, default_path
+from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore, default_path
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import ConfigError, StoreMismatch
-
-STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-"""OSErrors of the file system the store lives on: the user's to fix, said in one line."""
 
 console = Console()
 err_console = Console(stderr=True)

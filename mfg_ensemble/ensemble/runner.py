@@ -31,7 +31,7 @@ from distributed import Client, as_completed, get_worker, span
 
 from mfg_ensemble.ensemble.cluster import connect, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
-from mfg_ensemble.ensemble.store import SweepStore
+from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import StoreMismatch
 from mfg_ensemble.game.problem import Problem
@@ -102,7 +102,13 @@ def solve_member(task: MemberTask) -> dict[str, Any]:
         if outcome["status"] == "failed":
             outcome["error"] = reason
     outcome["wall_time"] = time.perf_counter() - started
-    outcome.update(task.store.write_fields(task.position, result, outcome), position=task.position)
+    outcome["position"] = task.position
+    try:
+        outcome.update(task.store.write_fields(task.position, result, outcome))
+    except OSError as exc:  # a full or read-only store: stop the run (no retry would help)
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        outcome.update(status="storage", errno=exc.errno, error=exc.strerror, file=str(exc.filename or task.store.path))
     return outcome
 
 
@@ -250,6 +256,8 @@ def _submit_all(
                     "error": f"{type(exc).__name__}: {exc}",
                     "wall_time": float("nan"),
                 }
+            if outcome["status"] == "storage":
+                raise OSError(outcome["errno"], outcome["error"], outcome["file"])
             batch.add(outcome)
             if outcome["status"] == "done":
                 progress.done += 1

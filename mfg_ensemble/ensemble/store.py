@@ -42,6 +42,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -71,6 +72,9 @@ SMALL = (*schema.HISTORY, "wall_time", "converged", "iterations")
 """A member's small values: committed by the client, in blocks of members per chunk."""
 DIGESTED = (*schema.FIELDS, *SMALL)
 """The values of a member its digest covers (and its t and x on a padded store)."""
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+"""OSErrors of the file system the store lives on (full, read-only, forbidden): the user's to
+fix; a run stops at the first, with one line, instead of failing every member."""
 FLAT_KEYS = {"name": "default", "separator": "."}
 """Chunk files named ``u/c.3.1.0.0``: one folder per variable, not one per chunk index."""
 BLOCK = 4096

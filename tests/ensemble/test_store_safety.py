@@ -311,3 +311,37 @@ def test_the_store_holds_about_two_files_per_member(tmp_path: Path, client) -> N
     assert len(chunks) == 2 * 24
     assert len(files) - len(chunks) < 40, sorted(str(p.relative_to(path)) for p in files)  # metadata, blocks
     assert sum(1 for p in path.rglob("*") if p.is_dir()) < 30  # a folder per variable, none per chunk
+
+
+def test_a_full_disk_stops_the_run_at_once_and_leaves_the_store_consistent(tmp_path: Path, client) -> None:
+    """The workers' first write fails with ENOSPC: no retries, no member marked failed, one
+    OSError for the caller (the CLI prints it in one line, exit 2); the members stay pending."""
+    import errno
+
+    from mfg_ensemble.schema import PENDING
+
+    def full_disk() -> None:
+        from mfg_ensemble.ensemble.store import SweepStore
+
+        def refuse(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "u"))
+
+        SweepStore.write_fields_saved = SweepStore.write_fields
+        SweepStore.write_fields = refuse
+
+    def restore() -> None:
+        from mfg_ensemble.ensemble.store import SweepStore
+
+        SweepStore.write_fields = SweepStore.write_fields_saved
+
+    sweep, path = tiny(), tmp_path / "s.zarr"
+    client.run(full_disk)
+    try:
+        with pytest.raises(OSError, match="No space left on device") as info:
+            run_sweep(sweep, path, client=client)
+    finally:
+        client.run(restore)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path / "u")
+    assert (SweepStore(path).status() == PENDING).all()
+    assert not SweepStore(path).lock_path.exists()
+    assert (run_sweep(sweep, path, client=client).status.values == DONE).all()  # space again: it resumes
