@@ -493,6 +493,10 @@ class Sweep:
                 self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, Problem)]
             ) from None
         opts = _solver_options(solver, self.source, where) if varied_solver else self._solver
+        try:
+            opts.check_memory(built)
+        except ValueError as exc:
+            raise ConfigError(self.source, [(f"solver.n_particles ({where})", str(exc))]) from None
         return Member(index, position, built, opts)
 
     # -- description ------------------------------------------------------------------------

@@ -37,13 +37,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.game.fixed_point import Anderson
-from mfg_ensemble.game.problem import Problem
+from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.kernels import backend as _backend
 from mfg_ensemble.kernels import fv_forward, hjb_backward, particles_forward
 from mfg_ensemble.kernels.checks import UINT64_MAX, FloatArray
 from mfg_ensemble.kernels.reference import rng
 
 FP_METHODS = ("particles", "fv")
+PARTICLE_ARRAYS = 4
+"""Arrays of one value per particle a particle solve holds at once (positions, drift, noise, the
+positions at the start of an output interval)."""
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -76,6 +79,19 @@ class SolverOptions(BaseModel):
 
     def to_attrs(self) -> dict[str, Any]:
         return schema.prefixed(schema.SOLVER, dict(self))
+
+    def check_memory(self, problem: Problem) -> None:
+        """``ValueError`` (naming n_particles) when one solve of ``problem`` with these options
+        cannot fit in this machine's memory: the (t, x) arrays and the particles' arrays."""
+        have = physical_memory()
+        if have is None or self.fp != "particles":
+            return
+        need = problem.memory_estimate() + PARTICLE_ARRAYS * 8 * self.n_particles
+        if need > have:
+            raise ValueError(
+                f"n_particles = {self.n_particles} needs about {need / 2**30:.3g} GiB per solve "
+                f"({PARTICLE_ARRAYS} float64 arrays of particles), more than this machine's {have / 2**30:.3g} GiB"
+            )
 
 
 @dataclass
@@ -226,6 +242,7 @@ def solve(
     residual_u, residual_m)``, if given, is called after every iteration.
     """
     opts = SolverOptions.model_validate({**dict(options or {}), **overrides})
+    opts.check_memory(problem)
     active = _backend.resolve(backend)
     started = time.perf_counter()
     u, m, history = iterate(FixedPointMap(problem, opts, active), opts, callback)

@@ -71,6 +71,11 @@ MALFORMED = [
         problem_with("nx = 10000000000"),
         r"problem\.nx: nx = 10000000000 with nt = 11 needs about .* GiB per solve .* more than this machine's",
     ),
+    (
+        "particles that cannot fit in memory",
+        BASE.replace('fp = "fv"', 'fp = "particles"') + "[sweep]\nn_particles = [1000, 10000000000]\n",
+        r"solver\.n_particles \(member 1: n_particles=10000000000\): n_particles = 10000000000 needs about .* GiB",
+    ),
     # wrong types: strict, a number must be written as a number
     ("nx is a word", problem_with('nx = "a"'), r"problem\.nx: Input should be a valid integer \(got 'a'\)"),
     (
