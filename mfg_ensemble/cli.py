@@ -88,9 +88,6 @@ def run(
     except ConfigError as exc:
         _fail(exc)
     path = Path(store) if store else default_path(sweep)  # as the user wrote it, for the messages
-    console.print(
-        f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True
-    )
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -123,7 +120,10 @@ def run(
         )
         bar.update(job, completed=p.skipped + p.finished, counts=escape(counts))
 
-    try:
+    try:  # from the first line on, a Ctrl-C ends in the short message below
+        console.print(
+            f"sweep [bold]{escape(str(sweep.name))}[/]: {len(sweep)} members → {escape(str(path))}", soft_wrap=True
+        )
         ds = run_sweep(
             sweep,
             target.path,

@@ -4,7 +4,8 @@ No oversubscription: each worker process runs ``threads_per_worker`` solves at a
 default) and sizes Rayon's pool to its share of the cores,
 ``RAYON_NUM_THREADS = max(1, cores // n_workers)``, passed in the workers' environment
 (Rayon reads it once, at the first kernel call). BLAS is kept to one thread per worker.
-Workers are spawned processes, never forked (Rayon's pool does not survive ``fork``).
+Workers are spawned processes, never forked (Rayon's pool does not survive ``fork``), and
+never see a terminal's Ctrl-C: the client process handles it (see :func:`local_cluster`).
 
 On an HPC cluster set the same variables in the job script, e.g. with dask-jobqueue:
 ``SLURMCluster(cores=8, processes=2, job_script_prologue=["export RAYON_NUM_THREADS=4"])``.
@@ -17,6 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from typing import Any
 
 from distributed import Client, LocalCluster
@@ -47,27 +49,29 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
     n = n_workers or max(1, usable_cores() // threads_per_worker)
     env = {**worker_env(n), **kwargs.pop("env", {})}
     kwargs.setdefault("dashboard_address", "127.0.0.1:8787")  # this machine only (tunnel it to share)
-    # Ctrl-C is for this process: the workers ignore SIGINT, so a terminal's Ctrl-C, sent to the
-    # whole process group, stops the run here, cleanly, without a KeyboardInterrupt traceback
-    # from every worker. They inherit SIGINT ignored while they are spawned here (Python then
-    # installs no handler of its own), and the preload ignores it in workers restarted later.
-    # A Ctrl-C in the second or two the workers take to start is therefore not seen.
+    # Ctrl-C is for this process: the workers never see SIGINT, so a terminal's Ctrl-C, sent to
+    # the whole process group, stops the run here, cleanly, without a KeyboardInterrupt
+    # traceback from every worker. SIGINT is blocked while the cluster starts: its threads, and
+    # the worker processes they spawn (now or later, on a restart), inherit the blocked mask;
+    # the preload also ignores it. A Ctrl-C meanwhile waits and is raised once the cluster is
+    # up, which is then closed. (The resource tracker is started first: starting it unblocks
+    # SIGINT in the calling thread.)
     kwargs.setdefault("preload", ["mfg_ensemble.ensemble.worker_setup"])
-    with _sigint_ignored():
-        return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored in this process while the block runs (only the main thread may say so)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, env=env, **kwargs)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl-C that waited is raised here
+    except KeyboardInterrupt:
+        cluster.close()
+        raise
+    return cluster
 
 
 @contextlib.contextmanager
