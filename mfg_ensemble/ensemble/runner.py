@@ -8,7 +8,8 @@ run is one ``distributed.span`` named ``mfg-sweep-<name>``, so the dashboard gro
 
 :func:`run_sweep` prepares the store (create, or check and resume), submits the members not
 yet recorded as futures named ``mfg-solve-<index>-<run>`` (the dashboard groups them under
-``mfg-solve``), keeps at most ``max_in_flight`` of them in flight, and gathers the small
+``mfg-solve``), at most ``max_in_flight`` at a time (by default all, up to 10,000: Dask's
+queuing throttles them, and its Progress bar shows the sweep's total), and gathers the
 outcomes as they complete. A member that raises or diverges is recorded as failed and the
 sweep goes on; a task lost with its worker is rerun by Dask, and one that fails for another
 reason (an I/O error, say) is retried ``retries`` times and then recorded as failed.
@@ -54,6 +55,8 @@ class MemberTask:
 
 TOPIC = "mfg-progress"
 FAILED_REASONS = ("diverged", "time limit")
+SUBMIT_AT_ONCE = 10_000
+"""Members submitted at once by default (more would load the scheduler for nothing)."""
 FLUSH_MEMBERS, FLUSH_SECONDS = 256, 1.0
 """The client commits finished members in batches of this many, or this often."""
 """A solve that stops for these reasons is recorded as failed (``--retry-failed`` reruns it)."""
@@ -148,7 +151,8 @@ def run_sweep(
     ``threads_per_worker`` threads) and closed at the end. An existing store of the same
     sweep is resumed (only pending members run; with ``retry_failed`` also the failed and the
     damaged ones); one of another sweep is refused unless ``overwrite``. ``max_in_flight``:
-    most members submitted at once (default: 4 per worker thread). On KeyboardInterrupt the
+    most members submitted at once (default: all, up to 10,000 — Dask's scheduler queues them,
+    and its dashboard's progress counts the whole sweep). On KeyboardInterrupt the
     futures are cancelled and the store stays consistent: a member is done only once its
     status is written.
 
@@ -221,7 +225,7 @@ def _submit_all(
     on_progress: Callable[[Progress], None] | None,
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    limit = max_in_flight or 4 * max(1, sum(client.nthreads().values()))
+    limit = max_in_flight or SUBMIT_AT_ONCE
     queue = iter(tasks)
     by_key: dict[str, MemberTask] = {}
     live: dict[str, Any] = {}
