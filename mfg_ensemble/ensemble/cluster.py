@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from typing import Any
@@ -100,14 +102,62 @@ def _worker_backend() -> str:
     return str(backend_info()["backend"])
 
 
-def thread_settings(client: Client) -> dict[str, Any]:
-    """Workers, their threads and their Rayon pool sizes, for the store's provenance."""
+def _worker_facts() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "cores": usable_cores()}
+
+
+def _size_rayon(threads: int) -> int | None:
+    from mfg_ensemble.kernels import backend
+
+    return backend.size_rayon(threads)
+
+
+def size_rayon(client: Client) -> dict[str, int | None]:
+    """Size every worker's Rayon pool to its share of its node's cores, wherever the workers
+    were started (a LocalCluster, ``dask worker`` by hand, dask-jobqueue):
+
+        rayon threads = max(1, cores of the node × its Dask threads // all Dask threads there)
+
+    unless ``RAYON_NUM_THREADS`` is set in the worker's environment, or a kernel already built
+    its pool (a pool is sized once per process). Returns each worker's pool size in effect, and
+    warns when the pools of a node's workers add up to more threads than the node has cores.
+    """
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
-    rayon = client.run(lambda: os.environ.get("RAYON_NUM_THREADS", "unset"))
+    facts = client.run(_worker_facts)
+    threads_on: dict[str, int] = {}
+    cores_on: dict[str, int] = {}
+    for address, fact in facts.items():
+        threads_on[fact["host"]] = threads_on.get(fact["host"], 0) + workers[address]["nthreads"]
+        cores_on[fact["host"]] = max(cores_on.get(fact["host"], 1), fact["cores"])
+    wanted: dict[int, list[str]] = {}
+    for address, fact in facts.items():
+        share = cores_on[fact["host"]] * workers[address]["nthreads"] // threads_on[fact["host"]]
+        wanted.setdefault(max(1, share), []).append(address)
+    sizes: dict[str, int | None] = {}
+    for threads, addresses in wanted.items():
+        sizes.update(client.run(_size_rayon, threads, workers=addresses))
+    for host, cores in cores_on.items():
+        used = sum(sizes[a] or 0 for a, fact in facts.items() if fact["host"] == host)
+        if used > cores:
+            warnings.warn(
+                f"{host}: the workers' Rayon pools add up to {used} threads on {cores} cores "
+                "(oversubscribed: RAYON_NUM_THREADS is set, or the pools were built before the run)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return sizes
+
+
+def thread_settings(client: Client, rayon: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """Workers, their threads and their Rayon pool sizes (``rayon``: from :func:`size_rayon`),
+    for the store's provenance."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    env = client.run(lambda: os.environ.get("RAYON_NUM_THREADS", "unset"))
     backends = client.run(_worker_backend)
     return {
         "run.backend": sorted(set(backends.values())),
         "run.n_workers": len(workers),
         "run.threads_per_worker": sorted({w.get("nthreads", 0) for w in workers.values()}),
-        "run.rayon_num_threads": sorted(set(rayon.values())),
+        "run.rayon_num_threads": sorted(set(env.values())),
+        "run.rayon_threads": sorted({n for n in (rayon or {}).values() if n is not None}),
     }

@@ -30,7 +30,7 @@ from typing import Any
 import xarray as xr
 from distributed import Client, as_completed, get_worker, span
 
-from mfg_ensemble.ensemble.cluster import connect, thread_settings
+from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
 from mfg_ensemble.ensemble.sweep import Sweep
@@ -175,7 +175,7 @@ def run_sweep(
             return target.open()
         with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
             _check_reachable(c, target)
-            target.update_attrs(thread_settings(c))
+            target.update_attrs(thread_settings(c, size_rayon(c)))
             if on_start is not None:
                 on_start(c, progress)
 

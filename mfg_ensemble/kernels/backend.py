@@ -66,6 +66,17 @@ def rust() -> ModuleType:
     return _rust_core
 
 
+def size_rayon(threads: int) -> int | None:
+    """Build Rayon's global pool with ``threads`` threads, unless ``RAYON_NUM_THREADS`` is set
+    (the user's choice wins) or a kernel built the pool already (it is sized once per process).
+    Returns the pool size in effect (None without the extension)."""
+    if _rust_core is None:
+        return None
+    if not os.environ.get("RAYON_NUM_THREADS"):
+        _rust_core.init_rayon(threads)
+    return int(_rust_core.rayon_threads())
+
+
 def backend_info() -> dict[str, Any]:
     """Which backend ``backend=None`` selects, the extension's version and Rayon's pool size."""
     with warnings.catch_warnings():

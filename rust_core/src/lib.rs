@@ -213,10 +213,18 @@ mod bindings {
         out.into_pyarray(py)
     }
 
-    /// Size of Rayon's global pool (RAYON_NUM_THREADS, else the number of cores).
+    /// Size of Rayon's global pool (RAYON_NUM_THREADS, else the number of cores). Builds the
+    /// pool if no kernel has yet.
     #[pyfunction]
     fn rayon_threads() -> usize {
         rayon::current_num_threads()
+    }
+
+    /// Build Rayon's global pool with `n` threads; false if it was built already (a kernel or
+    /// `rayon_threads` ran first: the pool is sized once per process).
+    #[pyfunction]
+    fn init_rayon(n: usize) -> bool {
+        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().is_ok()
     }
 
     #[pymodule]
@@ -231,6 +239,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(particles_forward, m)?)?;
         m.add_function(wrap_pyfunction!(philox_normals, m)?)?;
         m.add_function(wrap_pyfunction!(rayon_threads, m)?)?;
+        m.add_function(wrap_pyfunction!(init_rayon, m)?)?;
         Ok(())
     }
 }

@@ -195,3 +195,36 @@ def test_workers_publish_every_iteration_of_every_member(client, tmp_path) -> No
     run_sweep(sweep, tmp_path / "e2.zarr", client=client, monitor=monitor)
     assert monitor.progress.done == len(sweep) and monitor.dashboard_link
     assert f"{len(sweep)}/{len(sweep)} members: done {len(sweep)}" in monitor.summary()
+
+
+def test_rayon_is_sized_per_worker_on_a_hand_started_cluster(tmp_path) -> None:
+    """Workers started without RAYON_NUM_THREADS (``dask worker`` by hand, dask-jobqueue): the
+    run sizes each worker's pool to its share of the node's cores, and records the sizes used."""
+    from distributed import Client, LocalCluster
+
+    from mfg_ensemble.ensemble.cluster import usable_cores
+
+    cores = usable_cores()
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        assert set(client.run(lambda: os.environ.get("RAYON_NUM_THREADS")).values()) == {None}
+        ds = run_sweep(small_sweep(sigma=[0.2], seed={"count": 2}), tmp_path / "s.zarr", client=client)
+        pools = client.run(lambda: __import__("mfg_ensemble").backend_info()["rayon_threads"])
+    assert set(pools.values()) == {max(1, cores // 2)}
+    assert ds.attrs["run.rayon_threads"] == [max(1, cores // 2)]
+
+
+def test_oversubscribed_workers_are_warned_about(tmp_path) -> None:
+    from distributed import Client, LocalCluster
+
+    from mfg_ensemble.ensemble.cluster import usable_cores
+
+    env = {"RAYON_NUM_THREADS": str(usable_cores())}  # every worker takes every core
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env) as cluster,
+        Client(cluster) as client,
+        pytest.warns(RuntimeWarning, match="Rayon pools add up to .* threads on .* cores"),
+    ):
+        run_sweep(small_sweep(sigma=[0.2], seed={"count": 2}), tmp_path / "s.zarr", client=client)
