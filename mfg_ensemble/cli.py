@@ -14,6 +14,7 @@ finished so far are in the store, and the same command resumes.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,7 +22,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from mfg_ensemble import schema
 from mfg_ensemble.ensemble.monitor import Progress as RunProgress
@@ -29,6 +30,9 @@ from mfg_ensemble.ensemble.runner import run_sweep
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore, default_path
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import ConfigError, StoreMismatch
+
+LOG_EVERY = 10.0
+"""Seconds between the progress lines printed when the output is not a terminal."""
 
 console = Console()
 err_console = Console(stderr=True)
@@ -45,6 +49,19 @@ def _load(config: str) -> Sweep:
         return Sweep.from_file(config)
     except ConfigError as exc:
         _fail(exc)
+
+
+def progress_bar(out: Console) -> Progress:
+    """The live bar: the count first and never cut (the running members' details give way
+    to it on a narrow terminal)."""
+    return Progress(
+        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=20),
+        TextColumn("{task.completed}/{task.total}", table_column=Column(no_wrap=True, min_width=9)),
+        TextColumn("{task.fields[counts]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
+        console=out,
+    )
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -88,16 +105,10 @@ def run(
     except ConfigError as exc:
         _fail(exc)
     path = Path(store) if store else default_path(sweep)  # as the user wrote it, for the messages
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    bar = progress_bar(console)
     job = bar.add_task("solving", total=len(sweep), counts="")
     last: list[RunProgress] = []
+    printed = [time.monotonic()]
     cluster_started = False
 
     def started(client: object, p: RunProgress) -> None:
@@ -119,6 +130,17 @@ def run(
             f"queued {len(members) - len(running)}  running: {shown}"
         )
         bar.update(job, completed=p.skipped + p.finished, counts=escape(counts))
+        if not console.is_terminal:  # a batch job's log: a plain line at a steady rhythm
+            now, finished = time.monotonic(), p.skipped + p.finished
+            if finished == p.total or event is None and now - printed[0] >= LOG_EVERY:
+                printed[0] = now
+                console.print(
+                    f"progress: {finished}/{p.total} members, done {p.done}, failed {p.failed}, "
+                    f"running {len(running)}, queued {len(members) - len(running)}, {_fmt_eta(p.eta)}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
     try:  # from the first line on, a Ctrl-C ends in the short message below
         console.print(

@@ -339,3 +339,26 @@ def test_a_terminal_ctrl_c_gives_the_short_message_only(tmp_path: Path, when: st
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "run the same command to resume" in err
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_live_bar_keeps_the_count_at_any_width(width: int) -> None:
+    from rich.console import Console
+
+    from mfg_ensemble.cli import progress_bar
+
+    out = Console(width=width, record=True, force_terminal=True, color_system=None)
+    bar = progress_bar(out)
+    counts = "done 3  failed 0  ETA 0:07  queued 18  running: #3 it 7 r 2.1e-03  #4 it 2 r 4.0e-01"
+    bar.add_task("solving", total=24, completed=3, counts=counts)
+    out.print(bar.get_renderable())
+    assert "3/24" in out.export_text()
+
+
+def test_a_batch_log_gets_plain_progress_lines(tmp_path: Path) -> None:
+    """Output not on a terminal (a cluster job's log): plain progress lines, the last one at
+    the end, besides the final table."""
+    (tmp_path / "tiny.toml").write_text(TINY)
+    proc = cli("run", "tiny.toml", "--workers", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "progress: 4/4 members, done 4, failed 0, running 0, queued 0" in proc.stdout, proc.stdout
