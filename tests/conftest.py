@@ -103,6 +103,19 @@ def interrupt_after(n: int):
     return interrupt
 
 
+def set_paused(dask_worker, paused: bool) -> None:
+    """Pause a worker (it starts no task) or let it run again: members wait until released.
+    Use a cluster with memory_limit=0, whose memory monitor cannot un-pause it."""
+    from distributed.core import Status
+
+    dask_worker.status = Status.paused if paused else Status.running
+
+
+def solves_known(dask_scheduler) -> int:
+    """The member tasks the scheduler holds (submitted, not yet released)."""
+    return sum(str(key).startswith("mfg-solve-") for key in dask_scheduler.tasks)
+
+
 def _running(dask_worker) -> int:
     """Tasks this worker still runs, including those cancelled while running."""
     return len(dask_worker.state.all_running_tasks)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import set_paused, solves_known
+
 TINY = """
 name = "tiny"
 
@@ -216,16 +218,6 @@ def test_run_of_another_sweep_on_the_store_needs_overwrite(
     assert "from other.toml" in info.stdout
 
 
-def _set_paused(dask_worker, paused: bool) -> None:
-    from distributed.core import Status
-
-    dask_worker.status = Status.paused if paused else Status.running
-
-
-def _solves_known(dask_scheduler) -> int:
-    return sum(str(key).startswith("mfg-solve-") for key in dask_scheduler.tasks)
-
-
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
     """SIGINT mid-run: exit 130, the short message, a consistent store; the same command then
@@ -248,11 +240,11 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     # memory_limit=0: no memory monitor, which would un-pause the workers
     with local_cluster(2, dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
         address = cluster.scheduler_address
-        client.run(_set_paused, paused=True)
+        client.run(set_paused, paused=True)
         args = [sys.executable, "-m", "mfg_ensemble.cli", "run", "tiny.toml", "--scheduler", address]
         proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        while client.run_on_scheduler(_solves_known) < 4:  # the event: all 4 members submitted
+        while client.run_on_scheduler(solves_known) < 4:  # the event: all 4 members submitted
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGINT)
@@ -262,7 +254,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
         assert "Traceback" not in err + out, err
         assert (SweepStore(tmp_path / "tiny.zarr").status() == PENDING).all()
 
-        client.run(_set_paused, paused=False)
+        client.run(set_paused, paused=False)
         again = cli("run", "tiny.toml", "--scheduler", address, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         assert counts_row(again.stdout) == (4, 4, 0, 0)

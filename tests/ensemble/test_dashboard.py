@@ -9,7 +9,7 @@ import pytest
 
 from mfg_ensemble import Sweep, run_sweep
 
-from conftest import PROBLEM, SOLVER
+from conftest import PROBLEM, SOLVER, set_paused, solves_known
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +36,6 @@ def test_the_dashboard_pages_answer_while_a_sweep_runs(client, tmp_path: Path) -
         assert "bokeh" in html.lower() and "Dask needs bokeh" not in html, page
 
 
-def _solves_known(dask_scheduler) -> int:
-    return sum(str(key).startswith("mfg-solve-") for key in dask_scheduler.tasks)
-
-
-def _set_paused(dask_worker, paused: bool) -> None:
-    from distributed.core import Status
-
-    dask_worker.status = Status.paused if paused else Status.running
-
-
 def test_dask_sees_the_whole_sweep(tmp_path: Path) -> None:
     """Every member is submitted at once (Dask's queuing throttles), so the dashboard's
     Progress bar counts the sweep's total, not a window of it. The workers are paused until
@@ -59,15 +49,15 @@ def test_dask_sees_the_whole_sweep(tmp_path: Path) -> None:
 
     sweep = Sweep({**PROBLEM, "nx": 21, "nt": 6}, {**SOLVER, "fp": "fv"}, {"seed": {"count": 24}})
     with local_cluster(2, dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
-        client.run(_set_paused, paused=True)
+        client.run(set_paused, paused=True)
         runner = threading.Thread(target=run_sweep, args=(sweep, tmp_path / "s.zarr"), kwargs={"client": client})
         runner.start()
         try:
             deadline = time.monotonic() + 60
-            while client.run_on_scheduler(_solves_known) < 24:
-                assert time.monotonic() < deadline, client.run_on_scheduler(_solves_known)
+            while client.run_on_scheduler(solves_known) < 24:
+                assert time.monotonic() < deadline, client.run_on_scheduler(solves_known)
                 time.sleep(0.05)
         finally:
-            client.run(_set_paused, paused=False)
+            client.run(set_paused, paused=False)
             runner.join(120)
     assert not runner.is_alive()
