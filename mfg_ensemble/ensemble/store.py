@@ -508,11 +508,6 @@ class SweepStore:
         codes = [np.int8(DONE if r["status"] == "done" else FAILED) for r in records]
         _scatter(group["status"], positions, codes)
 
-    def write_member(self, position: tuple[int, ...], result: xr.Dataset | None, outcome: dict[str, Any]) -> None:
-        """Write one member alone (both parts, in one process): its large arrays, its small
-        values, then its status."""
-        self.commit([{**outcome, **self.write_fields(position, result, outcome), "position": position}])
-
 
 def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
     """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
