@@ -78,6 +78,8 @@ fix; a run stops at the first, with one line, instead of failing every member.""
 FLAT_KEYS = {"name": "default", "separator": "."}
 """Chunk files named ``u/c.3.1.0.0``: one folder per variable, not one per chunk index."""
 BLOCK = 4096
+ANALYSIS_CHUNK = 128 * 2**20
+"""Bytes of u or m in one dask chunk of a store opened for analysis."""
 """Most members in one chunk of a small per-member variable."""
 
 PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
@@ -409,10 +411,25 @@ class SweepStore:
         }
 
     def open(self, **kwargs: Any) -> xr.Dataset:
-        """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
+        """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration).
+
+        Chunked for analysis, not as written: whole axes, from the last (usually the seed axis)
+        backwards, while a chunk of u or m stays under ANALYSIS_CHUNK bytes (one dask task reads
+        many members' chunks). Pass ``chunks=`` to choose otherwise."""
         if not self.path.is_dir():
             raise FileNotFoundError(f"no store at {self.path}")
+        kwargs.setdefault("chunks", self.analysis_chunks())
         return xr.open_zarr(self.path, **kwargs)
+
+    def analysis_chunks(self) -> dict[str, int]:
+        """Dask chunks along the axes for analysis: see :meth:`open`."""
+        lay = self.layout
+        room = max(1, ANALYSIS_CHUNK // (8 * lay.nt * lay.nx))
+        chunks: dict[str, int] = {}
+        for name, n in reversed(list(zip(lay.axes, lay.shape))):
+            chunks[name] = max(1, min(n, room))
+            room = max(1, room // chunks[name])
+        return chunks
 
     def verify(self) -> dict[str, list[int]]:
         """Check every done member against the digest recorded when it was written.
