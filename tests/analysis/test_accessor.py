@@ -176,3 +176,16 @@ def test_open_sweep_chunks_for_analysis(finished) -> None:
     xr.testing.assert_identical(
         ds.mfg.mean_position().compute(), open_sweep(finished, chunks={}).mfg.mean_position().compute()
     )
+
+
+def test_a_store_exports_to_netcdf(finished, tmp_path) -> None:
+    """``to_netcdf`` (h5netcdf, i.e. netCDF4/HDF5) writes the whole store, labels and units
+    included, and reads back the same values."""
+    ds = open_sweep(finished)
+    ds.to_netcdf(tmp_path / "sweep.nc", engine="h5netcdf")
+    back = xr.open_dataset(tmp_path / "sweep.nc", engine="h5netcdf")
+    for name in ("u", "m", "status", "iterations", "residual"):
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+        assert back[name].attrs["units"] == ds[name].attrs["units"]
+    assert back.attrs["mfg_ensemble.fingerprint"] == ds.attrs["mfg_ensemble.fingerprint"]
+    np.testing.assert_allclose(back.mfg.mass().values, ds.mfg.mass().values)
