@@ -211,13 +211,18 @@ class MFGAccessor:
         return out
 
     # -- replicates ---------------------------------------------------------------------------
-    def seed_stats(self, var: str | Sequence[str] | xr.DataArray = "m", *, ddof: int = 1) -> xr.Dataset:
+    def seed_stats(
+        self, var: str | Sequence[str] | xr.DataArray = "m", *, ddof: int = 1, quantiles: Sequence[float] = ()
+    ) -> xr.Dataset:
         """Statistics over the seed axis of the done members, per parameter point (lazy).
 
         ``var``: a variable name, several, or a DataArray over the axes (e.g. the result of
         :meth:`mean_position`). Returns ``<var>_mean``, ``<var>_std`` (``ddof`` = 1: the
         sample standard deviation of the replicates), ``<var>_sem`` (std/√count, the standard
-        error of the mean) and ``n_done``, the done members averaged at each point.
+        error of the mean) and ``n_done``, the done members averaged at each point. With
+        ``quantiles`` (e.g. ``(0.05, 0.5, 0.95)``), also ``<var>_quantile`` along a ``quantile``
+        dim: the empirical quantiles of the done replicates (linear interpolation, NumPy's
+        default), for bands that need no symmetry.
         """
         seed = self.seed_dim
         if seed is None:
@@ -241,6 +246,11 @@ class MFGAccessor:
             out[f"{name}_sem"] = (out[f"{name}_std"] / np.sqrt(count.where(count > 0))).assign_attrs(
                 long_name=f"standard error of the seed-mean of {label}", units=units
             )
+            if len(quantiles):
+                whole = kept.chunk({seed: -1}) if kept.chunks is not None else kept  # one chunk along the seeds
+                out[f"{name}_quantile"] = whole.quantile(list(quantiles), dim=seed, skipna=True).assign_attrs(
+                    long_name=f"quantiles over seeds of {label}", units=units
+                )
         out["n_done"] = count.assign_attrs(long_name="done members", units="1")
         for name in ("t", "x"):  # per-member grids (padded stores): the grid of each point
             if name in ds.coords and seed in ds[name].dims:

@@ -189,3 +189,15 @@ def test_a_store_exports_to_netcdf(finished, tmp_path) -> None:
         assert back[name].attrs["units"] == ds[name].attrs["units"]
     assert back.attrs["mfg_ensemble.fingerprint"] == ds.attrs["mfg_ensemble.fingerprint"]
     np.testing.assert_allclose(back.mfg.mass().values, ds.mfg.mass().values)
+
+
+def test_seed_quantile_bands(finished) -> None:
+    ds = open_sweep(finished)
+    stats = ds.mfg.seed_stats(ds.mfg.mean_position(), quantiles=(0.0, 0.5, 1.0)).compute()
+    q = stats["mean_position_quantile"]
+    assert q.dims[0] == "quantile" and q["quantile"].values.tolist() == [0.0, 0.5, 1.0]
+    position = ds.mfg.mean_position().where(ds.mfg.done()).values
+    np.testing.assert_allclose(q.sel(quantile=0.0), np.nanmin(position, axis=2))
+    np.testing.assert_allclose(q.sel(quantile=1.0), np.nanmax(position, axis=2))
+    np.testing.assert_allclose(q.sel(quantile=0.5), np.nanmedian(position, axis=2))
+    assert "quantile" not in ds.mfg.seed_stats("m").dims
