@@ -24,7 +24,7 @@ from mfg_ensemble.ensemble.monitor import SweepMonitor
 from mfg_ensemble.ensemble.runner import run_sweep
 from mfg_ensemble.ensemble.store import SweepStore, open_sweep
 from mfg_ensemble.ensemble.sweep import Sweep
-from mfg_ensemble.errors import ConfigError, Diverged, StoreMismatch
+from mfg_ensemble.errors import ConfigError, Diverged, NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions, solve
 from mfg_ensemble.kernels import backend_info
@@ -39,6 +39,7 @@ _legacy.install()
 __all__ = [
     "ConfigError",
     "Diverged",
+    "NoWorkers",
     "Problem",
     "SolverOptions",
     "StoreMismatch",

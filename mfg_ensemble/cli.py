@@ -29,7 +29,7 @@ from mfg_ensemble.ensemble.monitor import Progress as RunProgress
 from mfg_ensemble.ensemble.runner import run_sweep
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore, default_path
 from mfg_ensemble.ensemble.sweep import Sweep
-from mfg_ensemble.errors import ConfigError, StoreMismatch
+from mfg_ensemble.errors import ConfigError, NoWorkers, StoreMismatch
 
 LOG_EVERY = 10.0
 """Seconds between the progress lines printed when the output is not a terminal."""
@@ -158,7 +158,7 @@ def run(
             on_progress=progressed,
             on_event=progressed,
         )
-    except (StoreMismatch, ConfigError) as exc:
+    except (StoreMismatch, ConfigError, NoWorkers) as exc:
         _fail(exc)
     except OSError as exc:
         if exc.errno in STORAGE_ERRORS:  # a full disk, a read-only or forbidden folder

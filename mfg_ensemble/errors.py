@@ -4,6 +4,8 @@
   what is allowed there (the CLI prints it and exits with status 2).
 * :class:`StoreMismatch` — the store at a path is not this sweep's (or not a store at all), or
   may not be overwritten; :class:`StoreLocked` — another run is writing it.
+* :class:`NoWorkers` — the cluster has no worker to run the members (e.g. a LocalCluster whose
+  workers a notebook's kernel interrupt killed), after waiting ``worker_timeout``.
 * :class:`Diverged` — a time march blew up (non-finite values, or a CFL sub-step that
   collapsed). The Rust extension raises this very class (``import_exception!``), the NumPy
   reference too; it is a ``FloatingPointError``, so older ``except FloatingPointError`` works.
@@ -30,6 +32,10 @@ class StoreMismatch(ValueError):
 
 class StoreLocked(StoreMismatch):
     """Another run holds the store's lock (the message names its host and pid)."""
+
+
+class NoWorkers(RuntimeError):
+    """The cluster has no worker (waited for one, in vain): the message says what to do."""
 
 
 class Diverged(FloatingPointError):

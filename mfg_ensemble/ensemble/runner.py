@@ -34,7 +34,7 @@ from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
 from mfg_ensemble.ensemble.sweep import Sweep
-from mfg_ensemble.errors import StoreMismatch
+from mfg_ensemble.errors import NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions, solve
 from mfg_ensemble.schema import FAILED, PENDING
@@ -134,6 +134,7 @@ def run_sweep(
     resume: bool = True,
     overwrite: bool = False,
     retry_failed: bool = False,
+    worker_timeout: float | None = 60.0,
     retries: int = 2,
     max_in_flight: int | None = None,
     n_workers: int | None = None,
@@ -156,6 +157,9 @@ def run_sweep(
     futures are cancelled and the store stays consistent: a member is done only once its
     status is written.
 
+    ``worker_timeout``: seconds to wait for a cluster that has no worker before raising
+    :class:`~mfg_ensemble.errors.NoWorkers` (None: wait as long as it takes).
+
     Callbacks: ``on_start(client, progress)`` once the cluster is up, ``on_progress(progress)``
     after each finished member, ``on_event(progress, event)`` for each Picard iteration of a
     member in flight; ``monitor`` (a :class:`SweepMonitor`) subscribes to all three.
@@ -174,6 +178,7 @@ def run_sweep(
         if not tasks:
             return target.open()
         with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
+            _wait_for_workers(c, worker_timeout)
             _check_reachable(c, target)
             target.update_attrs(thread_settings(c, size_rayon(c)))
             if on_start is not None:
@@ -202,6 +207,21 @@ def _check_arguments(**values: int | None) -> None:
         low = least.get(name, 1)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be None or an integer >= {low}, got {value!r}")
+
+
+def _wait_for_workers(client: Client, timeout: float | None) -> None:
+    """Return once the cluster has a worker; ``NoWorkers`` after ``timeout`` seconds (None:
+    wait as long as it takes, e.g. for a batch queue to start dask-jobqueue's workers)."""
+    if client.scheduler_info(n_workers=-1).get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise NoWorkers(
+            f"the cluster at {client.scheduler.address} has no worker after {timeout:g} s: its workers "
+            "died (a notebook's kernel interrupt kills a LocalCluster's) or have not started; restart "
+            "the cluster, or pass worker_timeout=None to wait for them"
+        ) from None
 
 
 def _check_reachable(client: Client, store: SweepStore) -> None:

@@ -228,3 +228,20 @@ def test_oversubscribed_workers_are_warned_about(tmp_path) -> None:
         pytest.warns(RuntimeWarning, match="Rayon pools add up to .* threads on .* cores"),
     ):
         run_sweep(small_sweep(sigma=[0.2], seed={"count": 2}), tmp_path / "s.zarr", client=client)
+
+
+def test_a_cluster_without_workers_is_a_clear_error_not_a_hang(tmp_path) -> None:
+    """A LocalCluster whose workers died (a notebook's kernel interrupt kills them): the next
+    run waits ``worker_timeout`` for one, then raises NoWorkers, and the store is released."""
+    from distributed import Client, LocalCluster
+
+    from mfg_ensemble import NoWorkers
+    from mfg_ensemble.ensemble.store import SweepStore
+
+    with (
+        LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        pytest.raises(NoWorkers, match="has no worker after 1 s"),
+    ):
+        run_sweep(small_sweep(), tmp_path / "s.zarr", client=client, worker_timeout=1.0)
+    assert not SweepStore(tmp_path / "s.zarr").lock_path.exists()
