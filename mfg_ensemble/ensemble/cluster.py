@@ -25,6 +25,8 @@ from typing import Any
 
 from distributed import Client, LocalCluster
 
+from mfg_ensemble import schema
+
 
 def usable_cores() -> int:
     try:
@@ -154,10 +156,11 @@ def thread_settings(client: Client, rayon: dict[str, int | None] | None = None) 
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     env = client.run(lambda: os.environ.get("RAYON_NUM_THREADS", "unset"))
     backends = client.run(_worker_backend)
-    return {
-        "run.backend": sorted(set(backends.values())),
-        "run.n_workers": len(workers),
-        "run.threads_per_worker": sorted({w.get("nthreads", 0) for w in workers.values()}),
-        "run.rayon_num_threads": sorted(set(env.values())),
-        "run.rayon_threads": sorted({n for n in (rayon or {}).values() if n is not None}),
+    settings = {
+        "backend": sorted(set(backends.values())),
+        "n_workers": len(workers),
+        "threads_per_worker": sorted({w.get("nthreads", 0) for w in workers.values()}),
+        "rayon_num_threads": sorted(set(env.values())),
+        "rayon_threads": sorted({n for n in (rayon or {}).values() if n is not None}),
     }
+    return {schema.RUN + name: value for name, value in settings.items()}
