@@ -41,6 +41,13 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 12
     return proc.stdout
 
 
+def cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``mfg-ensemble ARGS`` in a new interpreter (in ``cwd``) and return what it did."""
+    return subprocess.run(
+        [sys.executable, "-m", "mfg_ensemble.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_json(code: str, env: dict[str, str] | None = None) -> object:
     """Run ``code`` (which prints one JSON document last) in a new interpreter."""
     return json.loads(run_python(code, env).strip().splitlines()[-1])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import set_paused, solves_known
+from conftest import cli, set_paused, solves_known
 
 TINY = """
 name = "tiny"
@@ -39,16 +39,6 @@ sigma = [0.1, 0.2]
 seed = { count = 2 }
 """
 BAD = TINY.replace("sigma = [0.1, 0.2]", "sigma = [0.1, -0.2]")
-
-
-def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mfg_ensemble.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], *patterns: str) -> None:

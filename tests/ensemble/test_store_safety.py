@@ -24,7 +24,7 @@ from mfg_ensemble.ensemble.store import SweepStore
 from mfg_ensemble.errors import StoreLocked
 from mfg_ensemble.schema import DONE
 
-from conftest import PROBLEM, SOLVER
+from conftest import PROBLEM, SOLVER, cli
 
 TINY = {**SOLVER, "fp": "fv", "max_iter": 3}
 
@@ -98,13 +98,7 @@ def test_axis_names_of_the_store_itself_are_refused(axis: str) -> None:
 
 def test_a_bad_name_in_a_file_creates_nothing(tmp_path: Path) -> None:
     (tmp_path / "s.toml").write_text('name = "../escape"\n[sweep]\nsigma = [0.1, 0.2]\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "mfg_ensemble.cli", "run", "s.toml", "--workers", "1"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = cli("run", "s.toml", "--workers", "1", cwd=tmp_path)
     assert proc.returncode == 2 and "name: '../escape' is not a valid name" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.parent.iterdir() if "escape" in p.name) == []
@@ -261,12 +255,7 @@ def test_a_damaged_member_is_found_and_recomputed(tmp_path: Path, client, damage
         data[len(data) // 2] ^= 0x10
         chunk.write_bytes(bytes(data))
     assert SweepStore(path).verify()["damaged"] == [0]
-    info = subprocess.run(
-        [sys.executable, "-m", "mfg_ensemble.cli", "info", str(path), "--verify"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    info = cli("info", str(path), "--verify")
     assert info.returncode == 1 and "damaged: 1 done member(s) no longer match their digest: 0" in info.stderr
     assert run_sweep(sweep, path, client=client).status.values.tolist() == [DONE, DONE]  # resume alone: no
     assert SweepStore(path).verify()["damaged"] == [0]
