@@ -89,6 +89,12 @@ def main() -> None:
     "--overwrite", is_flag=True, help="Replace a store made from another sweep (only ever an mfg_ensemble store)."
 )
 @click.option("--retry-failed", is_flag=True, help="Also recompute the failed members and the damaged ones.")
+@click.option(
+    "--extend",
+    is_flag=True,
+    help="Grow a store whose sweep this one extends (more seeds, more values at the end of an axis); "
+    "the members already done are kept.",
+)
 def run(
     config: str,
     store: str | None,
@@ -97,6 +103,7 @@ def run(
     threads_per_worker: int,
     overwrite: bool,
     retry_failed: bool,
+    extend: bool,
 ) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
@@ -152,6 +159,7 @@ def run(
             client=scheduler,
             overwrite=overwrite,
             retry_failed=retry_failed,
+            extend=extend,
             n_workers=workers,
             threads_per_worker=threads_per_worker,
             on_start=started,
@@ -265,7 +273,21 @@ def info(store: str, verify: bool) -> None:
     help="Draw this member's density and value function instead of the seed-means "
     "(its flat index: C order over the axes, as in `info` and members/<index>).",
 )
-def report(store: str, out_dir: str | None, member: int | None) -> None:
+@click.option(
+    "--members",
+    type=click.Choice(["converged", "all"]),
+    default="converged",
+    show_default=True,
+    help="Which done members the seed statistics use: the converged ones, or all (also those stopped at max_iter).",
+)
+@click.option(
+    "--band",
+    type=click.Choice(["std", "quantiles"]),
+    default="std",
+    show_default=True,
+    help="Band around the final densities: mean ± 1 std, or median with the 5–95 % quantiles.",
+)
+def report(store: str, out_dir: str | None, member: int | None, members: str, band: str) -> None:
     """Write PNG figures of the sweep store STORE (also while it is running, or interrupted)."""
     path = Path(store)
     try:
@@ -276,7 +298,7 @@ def report(store: str, out_dir: str | None, member: int | None) -> None:
 
     out = Path(out_dir) if out_dir else path.with_name(f"{path.name.removesuffix('.zarr')}_report")
     try:
-        files = make_report(path, out, member=member)
+        files = make_report(path, out, member=member, members=members, band=band)
     except (IndexError, ValueError, OSError) as exc:
         _fail(exc)
     summary = SweepStore(path).summary()

@@ -37,14 +37,19 @@ T_INDEX, X_INDEX = "t_index", "x_index"
 PENDING, DONE, FAILED = 0, 1, 2
 """Member status codes in a store."""
 
+CONVENTIONS = "CF-1.10"
+"""The CF version of the attributes: units UDUNITS parses ("1": dimensionless — the model's
+time, space and cost are nondimensional, so no CF standard_name applies to them), ``axis`` on
+the time and space coordinates, flag variables for the status codes, and ``history``."""
+
 COORDS: dict[str, dict[str, Any]] = {
-    T: {"units": "time", "long_name": "time"},
-    X: {"units": "length", "long_name": "position"},
+    T: {"units": "1", "long_name": "time", "axis": "T"},
+    X: {"units": "1", "long_name": "position", "axis": "X"},
     ITERATION: {"units": "1", "long_name": "Picard iteration"},
 }
 FIELDS: dict[str, dict[str, Any]] = {
-    "u": {"units": "cost", "long_name": "value function u(t, x)"},
-    "m": {"units": "1/length", "long_name": "density of players m(t, x)"},
+    "u": {"units": "1", "long_name": "value function u(t, x)"},
+    "m": {"units": "1", "long_name": "density of players m(t, x)"},
 }
 """Variables over (t, x)."""
 HISTORY: dict[str, dict[str, Any]] = {
@@ -60,7 +65,12 @@ MEMBER: dict[str, dict[str, Any]] = {
         "flag_values": [PENDING, DONE, FAILED],
         "flag_meanings": "pending done failed",
     },
-    "converged": {"units": "1", "long_name": "fixed point reached (1) or not (0)"},
+    "converged": {
+        "long_name": "fixed point reached (1) or not (0)",
+        "units": "1",
+        "flag_values": [0, 1],
+        "flag_meanings": "not_converged converged",
+    },
     "iterations": {"units": "1", "long_name": "Picard iterations"},
     "wall_time": {"units": "s", "long_name": "wall time of the solve"},
 }
@@ -120,8 +130,9 @@ def versions(packages: tuple[str, ...] = ("mfg_ensemble", "numpy", "xarray")) ->
 
 
 def label(da: xr.DataArray | Any, default: str | None = None, units: bool = True) -> str:
-    """``long_name [units]`` of a variable from its attrs (``units=False``: the long name)."""
+    """``long_name [units]`` of a variable from its attrs (``units=False``, or dimensionless
+    units "1": the long name)."""
     attributes = getattr(da, "attrs", {})
     text = str(attributes.get("long_name", default if default is not None else getattr(da, "name", "")))
     unit = attributes.get("units")
-    return f"{text} [{unit}]" if units and unit not in (None, "") else text
+    return f"{text} [{unit}]" if units and unit not in (None, "", "1") else text

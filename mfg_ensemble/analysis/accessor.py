@@ -29,7 +29,9 @@ moments are the plain ones on [lo, hi), not circular statistics.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -37,6 +39,10 @@ import xarray as xr
 from mfg_ensemble import schema
 from mfg_ensemble.kernels import quadrature_weights
 from mfg_ensemble.schema import DONE, FAILED, PENDING
+
+Members = Literal["converged", "all"]
+MEMBERS: tuple[str, ...] = typing.get_args(Members)
+"""Which done members an analysis uses: the converged ones (the default) or all of them."""
 
 
 @xr.register_dataset_accessor("mfg")
@@ -101,18 +107,26 @@ class MFGAccessor:
         return self._ds.isel({a: int(i) for a, i in zip(self.axes, position)})
 
     # -- masks --------------------------------------------------------------------------------
-    def done(self) -> xr.DataArray:
-        """True where a member is done (``status == 1``), over the axes (lazy)."""
+    def done(self, members: Members = "converged") -> xr.DataArray:
+        """The members analysed, over the axes (lazy): with ``members="converged"`` (the
+        default) those done (``status == 1``) whose fixed point converged; with ``"all"`` every
+        done member, converged or not (a member that stopped at max_iter is done too)."""
         ds = self._ds
+        if members not in MEMBERS:
+            raise ValueError(f"members must be one of {', '.join(map(repr, MEMBERS))}, got {members!r}")
         if "status" not in ds:  # one solve's dataset: done by construction
-            return xr.DataArray(True)
+            converged = ds.attrs.get("converged", 1)
+            return xr.DataArray(bool(converged) or members == "all")
         out = ds["status"] == DONE
-        out.attrs = {"long_name": "member done", "units": "1"}
+        if members == "converged" and "converged" in ds:
+            out = out & (ds["converged"] == 1)
+        out.attrs = {"long_name": f"member {'done and converged' if members == 'converged' else 'done'}", "units": "1"}
         return out
 
-    def where_done(self) -> xr.Dataset:
-        """The dataset with every variable over the axes set to NaN where a member is not done."""
-        ds, done = self._ds, self.done()
+    def where_done(self, members: Members = "converged") -> xr.Dataset:
+        """The dataset with every variable over the axes set to NaN where a member is not
+        analysed (see :meth:`done` for ``members``)."""
+        ds, done = self._ds, self.done(members)
         axes = set(self.axes)
         out = ds.copy()
         for name, da in ds.data_vars.items():
@@ -148,39 +162,40 @@ class MFGAccessor:
             output_dtypes=[np.float64],
             dask_gufunc_kwargs={"output_sizes": {xdim: size}},
         )
-        w.attrs = {"long_name": "quadrature weight", "units": self._ds["x"].attrs.get("units", "length")}
+        w.attrs = {"long_name": "quadrature weight", "units": self._ds["x"].attrs.get("units", "1")}
         return w.rename("weights")
 
-    def integrate(self, values: xr.DataArray) -> xr.DataArray:
-        """∫ values dx per (axes…, t), NaN for members not done (lazy)."""
+    def integrate(self, values: xr.DataArray, members: Members = "converged") -> xr.DataArray:
+        """∫ values dx per (axes…, t), NaN for members not analysed (lazy; ``members``: see
+        :meth:`done`)."""
         out = (values * self.weights()).sum(self.xdim, skipna=True, min_count=1)
-        return out.where(self.done())
+        return out.where(self.done(members))
 
     # -- moments ------------------------------------------------------------------------------
-    def mass(self, var: str = "m") -> xr.DataArray:
-        """∫ m dx per (axes…, t): 1 to rounding for a done member; NaN if not done."""
-        out = self.integrate(self._ds[var])
+    def mass(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
+        """∫ m dx per (axes…, t): 1 to rounding for a done member; NaN if not analysed."""
+        out = self.integrate(self._ds[var], members)
         out.attrs = {"long_name": f"mass ∫ {var} dx", "units": "1"}
         return out.rename("mass")
 
-    def mean_position(self, var: str = "m") -> xr.DataArray:
+    def mean_position(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
         """∫ x m dx / ∫ m dx per (axes…, t): the players' mean position."""
         x = self._x()
-        out = self.integrate(x * self._ds[var]) / self.integrate(self._ds[var])
+        out = self.integrate(x * self._ds[var], members) / self.integrate(self._ds[var], members)
         out.attrs = {"long_name": "mean position ∫ x m dx / ∫ m dx", "units": self._xunits()}
         return out.rename("mean_position")
 
-    def variance(self, var: str = "m") -> xr.DataArray:
+    def variance(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
         """∫ (x − mean)² m dx / ∫ m dx per (axes…, t): the spread of the players."""
         x, m = self._x(), self._ds[var]
-        mean = self.mean_position(var)
-        out = self.integrate((x - mean) ** 2 * m) / self.integrate(m)
-        out.attrs = {"long_name": "variance of the position", "units": f"({self._xunits()})^2"}
+        mean = self.mean_position(var, members)
+        out = self.integrate((x - mean) ** 2 * m, members) / self.integrate(m, members)
+        out.attrs = {"long_name": "variance of the position", "units": _squared(self._xunits())}
         return out.rename("variance")
 
-    def std_position(self, var: str = "m") -> xr.DataArray:
+    def std_position(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
         """The square root of :meth:`variance`."""
-        out = np.sqrt(self.variance(var))
+        out = np.sqrt(self.variance(var, members))
         out.attrs = {"long_name": "standard deviation of the position", "units": self._xunits()}
         return out.rename("std_position")
 
@@ -189,11 +204,12 @@ class MFGAccessor:
         return x.variable if self.xdim == "x" else x  # plain values, no self-referencing index
 
     def _xunits(self) -> str:
-        return str(self._ds["x"].attrs.get("units", "length"))
+        return str(self._ds["x"].attrs.get("units", "1"))
 
     # -- time ---------------------------------------------------------------------------------
-    def final(self) -> xr.Dataset:
-        """The variables over t (u, m) at each member's final time t = T, NaN if not done."""
+    def final(self, members: Members = "converged") -> xr.Dataset:
+        """The variables over t (u, m) at each member's final time t = T, NaN where a member is
+        not analysed (see :meth:`done` for ``members``)."""
         ds, tdim = self._ds, self.tdim
         names = [n for n, da in ds.data_vars.items() if tdim in da.dims]
         if tdim == "t":
@@ -207,14 +223,20 @@ class MFGAccessor:
             if "x" in ds.coords:
                 out.coords["x"] = ds["x"]
         for n in names:
-            out[n] = out[n].where(self.done()).assign_attrs(ds[n].attrs)
+            out[n] = out[n].where(self.done(members)).assign_attrs(ds[n].attrs)
         return out
 
     # -- replicates ---------------------------------------------------------------------------
     def seed_stats(
-        self, var: str | Sequence[str] | xr.DataArray = "m", *, ddof: int = 1, quantiles: Sequence[float] = ()
+        self,
+        var: str | Sequence[str] | xr.DataArray = "m",
+        *,
+        ddof: int = 1,
+        quantiles: Sequence[float] = (),
+        members: Members = "converged",
     ) -> xr.Dataset:
-        """Statistics over the seed axis of the done members, per parameter point (lazy).
+        """Statistics over the seed axis of the analysed members, per parameter point (lazy):
+        by default the converged ones (``members="all"``: every done member; see :meth:`done`).
 
         ``var``: a variable name, several, or a DataArray over the axes (e.g. the result of
         :meth:`mean_position`). Returns ``<var>_mean``, ``<var>_std`` (``ddof`` = 1: the
@@ -227,7 +249,7 @@ class MFGAccessor:
         seed = self.seed_dim
         if seed is None:
             raise ValueError(f"no seed axis in this dataset (axes: {self.axes}); sweep with seed = {{count = N}}")
-        ds, done = self._ds, self.done()
+        ds, done = self._ds, self.done(members)
         if isinstance(var, xr.DataArray):
             items = [(str(var.name or "value"), var)]
         else:
@@ -251,11 +273,13 @@ class MFGAccessor:
                 out[f"{name}_quantile"] = whole.quantile(list(quantiles), dim=seed, skipna=True).assign_attrs(
                     long_name=f"quantiles over seeds of {label}", units=units
                 )
-        out["n_done"] = count.assign_attrs(long_name="done members", units="1")
+        out["n_done"] = count.assign_attrs(
+            long_name=f"{'converged' if members == 'converged' else 'done'} members", units="1"
+        )
         for name in ("t", "x"):  # per-member grids (padded stores): the grid of each point
             if name in ds.coords and seed in ds[name].dims:
                 out.coords[name] = ds[name].where(done).mean(seed, skipna=True).assign_attrs(ds[name].attrs)
-        out.attrs = {"seed_dim": seed, "ddof": ddof}
+        out.attrs = {"seed_dim": seed, "ddof": ddof, "members": members}
         return out
 
     def counts(self, dims: str | Sequence[str] | None = None) -> xr.Dataset:
@@ -266,7 +290,13 @@ class MFGAccessor:
         return xr.Dataset(
             {
                 "done": (status == DONE).sum(dims),
+                **({"converged": ((status == DONE) & (ds["converged"] == 1)).sum(dims)} if "converged" in ds else {}),
                 "failed": (status == FAILED).sum(dims),
                 "pending": (status == PENDING).sum(dims),
             }
         )
+
+
+def _squared(units: str) -> str:
+    """UDUNITS text of ``units`` squared ("1" stays "1")."""
+    return "1" if units == "1" else f"({units})^2"

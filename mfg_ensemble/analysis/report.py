@@ -52,6 +52,9 @@ from mfg_ensemble.ensemble.store import open_sweep
 from mfg_ensemble.kernels import quadrature_weights
 from mfg_ensemble.schema import DONE, FAILED, PENDING, label
 
+BANDS = ("std", "quantiles")
+QUANTILES = (0.05, 0.5, 0.95)
+"""The quantiles of the "quantiles" band: its lower edge, the line, its upper edge."""
 MISSING = dict(facecolor="0.88", edgecolor="0.55", hatch="///")
 DPI = 110
 
@@ -77,6 +80,17 @@ class _Snapshot:
     seed: str | None
     params: list[str]
     title: str
+    members: str = "converged"  # which done members the figures use: "converged" or "all"
+    used: np.ndarray | None = None  # those members (axes shape)
+
+    @property
+    def which(self) -> str:
+        """What the figures average, for their titles."""
+        return "converged members" if self.members == "converged" else "all done members (converged or not)"
+
+    def mask(self, sub: xr.Dataset) -> xr.DataArray:
+        """The members used, over the axes of ``sub`` (a selection of the snapshot's dataset)."""
+        return sub["used"]
 
     @property
     def n(self) -> int:
@@ -87,6 +101,10 @@ class _Snapshot:
 
     def headline(self) -> str:
         parts = [f"{self.count(DONE)} of {self.n} members done"]
+        if "converged" in self.ds:
+            converged = int(((self.status == DONE) & (self.ds["converged"].values == 1)).sum())
+            if converged != self.count(DONE):
+                parts.append(f"{converged} converged")
         if self.count(FAILED):
             parts.append(f"{self.count(FAILED)} failed")
         if self.count(PENDING):
@@ -119,16 +137,21 @@ class _Snapshot:
         return _slug("_".join(f"{a}={_fmt(self.ds[a].values[i])}" for a, i in point.items()))
 
 
-def _open(store: str | Path | xr.Dataset) -> _Snapshot:
+def _open(store: str | Path | xr.Dataset, members: str = "converged") -> _Snapshot:
     ds = store if isinstance(store, xr.Dataset) else open_sweep(store)
     if "status" not in ds or "m" not in ds:
         raise ValueError("not an mfg_ensemble sweep store (no status or m variable)")
     status = ds["status"].load()  # the snapshot: members done now are complete on disk
     ds = ds.assign(status=status)
+    if "converged" in ds:
+        ds = ds.assign(converged=ds["converged"].load())
+    used = ds.mfg.done(members).load()  # checks `members`
+    ds = ds.assign(used=used)
     axes = ds.mfg.axes
     seed = ds.mfg.seed_dim
     title = str(ds.attrs.get("title", "mfg_ensemble sweep"))
-    return _Snapshot(ds, np.asarray(status.values), axes, seed, [a for a in axes if a != seed], title)
+    params = [a for a in axes if a != seed]
+    return _Snapshot(ds, np.asarray(status.values), axes, seed, params, title, members, np.asarray(used.values))
 
 
 def _points(sw: _Snapshot, limit: int) -> list[dict[str, int]]:
@@ -179,13 +202,13 @@ class _Field:
 
 def _point_field(sw: _Snapshot, var: str, point: dict[str, int]) -> _Field:
     sub = sw.ds.isel(point)
-    done = sub["status"] == DONE
+    done = sw.mask(sub)
     n_done, total = int(done.sum()), int(done.size)
     if sw.seed is not None:
         values = sub[var].where(done).mean(sw.seed, skipna=True)
         t = sub["t"].where(done).mean(sw.seed) if sw.seed in sub["t"].dims else sub["t"]
         x = sub["x"].where(done).mean(sw.seed) if sw.seed in sub["x"].dims else sub["x"]
-        what = "seed-mean"
+        what = f"seed-mean of {sw.which}"
     else:
         values, t, x = sub[var].where(done), sub["t"], sub["x"]
         what = "one member"
@@ -271,10 +294,10 @@ def _weights(x: np.ndarray, bc: str) -> np.ndarray:
     return quadrature_weights(x.size, x[1] - x[0], bc) if x.size >= 2 else np.ones_like(x)
 
 
-def _final_density(sw: _Snapshot, out: Path) -> list[Path]:
+def _final_density(sw: _Snapshot, out: Path, band: str = "std") -> list[Path]:
     ds, files = sw.ds, []
     axes = sw.params or ([sw.seed] if sw.seed else [])
-    final = ds.mfg.final()
+    final = ds.mfg.final(sw.members)
     xlabel = label(ds["x"], "x")
     m_label = label(ds["m"], "m")
     if not axes:  # a sweep without axes: one member
@@ -289,9 +312,9 @@ def _final_density(sw: _Snapshot, out: Path) -> list[Path]:
         for k in range(n):
             at = {**others, **({axis: k} if axis else {})}
             sub = final.isel(at)
-            status = sw.status[tuple(at.get(a, slice(None)) for a in sw.axes)] if sw.axes else sw.status
+            used = sw.used[tuple(at.get(a, slice(None)) for a in sw.axes)] if sw.axes else sw.used
             done = sub["m"].notnull().any(ds.mfg.xdim)
-            n_done, n_all = int((np.asarray(status) == DONE).sum()), int(np.asarray(status).size)
+            n_done, n_all = int(np.asarray(used).sum()), int(np.asarray(used).size)
             done_total, total = done_total + n_done, total + n_all
             name = f"{axis} = {_fmt(ds[axis].values[k])}" if axis else "the member"
             reduce = sw.seed if (sw.seed and axis != sw.seed and sw.seed in sub["m"].dims) else None
@@ -299,32 +322,39 @@ def _final_density(sw: _Snapshot, out: Path) -> list[Path]:
                 handles.append(Patch(label=f"{name}: no member done", **MISSING))
                 continue
             if reduce:
-                mean = sub["m"].where(done).mean(reduce, skipna=True).values
-                std = sub["m"].where(done).std(reduce, skipna=True, ddof=1).values if n_done > 1 else None
+                kept = sub["m"].where(done)
+                if band == "quantiles":
+                    q = kept.quantile(list(QUANTILES), dim=reduce, skipna=True).values
+                    mean, lower, upper = q[1], q[0], q[2]
+                else:
+                    mean = kept.mean(reduce, skipna=True).values
+                    std = kept.std(reduce, skipna=True, ddof=1).values if n_done > 1 else None
+                    lower, upper = (mean - std, mean + std) if std is not None else (None, None)
                 x = sub["x"].where(done).mean(reduce).values if reduce in sub["x"].dims else sub["x"].values
             else:
-                mean, std, x = sub["m"].values, None, sub["x"].values
+                mean, lower, upper, x = sub["m"].values, None, None, sub["x"].values
             keep = np.isfinite(x) & np.isfinite(mean)
             (line,) = ax.plot(
                 x[keep],
                 mean[keep],
                 color=colours[k],
                 lw=1.6,
-                label=f"{name}" + (f" ({n_done}/{n_all} done)" if reduce else ""),
+                label=f"{name}" + (f" ({n_done}/{n_all} used)" if reduce else ""),
             )
-            if std is not None:
-                ax.fill_between(x[keep], (mean - std)[keep], (mean + std)[keep], color=colours[k], alpha=0.2, lw=0)
+            if lower is not None and n_done > 1:
+                ax.fill_between(x[keep], lower[keep], upper[keep], color=colours[k], alpha=0.2, lw=0)
             handles.append(line)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"final {m_label}".replace("m(t, x)", "m(T, x)"))
         held = ", ".join(f"{a} = {_fmt(ds[a].values[i])}" for a, i in others.items())
-        how = "seed-mean ± 1 std" if (sw.seed and axis != sw.seed) else "each member"
+        stat = "seed-median, 5–95 % band" if band == "quantiles" else "seed-mean ± 1 std"
+        how = f"{stat} of {sw.which}" if (sw.seed and axis != sw.seed) else f"each member; {sw.which}"
         what = f" across {axis}" if axis else ""
         ax.set_title(
             f"final density m(T, x){what} ({how})"
             + (f" at {held}" if held else "")
             + (
-                f"\n{done_total} of these {total} members done; sweep: {sw.headline()}"
+                f"\n{done_total} of these {total} members used; sweep: {sw.headline()}"
                 if total != sw.n
                 else f"\n{sw.headline()}"
             ),
@@ -623,6 +653,8 @@ def make_report(
     *,
     member: int | None = None,
     max_points: int = 12,
+    members: str = "converged",
+    band: str = "std",
 ) -> list[Path]:
     """Write the report's PNG figures of ``store`` (a path or an opened sweep dataset) in
     ``out_dir`` (created if needed) and return their paths.
@@ -630,20 +662,25 @@ def make_report(
     ``member``: the flat member index (as in ``members/<index>`` and the CLI) whose density
     and value function to draw, instead of the seed-mean of each parameter point.
     ``max_points``: most parameter points drawn as density heat maps (evenly spread).
+    ``members``: the members the seed statistics use: "converged" (the default) or "all" done
+    members, converged or not; the titles say which. ``band``: the band around the final
+    densities: "std" (mean ± one standard deviation) or "quantiles" (median, 5–95 %).
     """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {', '.join(map(repr, BANDS))}, got {band!r}")
     import dask
 
     # read here, with local threads: small reads, and a Dask client that may be active (its
     # workers elsewhere, with another working folder) is not needed to draw
     with dask.config.set(scheduler="threads"):
-        sw = _open(store)
+        sw = _open(store, members)
         if member is not None and not 0 <= member < sw.n:
             raise IndexError(f"member {member} is out of range: this store has {sw.n} member(s) (0 … {sw.n - 1})")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
         files += _density(sw, out, member, max_points)
-        files += _final_density(sw, out)
+        files += _final_density(sw, out, band)
         files += _value_slices(sw, out, member, max_points)
         files += _convergence(sw, out)
         files += _summary(sw, out)

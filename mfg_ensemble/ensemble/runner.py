@@ -134,6 +134,7 @@ def run_sweep(
     resume: bool = True,
     overwrite: bool = False,
     retry_failed: bool = False,
+    extend: bool = False,
     worker_timeout: float | None = 60.0,
     retries: int = 2,
     max_in_flight: int | None = None,
@@ -151,7 +152,9 @@ def run_sweep(
     scheduler address, or None for a LocalCluster started here (``n_workers`` processes of
     ``threads_per_worker`` threads) and closed at the end. An existing store of the same
     sweep is resumed (only pending members run; with ``retry_failed`` also the failed and the
-    damaged ones); one of another sweep is refused unless ``overwrite``. ``max_in_flight``:
+    damaged ones); one of another sweep is refused unless ``overwrite``. ``extend``: a store
+    whose sweep ``sweep`` extends (more seeds, more values at the end of an axis: see
+    :meth:`SweepStore.extend`) grows to hold it, keeping its members. ``max_in_flight``:
     most members submitted at once (default: all, up to 10,000 — Dask's scheduler queues them,
     and its dashboard's progress counts the whole sweep). On KeyboardInterrupt the
     futures are cancelled and the store stays consistent: a member is done only once its
@@ -169,7 +172,7 @@ def run_sweep(
     )
     if not isinstance(sweep, Sweep):
         sweep = Sweep.from_file(sweep)
-    target = SweepStore.for_sweep(sweep, store).prepare(sweep, resume=resume, overwrite=overwrite)
+    target = SweepStore.for_sweep(sweep, store).prepare(sweep, resume=resume, overwrite=overwrite, extend=extend)
     if monitor is not None:
         on_start, on_progress, on_event = monitor.on_start, monitor.on_progress, monitor.on_event
     with target.lock():

@@ -42,6 +42,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -52,6 +53,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +80,11 @@ fix; a run stops at the first, with one line, instead of failing every member.""
 FLAT_KEYS = {"name": "default", "separator": "."}
 """Chunk files named ``u/c.3.1.0.0``: one folder per variable, not one per chunk index."""
 BLOCK = 4096
+"""Most members in one chunk of a small per-member variable."""
+EXTENDING = "mfg_ensemble.extending"
+"""Attr present while :meth:`SweepStore.extend` runs: its plan (old shape, new shape, log moves)."""
 ANALYSIS_CHUNK = 128 * 2**20
 """Bytes of u or m in one dask chunk of a store opened for analysis."""
-"""Most members in one chunk of a small per-member variable."""
 
 PROVENANCE_PACKAGES = ("mfg_ensemble", "numpy", "xarray", "dask", "distributed", "zarr", "pydantic")
 
@@ -156,6 +160,8 @@ def provenance(sweep: Sweep) -> dict[str, Any]:
     with which software."""
     return {
         "title": f"mfg_ensemble sweep {sweep.name or sweep.source}",
+        "Conventions": schema.CONVENTIONS,
+        "history": _history(None, f"created for {len(sweep)} members of {sweep.source}"),
         schema.FINGERPRINT: sweep.fingerprint,
         schema.SWEEP_SOURCE: sweep.source,
         schema.SWEEP_TEXT: sweep.text,
@@ -165,6 +171,14 @@ def provenance(sweep: Sweep) -> dict[str, Any]:
         **sweep.base_solver.to_attrs(),
         **schema.versions(PROVENANCE_PACKAGES),
     }
+
+
+def _history(previous: str | None, what: str) -> str:
+    """The CF ``history`` attribute with a line for ``what`` added: one line per change, newest
+    first (as NCO writes it), each starting with a UTC time stamp and the program."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{stamp} mfg_ensemble {schema.versions()[schema.VERSION + 'mfg_ensemble']}: {what}"
+    return f"{line}\n{previous}" if previous else line
 
 
 def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
@@ -266,15 +280,20 @@ class SweepStore:
         return Layout(axes, tuple(u.shape[:-2]), tdim, xdim, u.shape[-2], u.shape[-1], group["residual"].shape[-1])
 
     # -- creation ---------------------------------------------------------------------------
-    def prepare(self, sweep: Sweep, *, resume: bool = True, overwrite: bool = False) -> SweepStore:
+    def prepare(
+        self, sweep: Sweep, *, resume: bool = True, overwrite: bool = False, extend: bool = False
+    ) -> SweepStore:
         """Make the store ready for ``sweep``: create it, or check that the existing one is the
         same sweep's (``StoreMismatch`` otherwise, unless ``overwrite`` — which removes only a
-        folder that :meth:`check_removable` accepts)."""
+        folder that :meth:`check_removable` accepts). ``extend``: a store whose sweep ``sweep``
+        extends (:meth:`extends`) is grown to hold it (:meth:`extend`)."""
         path = self.path
         if path.exists() and overwrite:
             self.check_removable()
             shutil.rmtree(path)
         if path.exists() and any(path.iterdir()):
+            if extend and (EXTENDING in self.attrs() or self.extends(sweep)):
+                self.extend(sweep)
             self.check_matches(sweep)
             if not resume:
                 raise StoreMismatch(f"{path} exists; resume=True continues it, overwrite=True starts again")
@@ -283,18 +302,126 @@ class SweepStore:
         return self
 
     def check_matches(self, sweep: Sweep) -> None:
-        """``StoreMismatch`` unless this store was made from ``sweep``, with its axes in order."""
+        """``StoreMismatch`` unless this store was made from ``sweep``, with its axes in order
+        (saying so when ``sweep`` extends it, or when an extension was interrupted)."""
         attrs = self.attrs()
+        if EXTENDING in attrs:
+            raise StoreMismatch(
+                f"{self.path}: an extension to shape {tuple(attrs[EXTENDING]['to'])} was interrupted; "
+                "run the extending sweep again with extend=True (--extend) to finish it"
+            )
         found = attrs[schema.FINGERPRINT]
         same = found == sweep.fingerprint or (
             found == sweep.fingerprint_0_1 and list(attrs.get(schema.AXES, [])) == [a.name for a in sweep.axes]
         )
-        if not same:
+        if same:
+            return
+        if self.extends(sweep):
             raise StoreMismatch(
-                f"{self.path} holds a different sweep (fingerprint {str(found)[:12]}…, this sweep's is "
-                f"{sweep.fingerprint[:12]}…; a change of the axes' order counts): choose another store "
-                "or overwrite it (--overwrite)"
+                f"{self.path} holds the first {'×'.join(map(str, self._read_layout().shape))} members of this sweep "
+                f"({'×'.join(map(str, sweep.shape))}): extend it with extend=True (--extend), which keeps the "
+                "members already done, or choose another store"
             )
+        raise StoreMismatch(
+            f"{self.path} holds a different sweep (fingerprint {str(found)[:12]}…, this sweep's is "
+            f"{sweep.fingerprint[:12]}…; a change of the axes' order counts): choose another store "
+            "or overwrite it (--overwrite)"
+        )
+
+    def extends(self, sweep: Sweep) -> bool:
+        """Whether ``sweep`` extends this store's sweep: the same axes in the same order, each
+        axis's values (or counted seeds) beginning with the store's, and the same base problem
+        and solver options — so every member in the store is the member at the same position
+        of ``sweep``."""
+        lay, attrs = self._read_layout(), self.attrs()
+        if list(lay.axes) != [a.name for a in sweep.axes] or any(n > len(a) for n, a in zip(lay.shape, sweep.axes)):
+            return False
+        if lay.shape == sweep.shape:
+            return False  # the same size: the same sweep or another one, not an extension
+        cut = sweep.prefix(lay.shape)
+        return attrs[schema.FINGERPRINT] in (cut.fingerprint, cut.fingerprint_0_1)
+
+    def extend(self, sweep: Sweep) -> None:
+        """Grow the store in place to hold ``sweep``, which :meth:`extends` its sweep: the
+        arrays grow at the end of their axes (the members already in the store keep their
+        chunks and are not recomputed; the new ones are pending), failed members' logs move to
+        their new flat indices, and the attrs become ``sweep``'s. Holds the store's lock.
+
+        The padded sizes (nt, nx on a store whose axes change the grid) and the iteration
+        dimension cannot grow: ``StoreMismatch`` saying so when ``sweep`` needs more.
+        The plan (old shape, new shape, log moves) is written to the attrs first and removed
+        last: an interrupted extension is finished by extending again with the same sweep.
+        """
+        with self.lock():
+            group = zarr.open_group(str(self.path), mode="r+")
+            plan = group.attrs.get(EXTENDING)
+            disk = self._read_layout()
+            old = disk if plan is None else dataclasses.replace(disk, shape=tuple(plan["from"]))
+            if plan is not None and tuple(plan["to"]) != sweep.shape:
+                raise StoreMismatch(
+                    f"{self.path}: an extension to shape {tuple(plan['to'])} was interrupted; "
+                    "finish it with that sweep first"
+                )
+            self._check_room(old, Layout.of(sweep))
+            if plan is None:
+                plan = {
+                    "from": list(old.shape),
+                    "to": list(sweep.shape),
+                    "moves": self._log_moves(old.shape, sweep.shape),
+                }
+                group.attrs[EXTENDING] = plan
+            self._grow(group, old.axes, sweep.shape)
+            for name, (_, values, _) in _axis_coords(sweep).items():
+                _write_coordinate(group, name, values)
+            logs = self.path / schema.LOG_GROUP
+            for source, target in plan["moves"]:  # largest index first: a target is never a log still to move
+                if (logs / str(source)).exists() and not (logs / str(target)).exists():
+                    os.rename(logs / str(source), logs / str(target))
+            attrs = {k: v for k, v in provenance(sweep).items() if k != "title"}
+            attrs["history"] = _history(group.attrs.get("history"), f"extended from {old.shape} to {sweep.shape}")
+            group.attrs.update(attrs)
+            del group.attrs[EXTENDING]
+            _consolidate(self.path)
+            self._layout = dataclasses.replace(old, shape=sweep.shape)
+
+    def _check_room(self, old: Layout, want: Layout) -> None:
+        """``StoreMismatch`` unless a sweep of layout ``want`` fits the store's (t, x) and
+        iteration dims (they cannot grow: the member chunks hold them whole)."""
+        grows = [
+            f"{what} = {need} (the store holds {have})"
+            for what, need, have in (
+                ("nt", want.nt, old.nt),
+                ("nx", want.nx, old.nx),
+                ("max_iter", want.n_iter, old.n_iter),
+            )
+            if need > have
+        ]
+        if want.tdim != old.tdim or grows:
+            why = "; ".join(grows) or "its new members' grids differ from the store's one grid"
+            raise StoreMismatch(
+                f"cannot extend {self.path} to this sweep: {why}; write it to a new store or --overwrite"
+            )
+
+    def _grow(self, group: Any, axes: tuple[str, ...], shape: tuple[int, ...]) -> None:
+        """Resize every array whose leading dims are axes (and the digests) to ``shape`` along
+        them; Zarr keeps the chunks already written where they are (growth at the end only)."""
+        sizes = dict(zip(axes, shape))
+        digest = self._digest_array("r+")
+        arrays = [a for _, a in group.arrays()] + ([digest] if digest is not None else [])
+        for array in arrays:
+            dims = axes if array is digest else tuple(array.metadata.dimension_names or ())
+            if not dims or dims[0] not in sizes:
+                continue
+            new = tuple(sizes.get(d, n) for d, n in zip(dims, array.shape)) + array.shape[len(dims) :]
+            if new != array.shape:
+                array.resize(new)
+
+    def _log_moves(self, old: tuple[int, ...], new: tuple[int, ...]) -> list[list[int]]:
+        """(old flat index, new flat index) of every member log, largest first: a member keeps
+        its position when the store grows, but its flat index changes when an inner axis grows."""
+        logs = self.path / schema.LOG_GROUP
+        indices = sorted((int(p.name) for p in logs.iterdir() if p.name.isdigit()), reverse=True)
+        return [[i, int(np.ravel_multi_index(np.unravel_index(i, old), new))] for i in indices]
 
     def check_removable(self) -> None:
         """``StoreMismatch`` (saying why) unless the folder may be deleted: an mfg_ensemble store
@@ -529,6 +656,28 @@ class SweepStore:
 def open_sweep(store: str | Path, **kwargs: Any) -> xr.Dataset:
     """The sweep's dataset (lazy, dask-backed): dims are the axes plus t and x (and iteration)."""
     return SweepStore(store).open(**kwargs)
+
+
+def _write_coordinate(group: Any, name: str, values: np.ndarray) -> None:
+    """Write the labels of a grown axis; a coordinate whose dtype must change (integer labels
+    joined by a float, seeds past 2⁶³ needing uint64) is made again with the same attrs."""
+    array = group[name]
+    if values.dtype == array.dtype or (values.dtype.kind == "O" and array.dtype.kind in "OTU"):
+        array[...] = values
+        return
+    attributes = dict(array.attrs)
+    dims = array.metadata.dimension_names
+    group.create_array(
+        name,
+        shape=values.shape,
+        dtype=values.dtype,
+        chunks=values.shape,
+        dimension_names=dims,
+        attributes=attributes,
+        compressors=COMPRESSORS,
+        chunk_key_encoding=FLAT_KEYS,
+        overwrite=True,
+    )[...] = values
 
 
 def _read_lock(lock: Path) -> dict[str, Any]:

@@ -499,6 +499,30 @@ class Sweep:
             raise ConfigError(self.source, [(f"solver.n_particles ({where})", str(exc))]) from None
         return Member(index, position, built, opts)
 
+    def prefix(self, shape: Sequence[int]) -> Sweep:
+        """This sweep with each axis cut to its first ``shape[i]`` values (a counted seed axis
+        to its first ``shape[i]`` seeds): the sweep a store of that shape holds if this sweep
+        extends it. ``ValueError`` if ``shape`` does not fit this sweep's axes."""
+        if len(shape) != len(self.axes) or any(not 1 <= n <= len(a) for n, a in zip(shape, self.axes)):
+            raise ValueError(f"shape {tuple(shape)} is not a prefix of this sweep's shape {self.shape}")
+        sizes = {a.name: int(n) for a, n in zip(self.axes, shape)}
+        table = copy.deepcopy(self.axes_table)
+        for key, spec in table.items():
+            if key == "zip":
+                for group, fields in spec.items():
+                    for field in fields:
+                        fields[field] = fields[field][: sizes[group]]
+                continue
+            n = sizes[key.replace(".", "_")]
+            if isinstance(spec, list):
+                table[key] = spec[:n]
+            elif spec.get("count") is not None:
+                spec["count"] = n
+            else:
+                spec["values"] = spec["values"][:n]
+        problem = self._problem_obj if self._problem_obj is not None else self.problem_table
+        return Sweep(problem, self.solver_table, table, name=self.name, source=self.source)
+
     # -- description ------------------------------------------------------------------------
     @property
     def base_problem(self) -> Problem:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mfg_ensemble import Sweep, run_sweep
+from mfg_ensemble import Sweep, open_sweep, run_sweep
 from mfg_ensemble.analysis.report import _open, make_report
 from mfg_ensemble.cli import main
 from mfg_ensemble.ensemble.store import SweepStore
@@ -63,7 +63,21 @@ def test_report_of_a_finished_store(finished, tmp_path) -> None:
     assert len(files) == len(names) and all(f.parent == tmp_path / "out" for f in files)
     for f in files:
         assert_png(f)
-    assert _open(finished).headline() == "8 of 8 members done"
+    converged = int(open_sweep(finished).converged.sum())
+    assert 0 < converged < 8  # max_iter = 30: some members stop before the tolerance
+    assert _open(finished).headline() == f"8 of 8 members done, {converged} converged"
+
+
+def test_report_with_quantile_bands_and_every_member(finished, tmp_path) -> None:
+    """``band="quantiles"``: median and 5–95 % band; ``members="all"`` uses the members that
+    did not converge too, and the titles say which."""
+    files = make_report(finished, tmp_path / "q", band="quantiles", members="all")
+    assert {f.name for f in files} == {f.name for f in make_report(finished, tmp_path / "s")}
+    for f in files:
+        assert_png(f)
+    assert _open(finished, "all").used.sum() == 8
+    with pytest.raises(ValueError, match="band"):
+        make_report(finished, tmp_path / "bad", band="minmax")
 
 
 def test_report_of_a_partial_store_shows_the_missing_members(partial, tmp_path) -> None:
@@ -73,7 +87,11 @@ def test_report_of_a_partial_store_shows_the_missing_members(partial, tmp_path) 
     assert {f.name for f in files} == expected(["sigma=0.1", "sigma=0.2", "sigma=0.3"], ["sigma"])
     for f in files:
         assert_png(f)
-    assert _open(partial).headline() == f"{summary['done']} of 9 members done, {summary['pending']} pending"
+    converged = int(open_sweep(partial).converged.sum())
+    assert (
+        _open(partial).headline()
+        == f"{summary['done']} of 9 members done, {converged} converged, {summary['pending']} pending"
+    )
     # one member: a done one and a pending one (drawn as missing)
     status = SweepStore(partial).status().ravel()
     for index in (int(np.flatnonzero(status == DONE)[0]), int(np.flatnonzero(status == PENDING)[-1])):
