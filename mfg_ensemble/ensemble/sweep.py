@@ -11,6 +11,22 @@ A sweep file (TOML) has three tables::
     [sweep.zip.resolution]                                    # one axis, fields varied together
     nx = [101, 201]
     nt = [51, 101]
+    [sweep.design.plane]                                      # one axis: points of a design
+    method = "sobol"                                          # "lhs", "sobol" or "halton"
+    n = 16
+    seed = 1
+    bounds = { sigma = [0.02, 1.0], "coupling.strength" = [0.01, 5.0] }
+    log = ["coupling.strength"]                               # sampled uniformly in log
+    [sweep.design.measured]                                   # or the rows of a CSV file
+    file = "design.csv"                                       # header: the fields
+
+A design axis, like a zip axis, sets several fields together; its points come from
+``scipy.stats.qmc`` (scrambled with ``seed``: the same points on every machine) over the
+box ``bounds`` (a field with integer bounds gets rounded integer values), or from a CSV file
+(path relative to the sweep file; one column per field, numbers parsed as int or float).
+The points become part of the sweep (its fingerprint covers them, not the file's name).
+Sobol and Halton points are extensible: the first n of a larger design are the design of n,
+so a store extends along such an axis (:meth:`Sweep.prefix`); Latin hypercubes are not.
 
 Any Problem field (dotted paths reach into the families: "m0.std", "coupling.strength") or
 solver field can be an axis; every field at most once. ``seed = {count = N}`` gives the
@@ -28,6 +44,7 @@ what is allowed there.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import itertools
 import json
@@ -35,6 +52,7 @@ import math
 import re
 import tomllib
 import typing
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +196,21 @@ class _AxisTable(BaseModel):
         return v
 
 
+DESIGNS = ("lhs", "sobol", "halton")
+"""The sampling designs of a design axis (``scipy.stats.qmc``)."""
+
+
+class _DesignTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    method: typing.Literal["lhs", "sobol", "halton"] | None = None
+    n: int | None = Field(None, ge=1, le=MAX_MEMBERS)
+    seed: int = Field(0, ge=0)
+    bounds: dict[str, list[int | float]] | None = None
+    log: list[str] = Field(default_factory=list)
+    file: str | None = None
+    points: dict[str, list[Any]] | None = None  # the rows of ``file``, recorded when it is read
+
+
 @dataclass(frozen=True)
 class Axis:
     """One dimension of the sweep: its name, the fields it sets and their values.
@@ -207,6 +240,19 @@ class Member:
 
     def label(self, axes: Sequence[Axis]) -> str:
         return ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(axes, self.position))
+
+
+def _number(text: str, where: str, field: str, sweep: Sweep) -> Any:
+    """A CSV cell as an int or a float; a word stays a string (e.g. bc = reflect)."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(value):
+            raise sweep._error("sweep.design", f"{where}: {field} = {text!r} is not a finite number")
+        return value
+    return text
 
 
 def _seed_values(root: int, count: int) -> tuple[int, ...]:
@@ -328,6 +374,14 @@ class Sweep:
                 for group, fields in spec.items():
                     axes.append(self._zip_axis(group, fields, claim))
                 continue
+            if key == "design":
+                if not isinstance(spec, Mapping) or not spec:
+                    raise self._error(
+                        "sweep.design", 'must be a table of groups, e.g. [sweep.design.plane] method = "sobol"'
+                    )
+                for group, design in spec.items():
+                    axes.append(self._design_axis(group, design, claim))
+                continue
             axes.append(self._plain_axis(key, spec, claim))
         names = [a.name for a in axes]
         for name in names:
@@ -431,6 +485,90 @@ class Sweep:
         values = tuple(tuple(fields[f][i] for f in fields) for i in range(n))
         return Axis(group, tuple(fields), values, tuple(range(n)))
 
+    def _design_axis(self, group: str, spec: Any, claim: Any) -> Axis:
+        """A design axis: the points of a QMC design over ``bounds``, or the rows of a CSV file
+        (recorded in the axes table as ``points``, so the fingerprint covers them)."""
+        where = f"sweep.design.{group}"
+        if not isinstance(spec, Mapping):
+            raise self._error(where, 'must be a table: method = "lhs" | "sobol" | "halton", n, seed, bounds; or file')
+        try:
+            table = _DesignTable.model_validate(spec)
+        except ValidationError as exc:
+            raise ConfigError(self.source, _pydantic_problems(where, exc, _DesignTable)) from None
+        if table.points is not None:
+            columns = table.points
+        elif table.file is not None:
+            if table.method is not None or table.bounds is not None:
+                raise self._error(where, "give either file = ... or method, n and bounds, not both")
+            columns = self._read_design(where, table.file)
+            self.axes_table["design"][group]["points"] = columns
+        else:
+            columns = self._sample_design(where, table)
+        for field in columns:
+            claim(field, group)
+        n = len(next(iter(columns.values())))
+        values = tuple(tuple(columns[f][i] for f in columns) for i in range(n))
+        return Axis(group, tuple(columns), values, tuple(range(n)))
+
+    def _sample_design(self, where: str, table: _DesignTable) -> dict[str, list[Any]]:
+        """n points of the design ``table.method`` in the box ``table.bounds``."""
+        from scipy.stats import qmc
+
+        if table.method is None or table.n is None or not table.bounds:
+            raise self._error(where, f"needs method (one of {', '.join(DESIGNS)}), n and bounds = {{field = [lo, hi]}}")
+        for field, pair in table.bounds.items():
+            if len(pair) != 2 or not (math.isfinite(pair[0]) and math.isfinite(pair[1]) and pair[0] < pair[1]):
+                raise self._error(f"{where}.bounds.{field}", f"must be [lo, hi] with finite lo < hi, got {pair!r}")
+            if field in table.log and pair[0] <= 0:
+                raise self._error(f"{where}.bounds.{field}", f"a log-sampled field needs lo > 0, got {pair!r}")
+        unknown = [f for f in table.log if f not in table.bounds]
+        if unknown:
+            raise self._error(f"{where}.log", f"{unknown[0]!r} has no bounds; log lists fields of bounds")
+        d = len(table.bounds)
+        engines = {"lhs": qmc.LatinHypercube, "sobol": qmc.Sobol, "halton": qmc.Halton}
+        engine = engines[table.method](d=d, rng=np.random.default_rng(table.seed))
+        with warnings.catch_warnings():  # Sobol's "balance properties" warning for n ≠ 2^k
+            warnings.simplefilter("ignore", UserWarning)
+            unit = engine.random(table.n)
+        columns: dict[str, list[Any]] = {}
+        for k, (field, (lo, hi)) in enumerate(table.bounds.items()):
+            if field in table.log:
+                column = np.exp(np.log(lo) + unit[:, k] * (np.log(hi) - np.log(lo)))
+            else:
+                column = lo + unit[:, k] * (hi - lo)
+            if isinstance(lo, int) and isinstance(hi, int):
+                columns[field] = [int(v) for v in np.rint(column)]
+            else:
+                columns[field] = [float(v) for v in column]
+        return columns
+
+    def _read_design(self, where: str, name: str) -> dict[str, list[Any]]:
+        """The columns of a CSV design file (header: the fields), numbers as int or float."""
+        base = Path(self.source).parent if self.source != "<python>" else Path.cwd()
+        path = base / name
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._error(
+                f"{where}.file", f"cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        rows = [r for r in rows if any(cell.strip() for cell in r)]
+        if len(rows) < 2:
+            raise self._error(f"{where}.file", f"{str(path)!r} needs a header of fields and at least one row")
+        header = [h.strip() for h in rows[0]]
+        if len(set(header)) != len(header) or not all(header):
+            raise self._error(f"{where}.file", f"{str(path)!r}: the header must name distinct fields, got {header}")
+        columns: dict[str, list[Any]] = {h: [] for h in header}
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) != len(header):
+                raise self._error(
+                    f"{where}.file", f"{str(path)!r} line {line}: {len(row)} values for {len(header)} fields"
+                )
+            for h, cell in zip(header, row):
+                columns[h].append(_number(cell.strip(), f"{path} line {line}", h, self))
+        return columns
+
     def _validate_base(self) -> None:
         """The base problem and solver options must be valid on their own."""
         try:
@@ -512,6 +650,15 @@ class Sweep:
                 for group, fields in spec.items():
                     for field in fields:
                         fields[field] = fields[field][: sizes[group]]
+                continue
+            if key == "design":  # Sobol and Halton are extensible: their first n points
+                for group, design in spec.items():
+                    if design.get("method") in ("sobol", "halton"):
+                        design["n"] = sizes[group]
+                        continue
+                    axis = next(a for a in self.axes if a.name == group)
+                    points = {f: [v[k] for v in axis.values[: sizes[group]]] for k, f in enumerate(axis.fields)}
+                    spec[group] = {"points": points}
                 continue
             n = sizes[key.replace(".", "_")]
             if isinstance(spec, list):
