@@ -24,6 +24,8 @@
 # `mean_position.png` in the working folder).
 
 # %%
+# %matplotlib inline
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from distributed import Client
 from matplotlib.figure import Figure
 
 import mfg_ensemble as mfg
+from mfg_ensemble.ensemble.cluster import local_cluster
 
 STORE = Path("quickstart_small.zarr")
 REPORT = Path("quickstart_small_report")
@@ -38,14 +41,18 @@ REPORT = Path("quickstart_small_report")
 # %% [markdown]
 # ## A Dask client
 #
-# `Client(processes=False)` starts a LocalCluster whose workers are threads of this process:
-# the solves release the GIL in the Rust kernels, Rayon's one pool serves them all, and a
-# script needs no `if __name__ == "__main__":` guard. For worker processes (the default of
-# `mfg-ensemble run`), use `Client(mfg_ensemble.cluster.local_cluster())` — in a notebook,
-# or under that guard in a script — or `Client("tcp://scheduler:8786")` for a cluster.
+# In a notebook, `local_cluster()` (from `mfg_ensemble.ensemble.cluster`) starts worker processes (as
+# `mfg-ensemble run` does), each with its share of the cores for Rayon. A plain script would
+# need an `if __name__ == "__main__":` guard for that (workers are spawned, and re-import the
+# script), so run as a script this uses `Client(processes=False)`: workers that are threads of
+# this process (the solves release the GIL; Rayon's one pool serves them all). On a cluster:
+# `Client("tcp://scheduler:8786")`.
 
 # %%
-client = Client(processes=False, n_workers=1, threads_per_worker=2)
+if "ipykernel" in sys.modules:  # a notebook
+    client = Client(local_cluster(n_workers=2, dashboard_address=":0"))
+else:  # a plain script: no __main__ guard, so thread workers
+    client = Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0")
 print("dashboard:", client.dashboard_link)
 
 # %% [markdown]

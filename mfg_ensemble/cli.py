@@ -129,13 +129,9 @@ def run(
 
     def progressed(p: RunProgress, event: dict | None = None) -> None:
         last[:] = [p]
-        members = sorted(dict(p.members).values(), key=lambda e: e["index"])
-        running = [e for e in members if e["iteration"] > 0]
+        running = p.running
         shown = "  ".join(f"#{e['index']} it {e['iteration']} r {e['residual']:.1e}" for e in running[:4])
-        counts = (
-            f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  "
-            f"queued {len(members) - len(running)}  running: {shown}"
-        )
+        counts = f"done {p.done}  failed {p.failed}  {_fmt_eta(p.eta)}  queued {p.queued}  running: {shown}"
         bar.update(job, completed=p.skipped + p.finished, counts=escape(counts))
         if not console.is_terminal:  # a batch job's log: a plain line at a steady rhythm
             now, finished = time.monotonic(), p.skipped + p.finished
@@ -143,7 +139,7 @@ def run(
                 printed[0] = now
                 console.print(
                     f"progress: {finished}/{p.total} members, done {p.done}, failed {p.failed}, "
-                    f"running {len(running)}, queued {len(members) - len(running)}, {_fmt_eta(p.eta)}",
+                    f"running {len(running)}, queued {p.queued}, {_fmt_eta(p.eta)}",
                     markup=False,
                     highlight=False,
                     soft_wrap=True,

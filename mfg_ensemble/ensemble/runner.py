@@ -1,9 +1,12 @@
 """Run a sweep on Dask: one task per member, each writing its own region of the store.
 
-While a member solves, its worker publishes every Picard iteration as a Dask event on the
-topic ``mfg-progress`` ({"index", "iteration", "residual", "residual_u", "residual_m"});
-the client subscribes, keeps the latest state of every member in flight and passes it to the
-``on_event`` callback (the CLI's live display, :class:`SweepMonitor` in Python). The whole
+While a member solves, its worker publishes its start (iteration 0, residuals NaN) and every
+Picard iteration as a Dask event on the topic ``mfg-progress`` ({"index", "iteration",
+"residual", "residual_u", "residual_m"}); the client subscribes, keeps the latest state of
+every member in flight (queued until its first event, then running) and passes it to the
+``on_event`` callback (the CLI's live display, :class:`SweepMonitor` in Python). Events and
+finished members reach the callbacks on the thread that called :func:`run_sweep` (through one
+queue), so a notebook's display updates live in the running cell. The whole
 run is one ``distributed.span`` named ``mfg-sweep-<name>``, so the dashboard groups its work.
 
 :func:`run_sweep` prepares the store (create, or check and resume), submits the members not
@@ -18,6 +21,7 @@ reason (an I/O error, say) is retried ``retries`` times and then recorded as fai
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import time
 import traceback
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import xarray as xr
-from distributed import Client, as_completed, get_worker, span
+from distributed import Client, get_worker, span
 
 from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
@@ -81,6 +85,7 @@ def _publisher(index: int) -> Callable[[int, float, float], None] | None:
             },
         )
 
+    publish(0, float("nan"), float("nan"))  # the member has started: no longer queued
     return publish
 
 
@@ -178,6 +183,7 @@ def run_sweep(
     with target.lock():
         tasks = _tasks(sweep, target, retry_failed)
         progress = Progress(total=len(sweep), skipped=len(sweep) - len(tasks))
+        progress.labels = {t.index: _label(sweep, t.position) for t in tasks}
         if not tasks:
             return target.open()
         with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
@@ -187,17 +193,11 @@ def run_sweep(
             if on_start is not None:
                 on_start(c, progress)
 
-            def handle(event: tuple[float, dict[str, Any]]) -> None:
-                msg = event[1]
-                if msg.get("index") in progress.members:
-                    progress.members[msg["index"]] = msg
-                    if on_event is not None:
-                        on_event(progress, msg)
-
-            c.subscribe_topic(TOPIC, handle)
+            inbox: queue.Queue[tuple[str, Any]] = queue.Queue()  # events and finished futures
+            c.subscribe_topic(TOPIC, lambda event: inbox.put(("event", event[1])))
             try:
                 with span(f"mfg-sweep-{sweep.name or 'sweep'}"):
-                    _submit_all(c, tasks, progress, retries, max_in_flight, on_progress)
+                    _submit_all(c, tasks, progress, retries, max_in_flight, inbox, on_progress, on_event)
             finally:
                 c.unsubscribe_topic(TOPIC)
     return target.open()
@@ -239,38 +239,59 @@ def _check_reachable(client: Client, store: SweepStore) -> None:
         )
 
 
+def _label(sweep: Sweep, position: tuple[int, ...]) -> str:
+    """A member's parameter values, as a progress display shows them: "sigma=0.1, seed=2"."""
+    return ", ".join(f"{a.name}={a.coords[i]}" for a, i in zip(sweep.axes, position))
+
+
 def _submit_all(
     client: Client,
     tasks: list[MemberTask],
     progress: Progress,
     retries: int,
     max_in_flight: int | None,
+    inbox: queue.Queue[tuple[str, Any]],
     on_progress: Callable[[Progress], None] | None,
+    on_event: Callable[[Progress, dict[str, Any]], None] | None,
 ) -> None:
+    """Submit the tasks (at most ``max_in_flight`` at once) and handle, on this thread, what
+    arrives in ``inbox``: a worker's progress event, or a future that finished."""
     run = uuid.uuid4().hex[:8]
     limit = max_in_flight or SUBMIT_AT_ONCE
-    queue = iter(tasks)
+    queued = iter(tasks)
     by_key: dict[str, MemberTask] = {}
     live: dict[str, Any] = {}
 
-    def submit_next() -> Any:
-        task = next(queue, None)
+    def submit_next() -> None:
+        task = next(queued, None)
         if task is None:
-            return None
+            return
         fut = client.submit(solve_member, task, key=f"mfg-solve-{task.index}-{run}", retries=retries, pure=False)
         by_key[fut.key] = task
         live[fut.key] = fut
-        progress.members[task.index] = {"index": task.index, "iteration": 0, "residual": float("nan")}
-        return fut
+        progress.members[task.index] = {"index": task.index, "iteration": 0, "residual": float("nan"), "queued": True}
+        fut.add_done_callback(lambda f: inbox.put(("finished", f)))
 
-    first = [f for f in (submit_next() for _ in range(limit)) if f is not None]
-    progress.in_flight = len(first)
-    pending = as_completed(first)
+    for _ in range(limit):
+        submit_next()
+    progress.in_flight = len(live)
     batch = _Batch(tasks[0].store)
     try:
-        for fut in pending:
+        while live:
+            try:
+                kind, item = inbox.get(timeout=1.0)  # a timeout keeps Ctrl-C responsive
+            except queue.Empty:
+                continue
+            if kind == "event":
+                if item.get("index") in progress.members:
+                    progress.members[item["index"]] = item
+                    if on_event is not None:
+                        on_event(progress, item)
+                continue
+            fut = item
+            if live.pop(fut.key, None) is None:
+                continue
             task = by_key.pop(fut.key)
-            live.pop(fut.key, None)
             progress.members.pop(task.index, None)
             if fut.status == "finished":
                 outcome = fut.result()
@@ -291,10 +312,8 @@ def _submit_all(
             else:
                 progress.failed += 1
                 progress.errors[task.index] = str(outcome.get("error"))
-            nxt = submit_next()
-            if nxt is not None:
-                pending.add(nxt)
-            progress.in_flight = pending.count()
+            submit_next()
+            progress.in_flight = len(live)
             if on_progress is not None:
                 on_progress(progress)
     except BaseException:

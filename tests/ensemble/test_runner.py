@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -178,23 +179,28 @@ def test_workers_publish_every_iteration_of_every_member(client, tmp_path) -> No
     monitor = SweepMonitor()
     seen_in_flight: list[int] = []
 
+    threads: set[int] = set()
+
     def on_event(progress, event) -> None:
         events.append(dict(event))
         seen_in_flight.append(len(progress.members))
+        threads.add(threading.get_ident())
 
     ds = run_sweep(sweep, tmp_path / "e.zarr", client=client, on_event=on_event)
     assert {e["index"] for e in events} == set(range(len(sweep)))
     assert all(n >= 1 for n in seen_in_flight)
+    assert threads == {threading.get_ident()}  # the caller's thread: a notebook cell updates live
     for member in sweep.members():
         mine = [e for e in events if e["index"] == member.index]
         history = ds.isel(dict(zip((a.name for a in sweep.axes), member.position))).residual.values
         n = int(ds.iterations.values.ravel()[member.index])
-        assert [e["iteration"] for e in mine] == list(range(1, n + 1))
+        assert [e["iteration"] for e in mine] == list(range(0, n + 1))  # 0: the member started
         assert mine[-1]["residual"] == history[n - 1]
     # the monitor object gets the same stream
     run_sweep(sweep, tmp_path / "e2.zarr", client=client, monitor=monitor)
     assert monitor.progress.done == len(sweep) and monitor.dashboard_link
     assert f"{len(sweep)}/{len(sweep)} members: done {len(sweep)}" in monitor.summary()
+    assert monitor.progress.labels[1] == "sigma=0.15, seed=1" and monitor.progress.queued == 0
 
 
 def test_rayon_is_sized_per_worker_on_a_hand_started_cluster(tmp_path) -> None:
