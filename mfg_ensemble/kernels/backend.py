@@ -78,7 +78,8 @@ def size_rayon(threads: int) -> int | None:
 
 
 def backend_info() -> dict[str, Any]:
-    """Which backend ``backend=None`` selects, the extension's version and Rayon's pool size."""
+    """Which backend ``backend=None`` selects, the extension's version and build profile
+    ("release", or "debug" from ``maturin develop``) and Rayon's pool size."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         active = resolve(None)
@@ -86,6 +87,7 @@ def backend_info() -> dict[str, Any]:
         "backend": active,
         "extension_available": _rust_core is not None,
         "extension_version": getattr(_rust_core, "__version__", None),
+        "build_profile": getattr(_rust_core, "build_profile", None),  # "release" or "debug"
         "rayon_threads": _rust_core.rayon_threads() if _rust_core is not None else None,
         "env": os.environ.get(ENV_VAR),
         "import_error": _IMPORT_ERROR,

@@ -230,6 +230,8 @@ mod bindings {
     #[pymodule]
     fn _rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        // "release" or "debug" (maturin develop): benchmarks say which build they timed
+        m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
         m.add_function(wrap_pyfunction!(smoothness_indicators, m)?)?;
         m.add_function(wrap_pyfunction!(weno5_derivatives, m)?)?;
         m.add_function(wrap_pyfunction!(kde, m)?)?;
