@@ -261,6 +261,9 @@ def _submit_all(
     queued = iter(tasks)
     by_key: dict[str, MemberTask] = {}
     live: dict[str, Any] = {}
+    # finished futures are held (their outcomes are small) until the run ends, so that the
+    # scheduler keeps them and the dashboard's Progress counts done out of the sweep's total
+    finished: list[Any] = []
 
     def submit_next() -> None:
         task = next(queued, None)
@@ -291,6 +294,7 @@ def _submit_all(
             fut = item
             if live.pop(fut.key, None) is None:
                 continue
+            finished.append(fut)
             task = by_key.pop(fut.key)
             progress.members.pop(task.index, None)
             if fut.status == "finished":

@@ -39,7 +39,9 @@ def test_the_dashboard_pages_answer_while_a_sweep_runs(client, tmp_path: Path) -
 def test_dask_sees_the_whole_sweep(tmp_path: Path) -> None:
     """Every member is submitted at once (Dask's queuing throttles), so the dashboard's
     Progress bar counts the sweep's total, not a window of it. The workers are paused until
-    the scheduler holds all 24 tasks (memory_limit=0: no memory monitor to un-pause them)."""
+    the scheduler holds all 24 tasks (memory_limit=0: no memory monitor to un-pause them).
+    Finished members stay known to the scheduler until the run ends, so its Progress reads
+    "done out of 24" throughout, not "done out of what is left"."""
     import threading
     import time
 
@@ -50,7 +52,13 @@ def test_dask_sees_the_whole_sweep(tmp_path: Path) -> None:
     sweep = Sweep({**PROBLEM, "nx": 21, "nt": 6}, {**SOLVER, "fp": "fv"}, {"seed": {"count": 24}})
     with local_cluster(2, dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
         client.run(set_paused, paused=True)
-        runner = threading.Thread(target=run_sweep, args=(sweep, tmp_path / "s.zarr"), kwargs={"client": client})
+        known: list[int] = []
+
+        def count(progress) -> None:
+            known.append(client.run_on_scheduler(solves_known))
+
+        kwargs = {"client": client, "on_progress": count}
+        runner = threading.Thread(target=run_sweep, args=(sweep, tmp_path / "s.zarr"), kwargs=kwargs)
         runner.start()
         try:
             deadline = time.monotonic() + 60
@@ -61,3 +69,4 @@ def test_dask_sees_the_whole_sweep(tmp_path: Path) -> None:
             client.run(set_paused, paused=False)
             runner.join(120)
     assert not runner.is_alive()
+    assert len(known) == 24 and set(known) == {24}, known
