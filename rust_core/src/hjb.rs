@@ -1,5 +1,5 @@
 //! The Hamilton–Jacobi–Bellman equation of the MFG, marched backward in time: HJ-WENO5
-//! derivatives in Godunov's Hamiltonian, central diffusion, TVD-RK3 with CFL-limited sub-steps
+//! derivatives in Godunov's Hamiltonian, fourth-order central diffusion, TVD-RK3 with CFL-limited sub-steps
 //! per output interval (restarted with more sub-steps when the slopes steepen).
 //!
 //! The maths: see mfg_ensemble/kernels/reference/hjb.py.
@@ -125,16 +125,25 @@ struct Finish<'a> {
     dx2: f64,
 }
 
-/// out[i] = combine(out[i], u_i, (σ²/2)(u_{i+1} − 2u_i + u_{i−1})/dx² − Ĥ(d⁻_i, d⁺_i) + f_i(θ)),
+/// The fourth-order central second difference
+/// (−u_{i+2} + 16u_{i+1} − 30u_i + 16u_{i−1} − u_{i−2})/(12 dx²), in the reference's order of
+/// operations (`dx2` = dx·dx).
+#[inline(always)]
+pub fn laplacian4(l2: f64, l1: f64, m: f64, r1: f64, r2: f64, dx2: f64) -> f64 {
+    (-r2 + 16.0 * r1 - 30.0 * m + 16.0 * l1 - l2) / (12.0 * dx2)
+}
+
+/// out[i] = combine(out[i], u_i, (σ²/2)·Δ₄u_i − Ĥ(d⁻_i, d⁺_i) + f_i(θ)) with Δ₄ = `laplacian4`,
 /// the arithmetic of the reference (NumPy `_rhs`) term by term; and max |d±| when `PMAX`.
 #[inline(always)]
 fn finish_body<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
     let n = out.len();
     let (ue, dm, dp, f_hi, f_lo) = (&a.ue[..n + 6], &a.dm[..n], &a.dp[..n], &a.f_hi[..n], &a.f_lo[..n]);
-    let (left, mid, right) = (&ue[2..n + 2], &ue[3..n + 3], &ue[4..n + 4]);
+    let (left2, left, mid) = (&ue[1..n + 1], &ue[2..n + 2], &ue[3..n + 3]);
+    let (right, right2) = (&ue[4..n + 4], &ue[5..n + 5]);
     let (theta, half_s2, dx2) = (a.theta, a.half_s2, a.dx2);
     for i in 0..n {
-        let lap = (right[i] - 2.0 * mid[i] + left[i]) / dx2;
+        let lap = laplacian4(left2[i], left[i], mid[i], right[i], right2[i], dx2);
         let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
         let l = half_s2 * lap - godunov(dm[i], dp[i]) + f;
         out[i] = combine(out[i], mid[i], l);
@@ -295,7 +304,9 @@ pub fn hjb_backward(
     let floor = floors(min_substeps, nt - 1)?;
     let nx = g.len();
     let dt_out = p.horizon / (nt - 1) as f64;
-    let rate_diffusion = p.sigma * p.sigma / (p.dx * p.dx);
+    // the largest decay rate of (σ²/2)Δ₄ is (σ²/2)(16/3)/dx² = (4/3)·2σ²/dx²: the limit keeps
+    // the explicit stage's margin of the 3-point stencil (2σ²/dx²)
+    let rate_diffusion = 4.0 / 3.0 * (p.sigma * p.sigma) / (p.dx * p.dx);
     let step_limit = |pmax: f64| p.cfl / (pmax / p.dx + rate_diffusion);
     let mut out = Marching::new(nt, nx);
     out.row_mut(nt - 1, nx).copy_from_slice(g);
@@ -376,11 +387,8 @@ mod tests {
         let mut out = vec![0.0; n];
         let mut pmax: f64 = 0.0;
         for i in 0..n {
-            let (left, right) = match p.bc {
-                Boundary::Periodic => (u[(i + n - 1) % n], u[(i + 1) % n]),
-                _ => (if i == 0 { u[1] } else { u[i - 1] }, if i == n - 1 { u[n - 2] } else { u[i + 1] }),
-            };
-            let lap = (right - 2.0 * u[i] + left) / dx2;
+            let at = |k: isize| crate::boundary::ghost(u, i as isize + k, p.bc);
+            let lap = (-at(2) + 16.0 * at(1) - 30.0 * u[i] + 16.0 * at(-1) - at(-2)) / (12.0 * dx2);
             let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
             out[i] = half_s2 * lap - godunov(dm[i], dp[i]) + f;
             pmax = max_nan(max_nan(pmax, dm[i].abs()), dp[i].abs());
