@@ -98,3 +98,15 @@ def cole_hopf_solution(nx: int, bc: str, min_substeps: np.ndarray) -> np.ndarray
     u, counts = hjb_backward(np.zeros((NT, nx)), g, dx=dx, sigma=SIGMA, T=T, bc=bc, min_substeps=min_substeps)
     np.testing.assert_array_equal(counts, min_substeps)
     return u
+
+
+def test_an_unknown_scheme_is_a_value_error(backend: str) -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        hjb_backward(np.zeros((3, 11)), np.zeros(11), dx=0.1, sigma=0.1, T=1.0, scheme="euler", backend=backend)
+
+
+def test_the_extension_refuses_an_unknown_scheme() -> None:
+    from mfg_ensemble import _rust_core
+
+    with pytest.raises(ValueError, match="scheme must be one of 'imex', 'rk3', got 'euler'"):
+        _rust_core.hjb_backward(np.zeros((3, 11)), np.zeros(11), dx=0.1, sigma=0.1, T=1.0, scheme="euler")
