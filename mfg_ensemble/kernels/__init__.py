@@ -3,7 +3,7 @@
 Every function runs in the Rust extension (``mfg_ensemble._rust_core``: Rayon inside, GIL
 released) or in its NumPy reference (``backend="numpy"``), which is the test oracle. The maths
 of each kernel is written once, in the docstring of its reference module in
-:mod:`mfg_ensemble.kernels.reference` (``weno``, ``hjb``, ``fv``, ``particles``, ``kde``, ``rng``,
+:mod:`mfg_ensemble.kernels.reference` (``weno``, ``hjb``, ``banded``, ``fv``, ``particles``, ``kde``, ``rng``,
 ``substeps``: the same stems as ``rust_core/src``). ``backend=None`` picks Rust when it is built (see
 :func:`backend_info`, ``$MFG_ENSEMBLE_BACKEND``).
 
@@ -186,15 +186,18 @@ def hjb_backward(
     eps: float = 1e-6,
     cfl: float = 0.4,
     min_substeps: ArrayLike | None = None,
+    scheme: str = "imex",
     backend: str | None = None,
 ) -> tuple[FloatArray, IntArray]:
     """Solve the HJB equation backward from u(T) = g for the running cost f (the maths:
     :mod:`mfg_ensemble.kernels.reference.hjb`).
 
     ``f`` has shape (nt, nx) on the output times t_j = j·T/(nt − 1); ``g`` has nx values.
-    ``min_substeps``: None, or nt − 1 integers ≥ 1, the least number of TVD-RK3 sub-steps of
-    each output interval. Returns u of shape (nt, nx) and the sub-steps taken in each output
-    interval (int64, shape (nt − 1,)). Raises :class:`~mfg_ensemble.errors.Diverged` if the solution blows up.
+    ``min_substeps``: None, or nt − 1 integers ≥ 1, the least number of sub-steps of each output
+    interval. ``scheme``: "imex" (ARS(4,4,3), diffusion implicit: the sub-steps are limited by
+    the slopes alone) or "rk3" (TVD-RK3, all explicit: limited by the slopes and σ²/dx²).
+    Returns u of shape (nt, nx) and the sub-steps taken in each output interval (int64, shape
+    (nt − 1,)). Raises :class:`~mfg_ensemble.errors.Diverged` if the solution blows up.
     """
     ga = v.float_array("g", g)
     v.min_length("g", ga, MIN_NODES, "the WENO5 stencil")
@@ -208,6 +211,7 @@ def hjb_backward(
         eps=v.positive("eps", eps),
         cfl=_cfl(cfl),
         min_substeps=_floors(min_substeps, fa.shape[0]),
+        scheme=v.choice("scheme", scheme, ("imex", "rk3")),
     )
     if _backend.resolve(backend) == "rust":
         return _backend.rust().hjb_backward(fa, ga, **kw)

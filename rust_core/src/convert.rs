@@ -22,7 +22,7 @@ use pyo3::types::PyString;
 use crate::boundary::{Boundary, REFLECT_OR_PERIODIC};
 use crate::error::KernelError;
 use crate::substeps::{floors_from_i64, Marching};
-use crate::{kde, weno};
+use crate::{hjb, kde, weno};
 
 pyo3::import_exception!(mfg_ensemble.errors, Diverged);
 
@@ -85,6 +85,14 @@ impl<'a, 'py> FromPyObject<'a, 'py> for weno::Variant {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         Ok(weno::Variant::parse(&text(obj)?)?)
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for hjb::Scheme {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(hjb::Scheme::parse(&text(obj)?)?)
     }
 }
 

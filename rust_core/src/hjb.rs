@@ -1,6 +1,8 @@
 //! The Hamilton–Jacobi–Bellman equation of the MFG, marched backward in time: HJ-WENO5
-//! derivatives in Godunov's Hamiltonian, central diffusion, TVD-RK3 with CFL-limited sub-steps
-//! per output interval (restarted with more sub-steps when the slopes steepen).
+//! derivatives in Godunov's Hamiltonian, fourth-order central diffusion, either the IMEX
+//! Runge–Kutta ARS(4,4,3) with implicit diffusion (banded solves of `banded`, sub-steps
+//! limited by the slopes alone; the default) or the explicit TVD-RK3, with CFL-limited
+//! sub-steps per output interval (restarted with more sub-steps when the slopes steepen).
 //!
 //! The maths: see mfg_ensemble/kernels/reference/hjb.py.
 //!
@@ -8,8 +10,11 @@
 //! stages), reused by every stage; each right-hand side is one WENO call on the ghosted state
 //! and one SIMD-dispatched pass (second difference, Ĥ, f, the RK combination, pmax when
 //! needed). The right-hand side at an interval's end, evaluated for its CFL check, starts the
-//! next interval. Every value has the bits of the unfused form (tests below).
+//! next interval. Every value has the bits of the unfused form (tests below). The IMEX
+//! sub-steps keep the stages' explicit and implicit parts and the banded solver of their
+//! sub-step count (factored again only when the count changes).
 
+use crate::banded::StencilSolver;
 use crate::boundary::{fill_ghosted, Boundary, GHOSTS, REFLECT_OR_PERIODIC};
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::simd;
@@ -25,7 +30,40 @@ pub struct HjbParams {
     pub variant: Variant,
     pub eps: f64,
     pub cfl: f64,
+    pub scheme: Scheme,
 }
+
+/// The time stepping: the IMEX Runge–Kutta ARS(4,4,3) with implicit diffusion (the default),
+/// or the explicit TVD-RK3 of every term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Imex,
+    Rk3,
+}
+
+impl Scheme {
+    pub fn parse(text: &str) -> KernelResult<Scheme> {
+        match text {
+            "imex" => Ok(Scheme::Imex),
+            "rk3" => Ok(Scheme::Rk3),
+            _ => Err(KernelError(format!("scheme must be one of 'imex', 'rk3', got '{text}'"))),
+        }
+    }
+}
+
+/// ARS(4,4,3) (Ascher, Ruuth & Spiteri 1997, §2.8): the explicit tableau's rows for the stages
+/// 1…4 (coefficients of E₀…E₃), the implicit tableau's below-diagonal rows (coefficients of
+/// I₁…I₃), its diagonal γ, and the explicit abscissae c₀…c₃. Stiffly accurate: the last stage
+/// is the step's result.
+const ARS_EXPLICIT: [[f64; 4]; 4] = [
+    [0.5, 0.0, 0.0, 0.0],
+    [11.0 / 18.0, 1.0 / 18.0, 0.0, 0.0],
+    [5.0 / 6.0, -5.0 / 6.0, 0.5, 0.0],
+    [0.25, 1.75, 0.75, -1.75],
+];
+const ARS_IMPLICIT: [[f64; 3]; 4] = [[0.0, 0.0, 0.0], [1.0 / 6.0, 0.0, 0.0], [-0.5, 0.5, 0.0], [1.5, -1.5, 0.5]];
+const ARS_GAMMA: f64 = 0.5;
+const ARS_C: [f64; 4] = [0.0, 0.5, 2.0 / 3.0, 0.5];
 
 /// max(a, b) that propagates NaN like NumPy's `maximum` (`f64::max` drops it, which would
 /// turn a blown-up derivative into a silent 0).
@@ -111,6 +149,72 @@ impl Rhs {
         };
         simd::dispatch(FinishPass::<_, PMAX> { args: &args, out, combine })
     }
+
+    /// The IMEX split of the right-hand side of `u`: e = f(θ) − Ĥ(d⁻, d⁺) (explicit) and, when
+    /// `implicit` is given, (σ²/2)Δ₄u into it; returns pmax as `eval`.
+    fn eval_split<const PMAX: bool>(
+        &mut self,
+        u: &[f64],
+        (f_hi, f_lo, theta): (&[f64], &[f64], f64),
+        e: &mut [f64],
+        implicit: Option<&mut [f64]>,
+    ) -> f64 {
+        fill_ghosted(u, -(GHOSTS as isize), self.p.bc, &mut self.ue);
+        derivatives_extended_into(
+            &self.ue,
+            self.p.dx,
+            self.p.variant,
+            self.p.eps,
+            &mut self.dm,
+            &mut self.dp,
+            &mut self.ws,
+        );
+        let args = Finish {
+            ue: &self.ue,
+            dm: &self.dm,
+            dp: &self.dp,
+            f_hi,
+            f_lo,
+            theta,
+            half_s2: self.half_s2,
+            dx2: self.dx2,
+        };
+        simd::dispatch(SplitPass::<PMAX> { args: &args, e, implicit })
+    }
+}
+
+/// `Rhs::eval_split`'s per-node pass.
+struct SplitPass<'a, const PMAX: bool> {
+    args: &'a Finish<'a>,
+    e: &'a mut [f64],
+    implicit: Option<&'a mut [f64]>,
+}
+
+impl<const PMAX: bool> simd::Kernel for SplitPass<'_, PMAX> {
+    type Output = f64;
+    #[inline(always)]
+    fn run(self) -> f64 {
+        let a = self.args;
+        let n = self.e.len();
+        let (dm, dp, f_hi, f_lo) = (&a.dm[..n], &a.dp[..n], &a.f_hi[..n], &a.f_lo[..n]);
+        for (i, e) in self.e.iter_mut().enumerate() {
+            let f = (1.0 - a.theta) * f_hi[i] + a.theta * f_lo[i];
+            *e = f - godunov(dm[i], dp[i]);
+        }
+        if let Some(out) = self.implicit {
+            let ue = &a.ue[..n + 6];
+            let (left2, left, mid) = (&ue[1..n + 1], &ue[2..n + 2], &ue[3..n + 3]);
+            let (right, right2) = (&ue[4..n + 4], &ue[5..n + 5]);
+            for (i, o) in out[..n].iter_mut().enumerate() {
+                *o = a.half_s2 * laplacian4(left2[i], left[i], mid[i], right[i], right2[i], a.dx2);
+            }
+        }
+        if PMAX {
+            abs_max(dm, dp)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The inputs of the per-node pass of `Rhs::eval`.
@@ -125,16 +229,25 @@ struct Finish<'a> {
     dx2: f64,
 }
 
-/// out[i] = combine(out[i], u_i, (σ²/2)(u_{i+1} − 2u_i + u_{i−1})/dx² − Ĥ(d⁻_i, d⁺_i) + f_i(θ)),
+/// The fourth-order central second difference
+/// (−u_{i+2} + 16u_{i+1} − 30u_i + 16u_{i−1} − u_{i−2})/(12 dx²), in the reference's order of
+/// operations (`dx2` = dx·dx).
+#[inline(always)]
+pub fn laplacian4(l2: f64, l1: f64, m: f64, r1: f64, r2: f64, dx2: f64) -> f64 {
+    (-r2 + 16.0 * r1 - 30.0 * m + 16.0 * l1 - l2) / (12.0 * dx2)
+}
+
+/// out[i] = combine(out[i], u_i, (σ²/2)·Δ₄u_i − Ĥ(d⁻_i, d⁺_i) + f_i(θ)) with Δ₄ = `laplacian4`,
 /// the arithmetic of the reference (NumPy `_rhs`) term by term; and max |d±| when `PMAX`.
 #[inline(always)]
 fn finish_body<const PMAX: bool>(a: &Finish, out: &mut [f64], combine: impl Combine) -> f64 {
     let n = out.len();
     let (ue, dm, dp, f_hi, f_lo) = (&a.ue[..n + 6], &a.dm[..n], &a.dp[..n], &a.f_hi[..n], &a.f_lo[..n]);
-    let (left, mid, right) = (&ue[2..n + 2], &ue[3..n + 3], &ue[4..n + 4]);
+    let (left2, left, mid) = (&ue[1..n + 1], &ue[2..n + 2], &ue[3..n + 3]);
+    let (right, right2) = (&ue[4..n + 4], &ue[5..n + 5]);
     let (theta, half_s2, dx2) = (a.theta, a.half_s2, a.dx2);
     for i in 0..n {
-        let lap = (right[i] - 2.0 * mid[i] + left[i]) / dx2;
+        let lap = laplacian4(left2[i], left[i], mid[i], right[i], right2[i], dx2);
         let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
         let l = half_s2 * lap - godunov(dm[i], dp[i]) + f;
         out[i] = combine(out[i], mid[i], l);
@@ -273,6 +386,105 @@ fn try_interval(
     Ok(pmax)
 }
 
+/// The buffers of the IMEX stepping: the explicit parts E₀…E₃ and implicit parts I₁…I₃ of a
+/// sub-step's stages, and the solver of (I − γ dt (σ²/2)Δ₄) for the sub-step count it was
+/// built for.
+struct ImexBuffers {
+    e: [Vec<f64>; 4],
+    li: [Vec<f64>; 3],
+    solver: Option<(usize, StencilSolver)>,
+}
+
+impl ImexBuffers {
+    fn new(nx: usize) -> ImexBuffers {
+        ImexBuffers {
+            e: std::array::from_fn(|_| vec![0.0; nx]),
+            li: std::array::from_fn(|_| vec![0.0; nx]),
+            solver: None,
+        }
+    }
+}
+
+/// The matrix I − γ·dt·(σ²/2)Δ₄ as its five-point stencil.
+fn implicit_stencil(dt: f64, p: &HjbParams) -> [f64; 5] {
+    let c = ARS_GAMMA * dt * (0.5 * p.sigma * p.sigma) / (12.0 * (p.dx * p.dx));
+    [c, -16.0 * c, 1.0 + 30.0 * c, -16.0 * c, c]
+}
+
+/// `try_interval` with ARS(4,4,3) sub-steps: the WENO/Godunov part and f explicit, (σ²/2)Δ₄
+/// implicit (one banded solve per stage; none when σ = 0). `l_start` and `b.l_end` hold the
+/// explicit part only.
+#[allow(clippy::too_many_arguments)]
+fn try_interval_imex(
+    rhs: &mut Rhs,
+    b: &mut Buffers,
+    im: &mut ImexBuffers,
+    u: &[f64],
+    (l_start, pmax_start): (&[f64], f64),
+    k: usize,
+    (f_hi, f_lo, f_next): (&[f64], &[f64], &[f64]),
+    dt_out: f64,
+    step_limit: impl Fn(f64) -> f64,
+) -> Result<f64, f64> {
+    let dt = dt_out / k as f64;
+    let dtheta = 1.0 / k as f64;
+    let p = rhs.p;
+    let diffusive = p.sigma > 0.0;
+    if diffusive && im.solver.as_ref().is_none_or(|(kk, _)| *kk != k) {
+        im.solver = Some((k, StencilSolver::new(u.len(), implicit_stencil(dt, &p), p.bc)));
+    }
+    let Buffers { v, u1: stage, l_end, .. } = b;
+    let ImexBuffers { e, li, solver } = im;
+    v.copy_from_slice(u);
+    for s in 0..k {
+        let theta = s as f64 / k as f64;
+        let pmax = if s == 0 {
+            e[0].copy_from_slice(l_start);
+            pmax_start
+        } else {
+            rhs.eval_split::<true>(v, (f_hi, f_lo, theta), &mut e[0], None)
+        };
+        let allowed = step_limit(pmax);
+        if dt > 2.0 * allowed || allowed.is_nan() {
+            return Err(allowed);
+        }
+        for st in 1..=4 {
+            let (ae, ai) = (&ARS_EXPLICIT[st - 1], &ARS_IMPLICIT[st - 1]);
+            // stage = v + dt·acc, acc summed term by term (as the reference) in passes that
+            // vectorise
+            stage.fill(0.0);
+            for (&a, ej) in ae.iter().zip(e.iter()).take(st) {
+                for (x, y) in stage.iter_mut().zip(ej) {
+                    *x += a * y;
+                }
+            }
+            for (&a, lj) in ai.iter().zip(li.iter()).take(st - 1) {
+                for (x, y) in stage.iter_mut().zip(lj) {
+                    *x += a * y;
+                }
+            }
+            for (x, y) in stage.iter_mut().zip(v.iter()) {
+                *x = y + dt * *x;
+            }
+            if let Some((_, solver)) = solver.as_ref().filter(|_| diffusive) {
+                solver.solve(stage);
+            }
+            if st < 4 {
+                let (e_st, li_st) = (&mut e[st], &mut li[st - 1]);
+                rhs.eval_split::<false>(stage, (f_hi, f_lo, theta + ARS_C[st] * dtheta), e_st, Some(li_st));
+            } else {
+                v.copy_from_slice(stage);
+            }
+        }
+    }
+    let pmax = rhs.eval_split::<true>(v, (f_lo, f_next, 0.0), l_end, None);
+    let allowed = step_limit(pmax);
+    if dt > 2.0 * allowed || allowed.is_nan() {
+        return Err(allowed);
+    }
+    Ok(pmax)
+}
+
 /// The sub-step count of a restarted interval: what the slopes ask (`wanted` = Δt/δ), but at
 /// least 2k and at most 8k — an overshot state's slopes can be far steeper than the
 /// solution's, so its limit is trusted only to grow k geometrically. `None` past the limit.
@@ -295,7 +507,10 @@ pub fn hjb_backward(
     let floor = floors(min_substeps, nt - 1)?;
     let nx = g.len();
     let dt_out = p.horizon / (nt - 1) as f64;
-    let rate_diffusion = p.sigma * p.sigma / (p.dx * p.dx);
+    // explicit diffusion: the largest decay rate of (σ²/2)Δ₄ is (σ²/2)(16/3)/dx² =
+    // (4/3)·2σ²/dx², so the limit keeps the margin the 3-point stencil (2σ²/dx²) had; implicit
+    // diffusion sets no limit
+    let rate_diffusion = if p.scheme == Scheme::Rk3 { 4.0 / 3.0 * (p.sigma * p.sigma) / (p.dx * p.dx) } else { 0.0 };
     let step_limit = |pmax: f64| p.cfl / (pmax / p.dx + rate_diffusion);
     let mut out = Marching::new(nt, nx);
     out.row_mut(nt - 1, nx).copy_from_slice(g);
@@ -305,7 +520,11 @@ pub fn hjb_backward(
     let mut u = g.to_vec();
     // the right-hand side at the start of the last interval (θ = 0: f at t_{nt−1})
     let mut l_start = vec![0.0; nx];
-    let mut pmax_start = rhs.eval::<true>(&u, row(nt - 1), row(nt - 2), 0.0, &mut l_start, |_, _, l| l);
+    let mut im = ImexBuffers::new(if p.scheme == Scheme::Imex { nx } else { 0 });
+    let mut pmax_start = match p.scheme {
+        Scheme::Rk3 => rhs.eval::<true>(&u, row(nt - 1), row(nt - 2), 0.0, &mut l_start, |_, _, l| l),
+        Scheme::Imex => rhs.eval_split::<true>(&u, (row(nt - 1), row(nt - 2), 0.0), &mut l_start, None),
+    };
     for j in (0..nt - 1).rev() {
         let (f_lo, f_hi) = (row(j), row(j + 1));
         // f of the interval before this one, for the right-hand side at t_j that starts it
@@ -316,16 +535,14 @@ pub fn hjb_backward(
             return Ok(out);
         };
         pmax_start = loop {
-            match try_interval(
-                &mut rhs,
-                &mut b,
-                &u,
-                (&l_start, pmax_start),
-                k,
-                (f_hi, f_lo, f_next),
-                dt_out,
-                step_limit,
-            ) {
+            let fs = (f_hi, f_lo, f_next);
+            let tried = match p.scheme {
+                Scheme::Rk3 => try_interval(&mut rhs, &mut b, &u, (&l_start, pmax_start), k, fs, dt_out, step_limit),
+                Scheme::Imex => {
+                    try_interval_imex(&mut rhs, &mut b, &mut im, &u, (&l_start, pmax_start), k, fs, dt_out, step_limit)
+                }
+            };
+            match tried {
                 Ok(pmax_end) => break pmax_end,
                 // the slopes steepened beyond twice the limit: redo the interval with more steps
                 Err(allowed) => match more_substeps(k, dt_out / allowed) {
@@ -362,6 +579,7 @@ mod tests {
             variant: Variant::Js,
             eps: 1e-6,
             cfl: 0.4,
+            scheme: Scheme::Imex,
         }
     }
 
@@ -376,11 +594,8 @@ mod tests {
         let mut out = vec![0.0; n];
         let mut pmax: f64 = 0.0;
         for i in 0..n {
-            let (left, right) = match p.bc {
-                Boundary::Periodic => (u[(i + n - 1) % n], u[(i + 1) % n]),
-                _ => (if i == 0 { u[1] } else { u[i - 1] }, if i == n - 1 { u[n - 2] } else { u[i + 1] }),
-            };
-            let lap = (right - 2.0 * u[i] + left) / dx2;
+            let at = |k: isize| crate::boundary::ghost(u, i as isize + k, p.bc);
+            let lap = (-at(2) + 16.0 * at(1) - 30.0 * u[i] + 16.0 * at(-1) - at(-2)) / (12.0 * dx2);
             let f = (1.0 - theta) * f_hi[i] + theta * f_lo[i];
             out[i] = half_s2 * lap - godunov(dm[i], dp[i]) + f;
             pmax = max_nan(max_nan(pmax, dm[i].abs()), dp[i].abs());
@@ -474,6 +689,14 @@ mod tests {
         let s = hjb_backward(&vec![0.0; nx * nt], &g, nt, &p, None).unwrap();
         let decay = (-0.25 * std::f64::consts::PI.powi(2) / 2.0).exp();
         let ratio = s.values[0] / g[0];
+        assert!((ratio - decay).abs() < 1e-3, "{ratio} vs {decay}");
+        // the implicit diffusion sets no step limit: one sub-step per interval (the slopes are
+        // ~1e-8); the explicit scheme needs ~σ²/dx² of them
+        assert!(s.substeps.iter().all(|&k| k == 1), "{:?}", s.substeps);
+        let explicit =
+            hjb_backward(&vec![0.0; nx * nt], &g, nt, &HjbParams { scheme: Scheme::Rk3, ..p }, None).unwrap();
+        assert!(explicit.substeps.iter().all(|&k| k > 100), "{:?}", explicit.substeps);
+        let ratio = explicit.values[0] / g[0];
         assert!((ratio - decay).abs() < 1e-3, "{ratio} vs {decay}");
     }
 

@@ -1,10 +1,11 @@
 //! mfg_ensemble's Rust kernels. The numerical modules are pure functions over slices, one per
-//! NumPy reference module of mfg_ensemble/kernels/reference/ (same stems: weno, hjb, fv,
+//! NumPy reference module of mfg_ensemble/kernels/reference/ (same stems: weno, hjb, banded, fv,
 //! particles, kde, rng, substeps), where each kernel's maths is written; `boundary`, `error`
 //! and `simd` are their shared plumbing. This file holds only the PyO3 bindings (feature
 //! "python", on in maturin builds): arguments converted by the `FromPyObject` types of
 //! `convert`, the GIL released, the kernel called, its `KernelError` raised as `ValueError`.
 
+pub mod banded;
 pub mod boundary;
 #[cfg(feature = "python")]
 mod convert;
@@ -25,6 +26,7 @@ mod bindings {
 
     use crate::boundary::Boundary;
     use crate::convert::{array2, march_to_py, slice, slice2, Bc, KdeBcs, MarchBcs, MarchOut, MinSubsteps, WenoBcs};
+    use crate::hjb::Scheme;
     use crate::kde::{self as density, Method};
     use crate::weno::Variant;
     use crate::{fv, hjb, particles, rng, weno};
@@ -110,8 +112,8 @@ mod bindings {
     /// u (nt, nx) of the HJB equation backward from g for the running cost f (nt, nx).
     #[pyfunction]
     #[pyo3(
-        signature = (f, g, *, dx, sigma, T, bc=Bc::new(Boundary::Reflect), variant=Variant::Js, eps=1e-6, cfl=0.4, min_substeps=None),
-        text_signature = "(f, g, *, dx, sigma, T, bc=\"reflect\", variant=\"js\", eps=1e-6, cfl=0.4, min_substeps=None)"
+        signature = (f, g, *, dx, sigma, T, bc=Bc::new(Boundary::Reflect), variant=Variant::Js, eps=1e-6, cfl=0.4, min_substeps=None, scheme=Scheme::Imex),
+        text_signature = "(f, g, *, dx, sigma, T, bc=\"reflect\", variant=\"js\", eps=1e-6, cfl=0.4, min_substeps=None, scheme=\"imex\")"
     )]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn hjb_backward<'py>(
@@ -126,8 +128,9 @@ mod bindings {
         eps: f64,
         cfl: f64,
         min_substeps: Option<MinSubsteps>,
+        scheme: Scheme,
     ) -> PyResult<MarchOut<'py>> {
-        let params = hjb::HjbParams { dx, sigma, horizon: T, bc: bc.0, variant, eps, cfl };
+        let params = hjb::HjbParams { dx, sigma, horizon: T, bc: bc.0, variant, eps, cfl, scheme };
         let (f, nt, _) = slice2(&f);
         let g = slice(&g);
         let floor = min_substeps.map(|m| m.0);

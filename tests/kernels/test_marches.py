@@ -94,6 +94,33 @@ def test_particle_sweep_is_thread_count_independent() -> None:
     assert run_python(code, {"RAYON_NUM_THREADS": "1"}) == run_python(code, {"RAYON_NUM_THREADS": "2"})
 
 
+def test_hjb_is_thread_count_independent() -> None:
+    """A grid large enough for the parallel WENO chunks, both schemes, both conditions."""
+    code = """
+        import hashlib, numpy as np
+        from mfg_ensemble.kernels import hjb_backward
+        h = hashlib.sha256()
+        for bc in ("reflect", "periodic"):
+            for scheme in ("imex", "rk3"):
+                x = np.arange(6000) / 6000
+                f = np.tile(np.cos(4 * np.pi * x), (3, 1))
+                g = 0.1 * np.cos(2 * np.pi * x)
+                u, k = hjb_backward(f, g, dx=x[1], sigma=0.05, T=1e-3, bc=bc, scheme=scheme)
+                h.update(u.tobytes() + k.tobytes())
+        print(h.hexdigest())
+    """
+    assert run_python(code, {"RAYON_NUM_THREADS": "1"}) == run_python(code, {"RAYON_NUM_THREADS": "2"})
+
+
+@pytest.mark.parametrize("bc", ["reflect", "periodic"])
+def test_hjb_rk3_scheme_rust_matches_numpy(bc: str) -> None:
+    _, f, g, _, dx = problem(bc)
+    rust, k_rust = hjb_backward(f, g, dx=dx, sigma=0.2, T=0.5, bc=bc, scheme="rk3", backend="rust")
+    ref, k_ref = hjb_backward(f, g, dx=dx, sigma=0.2, T=0.5, bc=bc, scheme="rk3", backend="numpy")
+    np.testing.assert_array_equal(k_rust, k_ref)
+    assert max_rel(rust, ref) <= 1e-12
+
+
 def sweep_call(kind: str, bc: str = "reflect"):
     """One sweep of the test problem as a function of (min_substeps, backend)."""
     x, f, g, m0, dx = problem(bc)

@@ -1,0 +1,263 @@
+//! Linear solves with the pentadiagonal matrices of an implicit five-point stencil: banded LU
+//! without pivoting, and its cyclic variant (the stencil wrapped around a period) by the
+//! Sherman–Morrison–Woodbury formula.
+//!
+//! The maths: see mfg_ensemble/kernels/reference/banded.py.
+
+use crate::boundary::Boundary;
+
+/// The LU factors of a pentadiagonal matrix A (no pivoting): L unit lower triangular with the
+/// multipliers `l2`, `l1` on its sub-diagonals −2, −1; U upper with `u0`, `u1`, `u2` on its
+/// diagonals 0, +1, +2.
+#[derive(Debug, Clone)]
+pub struct Penta {
+    l2: Vec<f64>,
+    l1: Vec<f64>,
+    u0: Vec<f64>,
+    u1: Vec<f64>,
+    u2: Vec<f64>,
+}
+
+impl Penta {
+    /// Factors A given by its diagonals: row i holds `m2[i]`, `m1[i]`, `d[i]`, `p1[i]`, `p2[i]`
+    /// in the columns i − 2 … i + 2 (entries outside the matrix ignored).
+    pub fn factor(m2: &[f64], m1: &[f64], d: &[f64], p1: &[f64], p2: &[f64]) -> Penta {
+        let n = d.len();
+        let mut f = Penta { l2: vec![0.0; n], l1: vec![0.0; n], u0: vec![0.0; n], u1: vec![0.0; n], u2: vec![0.0; n] };
+        for i in 0..n {
+            let (mut b, mut c) = (if i >= 1 { m1[i] } else { 0.0 }, d[i]);
+            if i >= 2 {
+                let l2 = m2[i] / f.u0[i - 2];
+                b -= l2 * f.u1[i - 2];
+                c -= l2 * f.u2[i - 2];
+                f.l2[i] = l2;
+            }
+            let mut e = if i + 1 < n { p1[i] } else { 0.0 };
+            if i >= 1 {
+                let l1 = b / f.u0[i - 1];
+                c -= l1 * f.u1[i - 1];
+                e -= l1 * f.u2[i - 1];
+                f.l1[i] = l1;
+            }
+            f.u0[i] = c;
+            f.u1[i] = e;
+            f.u2[i] = if i + 2 < n { p2[i] } else { 0.0 };
+        }
+        f
+    }
+
+    /// x ← A⁻¹ x: forward substitution with L, back substitution with U.
+    pub fn solve(&self, x: &mut [f64]) {
+        let n = x.len();
+        for i in 1..n {
+            let mut y = x[i] - self.l1[i] * x[i - 1];
+            if i >= 2 {
+                y -= self.l2[i] * x[i - 2];
+            }
+            x[i] = y;
+        }
+        for i in (0..n).rev() {
+            let mut y = x[i];
+            if i + 1 < n {
+                y -= self.u1[i] * x[i + 1];
+            }
+            if i + 2 < n {
+                y -= self.u2[i] * x[i + 2];
+            }
+            x[i] = y / self.u0[i];
+        }
+    }
+}
+
+/// 4 × 4 Gaussian elimination with partial pivoting: the factors (rows permuted) and the
+/// permutation.
+#[derive(Debug, Clone)]
+struct Small {
+    lu: [[f64; 4]; 4],
+    perm: [usize; 4],
+}
+
+// index loops, as in the reference
+#[allow(clippy::needless_range_loop)]
+impl Small {
+    fn factor(mut a: [[f64; 4]; 4]) -> Small {
+        let mut perm = [0, 1, 2, 3];
+        for k in 0..4 {
+            let mut p = k;
+            for r in k + 1..4 {
+                if a[r][k].abs() > a[p][k].abs() {
+                    p = r;
+                }
+            }
+            a.swap(k, p);
+            perm.swap(k, p);
+            for r in k + 1..4 {
+                let l = a[r][k] / a[k][k];
+                a[r][k] = l;
+                for c in k + 1..4 {
+                    a[r][c] -= l * a[k][c];
+                }
+            }
+        }
+        Small { lu: a, perm }
+    }
+
+    fn solve(&self, b: [f64; 4]) -> [f64; 4] {
+        let mut y = [0.0; 4];
+        for r in 0..4 {
+            let mut s = b[self.perm[r]];
+            for c in 0..r {
+                s -= self.lu[r][c] * y[c];
+            }
+            y[r] = s;
+        }
+        for r in (0..4).rev() {
+            let mut s = y[r];
+            for c in r + 1..4 {
+                s -= self.lu[r][c] * y[c];
+            }
+            y[r] = s / self.lu[r][r];
+        }
+        y
+    }
+}
+
+/// A solver of A x = r for the matrix A of a five-point stencil (w₋₂, w₋₁, w₀, w₁, w₂) on n
+/// nodes with the ghost nodes of `bc` folded in: mirrored for "reflect" (a pentadiagonal
+/// matrix), wrapped for "periodic" (pentadiagonal plus corners: A = B + P C Pᵀ with B the band,
+/// P the columns 0, 1, n − 2, n − 1 of the identity and C the 4 × 4 corner block).
+#[derive(Debug, Clone)]
+pub struct StencilSolver {
+    band: Penta,
+    /// for "periodic": the corners' rows and columns, C, Z = B⁻¹P (column b at z[b·n..]) and
+    /// the factors of I + C PᵀZ
+    cyclic: Option<Cyclic>,
+}
+
+#[derive(Debug, Clone)]
+struct Cyclic {
+    idx: [usize; 4],
+    c: [[f64; 4]; 4],
+    z: Vec<f64>,
+    m: Small,
+}
+
+impl StencilSolver {
+    #[allow(clippy::needless_range_loop)]
+    /// Needs n ≥ 6 nodes (so that the corner rows 0, 1, n − 2, n − 1 are distinct and clear of
+    /// the band).
+    pub fn new(n: usize, w: [f64; 5], bc: Boundary) -> StencilSolver {
+        assert!(n >= 6, "a five-point stencil solve needs at least 6 nodes");
+        let mut diag = [vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+        let mut corner = [[0.0; 4]; 4];
+        let idx = [0, 1, n - 2, n - 1];
+        let slot = |j: usize| idx.iter().position(|&c| c == j);
+        let last = n as isize - 1;
+        for i in 0..n {
+            for (k, &wk) in w.iter().enumerate() {
+                let node = i as isize + k as isize - 2;
+                let j = match bc {
+                    Boundary::Reflect if node < 0 => -node,
+                    Boundary::Reflect if node > last => 2 * last - node,
+                    _ => node.rem_euclid(n as isize),
+                } as usize;
+                let offset = j as isize - i as isize;
+                if offset.abs() <= 2 {
+                    diag[(offset + 2) as usize][i] += wk;
+                } else {
+                    let (a, b) = (slot(i).expect("a corner row"), slot(j).expect("a corner column"));
+                    corner[a][b] += wk;
+                }
+            }
+        }
+        let [m2, m1, d, p1, p2] = &diag;
+        let band = Penta::factor(m2, m1, d, p1, p2);
+        let cyclic = (bc == Boundary::Periodic).then(|| {
+            let mut z = vec![0.0; 4 * n];
+            for (b, col) in z.chunks_mut(n).enumerate() {
+                col[idx[b]] = 1.0;
+                band.solve(col);
+            }
+            let mut m = [[0.0; 4]; 4];
+            for (a, row) in m.iter_mut().enumerate() {
+                for (b, mab) in row.iter_mut().enumerate() {
+                    let mut s = if a == b { 1.0 } else { 0.0 };
+                    for (c, &idx_c) in idx.iter().enumerate() {
+                        s += corner[a][c] * z[b * n + idx_c];
+                    }
+                    *mab = s;
+                }
+            }
+            Cyclic { idx, c: corner, z, m: Small::factor(m) }
+        });
+        StencilSolver { band, cyclic }
+    }
+
+    /// x ← A⁻¹ x. Periodic: y = B⁻¹x, then x = y − Z (I + C PᵀZ)⁻¹ C Pᵀy.
+    pub fn solve(&self, x: &mut [f64]) {
+        self.band.solve(x);
+        if let Some(cy) = &self.cyclic {
+            let n = x.len();
+            let mut t = [0.0; 4];
+            for (a, ta) in t.iter_mut().enumerate() {
+                for (c, &idx_c) in cy.idx.iter().enumerate() {
+                    *ta += cy.c[a][c] * x[idx_c];
+                }
+            }
+            let s = cy.m.solve(t);
+            for (b, col) in cy.z.chunks(n).enumerate() {
+                for (xi, zi) in x.iter_mut().zip(col) {
+                    *xi -= zi * s[b];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A x by the stencil with ghost nodes, directly.
+    fn apply(x: &[f64], w: [f64; 5], bc: Boundary) -> Vec<f64> {
+        (0..x.len())
+            .map(|i| (0..5).map(|k| w[k] * crate::boundary::ghost(x, i as isize + k as isize - 2, bc)).sum())
+            .collect()
+    }
+
+    #[test]
+    fn solves_invert_the_stencil_with_its_ghost_nodes() {
+        let c = 0.7;
+        let w = [c, -16.0 * c, 1.0 + 30.0 * c, -16.0 * c, c];
+        for n in [6, 7, 8, 13, 200] {
+            for bc in [Boundary::Reflect, Boundary::Periodic] {
+                let x: Vec<f64> = (0..n).map(|i| ((i * 37) % 11) as f64 - 5.0 + (i as f64).sin()).collect();
+                let mut r = apply(&x, w, bc);
+                StencilSolver::new(n, w, bc).solve(&mut r);
+                let err = r.iter().zip(&x).fold(0.0_f64, |a, (p, q)| a.max((p - q).abs()));
+                assert!(err < 1e-11, "{n} {bc:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_general_pentadiagonal_matrix() {
+        let n = 9;
+        let m2: Vec<f64> = (0..n).map(|i| 0.1 * i as f64).collect();
+        let m1: Vec<f64> = (0..n).map(|i| -0.3 + 0.05 * i as f64).collect();
+        let d: Vec<f64> = (0..n).map(|i| 3.0 + 0.2 * i as f64).collect();
+        let p1: Vec<f64> = (0..n).map(|i| 0.4 - 0.1 * i as f64).collect();
+        let p2: Vec<f64> = (0..n).map(|i| -0.2 * (i % 3) as f64).collect();
+        let x: Vec<f64> = (0..n).map(|i| (i as f64 * 1.3).cos()).collect();
+        let mut r = vec![0.0; n];
+        for i in 0..n {
+            let at = |j: isize| if (0..n as isize).contains(&j) { x[j as usize] } else { 0.0 };
+            let i_ = i as isize;
+            r[i] = m2[i] * at(i_ - 2) + m1[i] * at(i_ - 1) + d[i] * x[i] + p1[i] * at(i_ + 1) + p2[i] * at(i_ + 2);
+        }
+        Penta::factor(&m2, &m1, &d, &p1, &p2).solve(&mut r);
+        for i in 0..n {
+            assert!((r[i] - x[i]).abs() < 1e-13);
+        }
+    }
+}
