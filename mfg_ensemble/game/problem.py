@@ -21,7 +21,8 @@ Named families (a TOML table or a dict with ``kind``):
   (s/2)(x − c)²; "wells" (s/2)·min_k (x − c_k)² (e.g. the distance cost to the nearest of
   several exits); "cosine" A·cos(2π k (x − lo)/(hi − lo)); "values" (one value per node);
 * initial density m0 — "gaussian" N(mean, std²); "uniform"; "mixture" of gaussians with
-  weights; "values" (one value per node); then normalised to mass one on the grid;
+  weights; "values" (one value per node); then normalised to mass one on the grid (the
+  particle solver samples gaussian, uniform and mixture exactly, from their ``mass``);
 * coupling F — "zero"; "linear" λ·m; "log" λ·log(m + δ); "power" λ·m^p;
   "mean_quadratic" (κ/2)(x − ∫ y m(t, y) dy)², the nonlocal coupling of the
   linear-quadratic game.
@@ -54,6 +55,14 @@ SOLVE_ARRAYS = 8
 the Picard/Anderson work arrays; a lower bound for the check before anything is allocated."""
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
+
+
+_erfc_ufunc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _erfc(z: FloatArray) -> FloatArray:
+    """math.erfc elementwise (NumPy has no erfc; SciPy is not a dependency)."""
+    return np.asarray(_erfc_ufunc(z), dtype=np.float64)
 
 
 def physical_memory() -> int | None:
@@ -145,12 +154,24 @@ class Gaussian(_Family):
     def __call__(self, x: FloatArray, lo: float, hi: float) -> FloatArray:
         return np.exp(-0.5 * ((x - self.mean) / self.std) ** 2) / (self.std * math.sqrt(2.0 * math.pi))
 
+    def mass(self, a: float, x: FloatArray, lo: float, hi: float) -> FloatArray:
+        """∫ₐˣ of the density (x ≥ a), from erfc on the side of the mean where it does not cancel."""
+        za = (a - self.mean) / (self.std * math.sqrt(2.0))
+        zx = (np.asarray(x, dtype=np.float64) - self.mean) / (self.std * math.sqrt(2.0))
+        if za >= 0:  # a above the mean: upper tails, ½(erfc(za) − erfc(zx))
+            return 0.5 * (math.erfc(za) - _erfc(zx))
+        return 0.5 * (_erfc(-zx) - math.erfc(-za))  # Φ(x) − Φ(a) through lower tails
+
 
 class Uniform(_Family):
     kind: Literal["uniform"] = "uniform"
 
     def __call__(self, x: FloatArray, lo: float, hi: float) -> FloatArray:
         return np.full_like(x, 1.0 / (hi - lo))
+
+    def mass(self, a: float, x: FloatArray, lo: float, hi: float) -> FloatArray:
+        """∫ₐˣ of the density."""
+        return (np.asarray(x, dtype=np.float64) - a) / (hi - lo)
 
 
 class Mixture(_Family):
@@ -171,6 +192,12 @@ class Mixture(_Family):
     def __call__(self, x: FloatArray, lo: float, hi: float) -> FloatArray:
         weights = self.weights or [1.0] * len(self.means)
         parts = [w * Gaussian(mean=mu, std=s)(x, lo, hi) for mu, s, w in zip(self.means, self.stds, weights)]
+        return np.sum(parts, axis=0) / sum(weights)
+
+    def mass(self, a: float, x: FloatArray, lo: float, hi: float) -> FloatArray:
+        """∫ₐˣ of the density (x ≥ a)."""
+        weights = self.weights or [1.0] * len(self.means)
+        parts = [w * Gaussian(mean=mu, std=s).mass(a, x, lo, hi) for mu, s, w in zip(self.means, self.stds, weights)]
         return np.sum(parts, axis=0) / sum(weights)
 
 

@@ -13,8 +13,10 @@ i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)), by damped Picard or Anderson
 Euler–Maruyama with drift −∂x u, density by KDE; the same noise in every iteration, so G is
 a deterministic map). The marches choose their sub-steps per output interval from the current
 iterate (CFL), which would make G jump where a count flips; so each march is passed, as
-``min_substeps``, the largest counts it has used so far in this solve. These floors only grow
-and are bounded, so they settle and G is a fixed map near the solution. The residuals are
+``min_substeps``, floors that grow with the counts it uses. The floors are reset to the counts
+of the current iterate twice, when the residual first falls below 0.5 and below 0.05, so the
+counts forced by wild early iterates are forgotten; after that they only grow and are
+bounded, so they settle and G is a fixed map near the solution (:class:`FixedPointMap`). The residuals are
 relative L2 changes of the raw (undamped) updates,
 
     res_u = ‖u_k − u_{k−1}‖/‖u_k‖,   res_m = ‖G(m_k) − m_k‖/‖G(m_k)‖,
@@ -42,6 +44,7 @@ from mfg_ensemble.kernels import backend as _backend
 from mfg_ensemble.kernels import fv_forward, hjb_backward, particles_forward
 from mfg_ensemble.kernels.checks import UINT64_MAX, FloatArray
 from mfg_ensemble.kernels.reference import rng
+from mfg_ensemble.kernels.reference.substeps import IntArray
 
 FP_METHODS = ("particles", "fv")
 PARTICLE_ARRAYS = 4
@@ -114,28 +117,135 @@ def _relative_change(new: FloatArray, old: FloatArray) -> float:
 
 
 def sample_initial_particles(problem: Problem, n: int, seed: int) -> FloatArray:
-    """n particles drawn from m0 by inverting its piecewise-linear CDF on the grid (trapezoid
-    masses per cell, uniform within a cell), with uniforms from the Philox stream
-    (seed, 0, STREAM_INIT): the same particles for every backend and thread count."""
-    x = problem.grid()
-    m0 = problem.initial_density()
-    if problem.bc == "periodic":
-        x = np.r_[x, problem.hi]
-        m0 = np.r_[m0, m0[0]]
-    cdf = np.r_[0.0, np.cumsum(0.5 * (m0[1:] + m0[:-1]) * np.diff(x))]
-    cdf /= cdf[-1]
+    """n particles drawn from m0 on [lo, hi] by inverting a CDF at the uniforms of the Philox
+    stream (seed, 0, STREAM_INIT): the same particles for every backend and thread count.
+
+    * A family with an exact ``mass`` (gaussian, uniform, mixture) is sampled from its exact
+      distribution restricted to [lo, hi]: x solves F(x) = U with F(x) = mass(lo, x)/mass(lo, hi),
+      by Newton's method on F (F' = m0/mass(lo, hi)) safeguarded by bisection on a bracket
+      that shrinks every step, started from the inverse of the interpolant's CDF below and
+      stopped when the step is below 2⁻⁵⁰·(hi − lo) (the bracket alone would take ≤ 60 steps).
+    * Any other m0 (values on the grid, a callable) is known only at the nodes: its particles
+      follow the piecewise-linear interpolant of m0 exactly (:func:`interpolant_quantiles`).
+
+    Uniform-within-cell sampling of the cell masses (the former method) adds about dx²/12 to
+    the variance of m0; both methods above are exact for the density they sample.
+    """
     u = rng.uniforms(seed, 0, rng.STREAM_INIT, n)
-    # a flat stretch of the CDF (m0 = 0 there) must not attract samples: keep strict increases
-    keep = np.r_[True, np.diff(cdf) > 0]
-    return np.clip(np.interp(u, cdf[keep], x[keep]), problem.lo, problem.hi)
+    x, m0 = problem.grid(), problem.initial_density()
+    if problem.bc == "periodic":  # the period's last cell runs from the last node to hi ≡ lo
+        x, m0 = np.r_[x, problem.hi], np.r_[m0, m0[0]]
+    start = interpolant_quantiles(x, m0, u)
+    family = problem.m0
+    if not hasattr(family, "mass"):
+        return start
+    lo, hi = problem.lo, problem.hi
+    total = float(family.mass(lo, np.float64(hi), lo, hi))
+    if not (np.isfinite(total) and total > 0):
+        return start
+
+    def residual(y: FloatArray, idx: FloatArray) -> FloatArray:
+        return family.mass(lo, y, lo, hi) / total - u[idx]
+
+    return _invert_monotone(residual, lambda y: family(y, lo, hi) / total, start, lo, hi)
+
+
+def _invert_monotone(
+    residual: Callable[[FloatArray, FloatArray], FloatArray],
+    slope: Callable[[FloatArray], FloatArray],
+    start: FloatArray,
+    lo: float,
+    hi: float,
+) -> FloatArray:
+    """The roots in [lo, hi] of residual(x, idx), increasing in x (idx: which entries x holds),
+    by Newton steps kept inside a bracket [a, b] with residual(a) ≤ 0 ≤ residual(b), bisecting
+    when a step leaves it. An entry is done when its residual is within 2⁻⁵² (the accuracy of
+    a CDF of uniforms of resolution 2⁻⁵³) or its step is below 2⁻⁵⁰·(hi − lo)."""
+    x = np.clip(start, lo, hi)
+    idx = np.arange(x.size)
+    a, b = np.full_like(x, lo), np.full_like(x, hi)
+    tol = 2.0**-50 * (hi - lo)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(200):
+            xi = x[idx]
+            r = residual(xi, idx)
+            ai = np.where(r <= 0, xi, a[idx])
+            bi = np.where(r >= 0, xi, b[idx])
+            nxt = xi - r / slope(xi)
+            nxt = np.where((nxt > ai) & (nxt < bi), nxt, 0.5 * (ai + bi))  # the test is False for NaN, inf
+            done = (np.abs(r) <= 2.0**-52) | (np.abs(nxt - xi) <= tol)
+            x[idx] = np.where(np.abs(r) <= 2.0**-52, xi, nxt)
+            a[idx], b[idx] = ai, bi
+            idx = idx[~done]
+            if idx.size == 0:
+                break
+    return x
+
+
+def interpolant_quantiles(x: FloatArray, m: FloatArray, u: FloatArray) -> FloatArray:
+    """The quantiles at ``u`` ∈ (0, 1) of the density proportional to the piecewise-linear
+    interpolant of m ≥ 0 at the nodes x: in the cell [xᵢ, xᵢ + h] with end values a, b the mass
+    up to xᵢ + y is a·y + (b − a)·y²/(2h), so the offset with mass r is the root of that
+    quadratic, y = 2r/(a + √(a² + 2(b − a)r/h)) (the form without cancellation)."""
+    h = np.diff(x)
+    cdf = np.r_[0.0, np.cumsum(0.5 * (m[1:] + m[:-1]) * h)]
+    t = u * cdf[-1]
+    # the cell with cdf[i] ≤ t < cdf[i + 1]: one of positive mass (t > 0 lies past a flat stretch)
+    i = np.clip(np.searchsorted(cdf, t, side="right") - 1, 0, h.size - 1)
+    r = np.maximum(t - cdf[i], 0.0)
+    a, b, hi = m[i], m[i + 1], h[i]
+    root = np.sqrt(np.maximum(a * a + 2.0 * (b - a) * r / hi, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(r > 0, 2.0 * r / (a + root), 0.0)
+    return np.clip(x[i] + np.clip(y, 0.0, hi), x[0], x[-1])
+
+
+FLOOR_RESETS = (0.5, 0.05)
+"""Residuals at which the sub-step floors are reset to the counts of the current iterate (each
+once, the first time the residual of an evaluation of G falls below it)."""
+FLOOR_RESET_MIN = 1e-3
+"""A threshold crossed by a residual already below this is skipped: that close to the solution
+a reset would cost more iterations (G moves by a time-discretisation difference) than it saves."""
+
+
+class SubstepFloors:
+    """The ``min_substeps`` of one march over a solve (one int per output interval).
+
+    After each march the floors are raised to the sub-step counts it used (they only grow), so
+    that G stops changing its sub-steps once they have settled. A :meth:`reset` makes the next
+    march run without floors and take its counts as the new floors: the counts of the current
+    iterate, so that a wild early iterate does not slow every later march.
+    """
+
+    def __init__(self, intervals: int) -> None:
+        self.values = np.ones(intervals, dtype=np.int64)
+        self.pending_reset = False
+
+    def next(self) -> IntArray | None:
+        """The ``min_substeps`` of the next march (None after a reset: no floor)."""
+        return None if self.pending_reset else self.values
+
+    def record(self, counts: IntArray) -> None:
+        """Take the counts of the march just run."""
+        counts = np.asarray(counts, dtype=np.int64)
+        self.values = counts.copy() if self.pending_reset else np.maximum(self.values, counts)
+        self.pending_reset = False
+
+    def reset(self) -> None:
+        self.pending_reset = True
 
 
 class FixedPointMap:
     """The map G: m ↦ FP(HJB(m)) of one problem with fixed options, and its two marches.
 
-    ``hjb_floor`` and ``fp_floor`` (one int per output interval, starting at ones) are the
-    ``min_substeps`` of the next march: after each call they are raised to the sub-step counts
-    it used, so they only grow and, once they have settled, G no longer changes its sub-steps.
+    The sub-step floors of the marches (:class:`SubstepFloors`, read as ``hjb_floor`` and
+    ``fp_floor``) grow with the counts each march uses, and are reset to the counts of the
+    current iterate when the residual of an evaluation (max of res_u, res_m, measured here on
+    successive calls as the solver does) first falls below each of ``FLOOR_RESETS`` (0.5, then
+    0.05; skipped below ``FLOOR_RESET_MIN``). So the counts forced by the wild first iterates
+    are forgotten, G changes its sub-steps at most twice by a reset, and after the last reset
+    the floors only grow: bounded, they settle and G is a fixed map near the solution.
+    ``floor_resets`` lists the evaluations (1-based) after which a reset was made.
     """
 
     def __init__(self, problem: Problem, opts: SolverOptions, backend: str | None) -> None:
@@ -144,10 +254,26 @@ class FixedPointMap:
         self.common = dict(sigma=problem.sigma, T=problem.T, bc=problem.bc, backend=backend)
         self.terminal = problem.terminal_values()
         self.m0 = problem.initial_density()
-        self.hjb_floor = np.ones(problem.nt - 1, dtype=np.int64)
-        self.fp_floor = np.ones(problem.nt - 1, dtype=np.int64)
+        self.hjb_floors = SubstepFloors(problem.nt - 1)
+        self.fp_floors = SubstepFloors(problem.nt - 1)
+        self.floor_resets: list[int] = []
+        self._resets_left = list(FLOOR_RESETS)
+        self._evaluations = 0
+        self._m: FloatArray | None = None
+        self._u: FloatArray | None = None
+        self._u_prev: FloatArray | None = None
         if opts.fp == "particles":
             self.x0 = sample_initial_particles(problem, opts.n_particles, opts.seed)
+
+    @property
+    def hjb_floor(self) -> IntArray:
+        """The HJB march's current sub-step floors."""
+        return self.hjb_floors.values
+
+    @property
+    def fp_floor(self) -> IntArray:
+        """The FP march's current sub-step floors."""
+        return self.fp_floors.values
 
     def hjb(self, m: FloatArray) -> FloatArray:
         f = self.problem.running_cost(m)
@@ -156,15 +282,17 @@ class FixedPointMap:
             self.terminal,
             dx=self.problem.dx,
             variant=self.opts.hjb_variant,
-            min_substeps=self.hjb_floor,
+            min_substeps=self.hjb_floors.next(),
             **self.common,
         )
-        self.hjb_floor = np.maximum(self.hjb_floor, counts)
+        self.hjb_floors.record(counts)
+        self._m, self._u_prev, self._u = m, self._u, u
         return u
 
     def fp(self, u: FloatArray) -> FloatArray:
+        floor = self.fp_floors.next()
         if self.opts.fp == "fv":
-            m, counts = fv_forward(u, self.m0, dx=self.problem.dx, min_substeps=self.fp_floor, **self.common)
+            m, counts = fv_forward(u, self.m0, dx=self.problem.dx, min_substeps=floor, **self.common)
         else:
             m, counts = particles_forward(
                 self.x0,
@@ -175,11 +303,27 @@ class FixedPointMap:
                 seed=self.opts.seed,
                 method=self.opts.kde_method,
                 bandwidth=self.opts.bandwidth,
-                min_substeps=self.fp_floor,
+                min_substeps=floor,
                 **self.common,
             )
-        self.fp_floor = np.maximum(self.fp_floor, counts)
+        self.fp_floors.record(counts)
+        self._after_evaluation(u, m)
         return m
+
+    def _after_evaluation(self, u: FloatArray, g: FloatArray) -> None:
+        """Count the evaluation of G and reset the floors where its residual says so."""
+        self._evaluations += 1
+        if self._m is None or self._u is not u or self._u_prev is None:
+            return  # not a full evaluation m -> HJB -> FP, or the first one: no residual yet
+        residual = max(_relative_change(u, self._u_prev), _relative_change(g, self._m))
+        crossed = [level for level in self._resets_left if residual < level]
+        if not crossed:
+            return
+        self._resets_left = [level for level in self._resets_left if level not in crossed]
+        if residual >= FLOOR_RESET_MIN:
+            self.hjb_floors.reset()
+            self.fp_floors.reset()
+            self.floor_resets.append(self._evaluations)
 
 
 Callback = Callable[[int, float, float], None]

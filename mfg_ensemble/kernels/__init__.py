@@ -70,7 +70,9 @@ def weno5_derivatives(
 
     ``bc``: "periodic" (``u`` holds one period, without the repeated end node) or "reflect"
     (mirror ghost nodes, zero slope at the walls). ``variant``: "js" (Jiang–Shu weights) or
-    "z" (WENO-Z). ``eps`` keeps the weights finite where the data is flat.
+    "z" (WENO-Z). ``eps``: ε relative to the data, ε = eps·max(v1², …, v5²) + 1e-300 over each
+    stencil's differences (so the weights do not depend on the scale of ``u``; see
+    :mod:`mfg_ensemble.kernels.reference.weno`).
     """
     arr = v.float_array("u", u)
     v.min_length("u", arr, MIN_NODES, "the WENO5 stencil")

@@ -15,6 +15,20 @@ with αₖ = γₖ/(ε + Sₖ)² ("js", Jiang–Shu) or αₖ = γₖ(1 + (τ/(�
 ("z", WENO-Z of Borges et al. 2008 with exponent 2). The same S formula on five values
 u_{i−2..i+2} gives the smoothness indicators β0, β1, β2 of a 5-point window.
 
+ε is relative to the scale of the data, as Osher & Fedkiw (Level Set Methods and Dynamic
+Implicit Surfaces, 2003, §3.4) set it for HJ-WENO: at each node and for each of d⁻, d⁺,
+
+    ε = ε_rel · max(v1², …, v5²) + ε_floor,    ε_floor = 1e-300,
+
+with ε_rel the ``eps`` argument (1e-6 by default; Osher & Fedkiw take ε_floor = 1e-99, the
+normalised form below allows any floor that does not underflow). The weights are then
+invariant under u ↦ c·u (for differences |vₖ| above ~1e-147, where ε_floor, which only keeps
+0/0 away where all five vₖ vanish, is negligible): a kink of
+slope 1e-4 is resolved like one of slope 1 (with an absolute ε = 1e-6 the weights of so
+small differences were the linear ones, and d overshot the kink's slopes by 34 %). The weights
+are computed from Sₖ/ε and τ/ε (the same αₖ up to the common factor ε², which cancels), so
+that 1 ≤ 1 + Sₖ/ε ≤ 1 + 34/ε_rel at any scale of u: no overflow or underflow.
+
 Ghost nodes: "periodic" wraps (node n is node 0, so the grid holds one period without its
 end point); "reflect" mirrors about the end nodes, u_{−k} = u_k, u_{n−1+k} = u_{n−1−k}
 (zero slope at the walls). The operations are ordered as in Rust, so both agree to rounding.
@@ -48,17 +62,23 @@ def smoothness_indicators(u: FloatArray) -> FloatArray:
     return np.stack(_betas(*(u[k : n - 4 + k] for k in range(5))))
 
 
+EPS_FLOOR = 1e-300
+"""The absolute floor of ε (see the module docstring)."""
+
+
 def _combine(v1, v2, v3, v4, v5, variant: str, eps: float) -> FloatArray:
     phi1 = v1 / 3.0 - 7.0 * v2 / 6.0 + 11.0 * v3 / 6.0
     phi2 = -v2 / 6.0 + 5.0 * v3 / 6.0 + v4 / 3.0
     phi3 = v3 / 3.0 + 5.0 * v4 / 6.0 - v5 / 6.0
     s1, s2, s3 = _betas(v1, v2, v3, v4, v5)
+    scale = np.maximum(np.maximum(np.maximum(v1 * v1, v2 * v2), np.maximum(v3 * v3, v4 * v4)), v5 * v5)
+    inv = 1.0 / (eps * scale + EPS_FLOOR)  # 1/ε
+    q1, q2, q3 = 1.0 + s1 * inv, 1.0 + s2 * inv, 1.0 + s3 * inv  # (ε + Sₖ)/ε
     if variant == "js":
-        q1, q2, q3 = eps + s1, eps + s2, eps + s3
         a1, a2, a3 = 0.1 / (q1 * q1), 0.6 / (q2 * q2), 0.3 / (q3 * q3)
     else:
-        tau = np.abs(s1 - s3)
-        r1, r2, r3 = tau / (eps + s1), tau / (eps + s2), tau / (eps + s3)
+        tau = np.abs(s1 - s3) * inv
+        r1, r2, r3 = tau / q1, tau / q2, tau / q3
         a1, a2, a3 = 0.1 * (1.0 + r1 * r1), 0.6 * (1.0 + r2 * r2), 0.3 * (1.0 + r3 * r3)
     return (a1 * phi1 + a2 * phi2 + a3 * phi3) / (a1 + a2 + a3)
 
@@ -70,7 +90,8 @@ def with_ghosts(u: FloatArray, bc: str) -> FloatArray:
 
 
 def weno5_derivatives(u: FloatArray, dx: float, bc: str, variant: str, eps: float) -> tuple[FloatArray, FloatArray]:
-    """(d⁻, d⁺): left- and right-biased HJ-WENO5 derivatives of ``u`` at every node."""
+    """(d⁻, d⁺): left- and right-biased HJ-WENO5 derivatives of ``u`` at every node; ``eps`` is
+    ε_rel, the relative ε."""
     check_finite("u", u)
     n = u.shape[0]
     ext = with_ghosts(u, bc)
