@@ -298,17 +298,35 @@ fn muscl2_interval(
             sdirk2(&mut w.y, widths, solver, c2, bc, &mut w.wm, &mut w.y1, &mut w.flux);
         }
         if w.y.iter().any(|&v| v < 0.0) {
-            advective_flux(m, &w.a0, None, &mut w.flux);
-            conservative_update(m, &w.flux, dt, widths, bc, &mut w.y);
-            if implicit {
-                let solver = fallback_solver.get_or_insert_with(|| Tridiagonal::new(widths, dt * diffusion / p.dx, bc));
-                for (yi, wi) in w.y.iter_mut().zip(widths) {
-                    *yi *= wi;
-                }
-                solver.solve(&mut w.y);
+            if implicit && fallback_solver.is_none() {
+                fallback_solver = Some(Tridiagonal::new(widths, dt * diffusion / p.dx, bc));
             }
+            first_order_imex_step(m, &w.a0, dt, widths, fallback_solver.as_ref(), bc, &mut w.flux, &mut w.y);
         }
         m.copy_from_slice(&w.y);
+    }
+}
+
+/// The positive fallback into `to`: forward-Euler upwind advection, then backward-Euler diffusion
+/// (W − δL) m_new = W m_adv (`solver` factors W − δL; `None`: no diffusion).
+#[allow(clippy::too_many_arguments)]
+fn first_order_imex_step(
+    m: &[f64],
+    a: &[f64],
+    dt: f64,
+    widths: &[f64],
+    solver: Option<&Tridiagonal>,
+    bc: Boundary,
+    flux: &mut [f64],
+    to: &mut [f64],
+) {
+    advective_flux(m, a, None, flux);
+    conservative_update(m, flux, dt, widths, bc, to);
+    if let Some(solver) = solver {
+        for (yi, wi) in to.iter_mut().zip(widths) {
+            *yi *= wi;
+        }
+        solver.solve(to);
     }
 }
 
@@ -454,6 +472,32 @@ mod tests {
         assert!(last.iter().all(|v| (v - 1.0).abs() < 1e-3));
         // implicit diffusion: no drift, no step limit, one sub-step per interval
         assert!(s.substeps.iter().all(|&k| k == 1));
+    }
+
+    #[test]
+    fn the_fallback_step_stays_positive_where_sdirk2_does_not() {
+        // a spike under stiff diffusion (τD/dx² = 20): one SDIRK2 stage pair goes negative at
+        // the spike, the first-order IMEX step does not, and both conserve mass
+        for bc in [Boundary::Reflect, Boundary::Periodic] {
+            let (nx, dx, diffusion, dt) = (21, 0.05, 0.5, 0.1);
+            let widths = cell_widths(nx, dx, bc);
+            let mut m = vec![0.0; nx];
+            m[10] = 1.0 / dx;
+            let a: Vec<f64> = (0..face_count(nx, bc)).map(|i| if i < 10 { 0.2 } else { -0.2 }).collect();
+            let start = mass(&m, &widths);
+            let (mut wm, mut y1, mut df) = (vec![0.0; nx], vec![0.0; nx], vec![0.0; face_count(nx, bc)]);
+            let gamma = gamma();
+            let solver = Tridiagonal::new(&widths, gamma * dt * diffusion / dx, bc);
+            let mut stiff = m.clone();
+            sdirk2(&mut stiff, &widths, &solver, (1.0 - gamma) * dt * diffusion / dx, bc, &mut wm, &mut y1, &mut df);
+            assert!(stiff[10] < 0.0);
+            assert!((mass(&stiff, &widths) - start).abs() < 1e-13 * start);
+            let backward = Tridiagonal::new(&widths, dt * diffusion / dx, bc);
+            let mut safe = vec![0.0; nx];
+            first_order_imex_step(&m, &a, dt, &widths, Some(&backward), bc, &mut df, &mut safe);
+            assert!(safe.iter().all(|&v| v >= 0.0));
+            assert!((mass(&safe, &widths) - start).abs() < 1e-13 * start);
+        }
     }
 
     #[test]
