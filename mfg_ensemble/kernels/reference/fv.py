@@ -135,14 +135,14 @@ class Tridiagonal:
         else:
             d[0] = float(widths[0]) + c
             d[n - 1] = float(widths[n - 1]) + c
-        den = [0.0] * n
-        g = [0.0] * n
-        den[0] = d[0]
-        g[0] = c / den[0]
+        inv = [0.0] * n  # 1/den of the forward sweep
+        g = [0.0] * n  # c/den
+        inv[0] = 1.0 / d[0]
+        g[0] = c * inv[0]
         for i in range(1, n):
-            den[i] = d[i] - c * g[i - 1]
-            g[i] = c / den[i]
-        self.den, self.g = den, g
+            inv[i] = 1.0 / (d[i] - c * g[i - 1])
+            g[i] = c * inv[i]
+        self.inv, self.g = inv, g
         if bc == "periodic":
             rhs = [0.0] * n
             rhs[0] = -b0
@@ -151,11 +151,11 @@ class Tridiagonal:
             self.denom = 1.0 + (self.z[0] + self.ratio * self.z[n - 1])
 
     def _thomas(self, r: list[float]) -> list[float]:
-        n, c, den, g = self.n, self.c, self.den, self.g
+        n, c, inv, g = self.n, self.c, self.inv, self.g
         x = [0.0] * n
-        x[0] = r[0] / den[0]
+        x[0] = r[0] * inv[0]
         for i in range(1, n):
-            x[i] = (r[i] + c * x[i - 1]) / den[i]
+            x[i] = (r[i] + c * x[i - 1]) * inv[i]
         for i in range(n - 2, -1, -1):
             x[i] = x[i] + g[i] * x[i + 1]
         return x
