@@ -231,11 +231,14 @@ def fv_forward(
     cfl: float = 0.9,
     min_substeps: ArrayLike | None = None,
     backend: str | None = None,
+    scheme: str = "muscl2",
 ) -> tuple[FloatArray, IntArray]:
     """Solve the Fokker–Planck equation forward from m0 with the drift −∂x u by finite volumes
     (see :mod:`mfg_ensemble.kernels.reference.fv`). ``min_substeps``: None, or nt − 1 integers ≥ 1, the least
-    number of sub-steps of each output interval. Returns m of shape (nt, nx) and the sub-steps
-    taken in each output interval (int64, shape (nt − 1,))."""
+    number of sub-steps of each output interval. ``scheme``: "muscl2" (second order, implicit
+    diffusion, sub-steps set by the drift CFL only) or "upwind1" (the first-order explicit
+    scheme, sub-steps ∝ σ²/dx² when diffusion dominates). Returns m of shape (nt, nx) and the
+    sub-steps taken in each output interval (int64, shape (nt − 1,))."""
     m0a = v.float_array("m0", m0)
     v.min_length("m0", m0a, 3, "the finite-volume scheme")
     ua = _time_grid("u", u, m0a.shape[0])
@@ -249,6 +252,7 @@ def fv_forward(
         bc=v.choice("bc", bc, SOLVER_BCS),
         cfl=_cfl(cfl),
         min_substeps=_floors(min_substeps, ua.shape[0]),
+        scheme=v.choice("scheme", scheme, _fv.SCHEMES),
     )
     if _backend.resolve(backend) == "rust":
         return _backend.rust().fv_forward(ua, m0a, **kw)

@@ -2,7 +2,7 @@
 //! once, at the binding boundary, in the manner of pydantic-core and polars:
 //!
 //! * the choice arguments are `FromPyObject` types: `Bc<Allowed>` (a boundary condition out of
-//!   the set one binding allows, the message listing that set), `weno::Variant`, `kde::Method`;
+//!   the set one binding allows, the message listing that set), `weno::Variant`, `kde::Method`, `fv::FvScheme`;
 //!   a bad string is a `ValueError` raised while the arguments are extracted;
 //! * `MinSubsteps` is the checked `min_substeps` floor argument;
 //! * `impl From<KernelError> for PyErr` (a `ValueError`) lets a binding use `?` on a kernel;
@@ -22,7 +22,7 @@ use pyo3::types::PyString;
 use crate::boundary::{Boundary, REFLECT_OR_PERIODIC};
 use crate::error::KernelError;
 use crate::substeps::{floors_from_i64, Marching};
-use crate::{hjb, kde, weno};
+use crate::{fv, hjb, kde, weno};
 
 pyo3::import_exception!(mfg_ensemble.errors, Diverged);
 
@@ -93,6 +93,14 @@ impl<'a, 'py> FromPyObject<'a, 'py> for hjb::Scheme {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         Ok(hjb::Scheme::parse(&text(obj)?)?)
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for fv::FvScheme {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(fv::FvScheme::parse(&text(obj)?)?)
     }
 }
 

@@ -141,8 +141,8 @@ mod bindings {
     /// m (nt, nx) of the finite-volume Fokker–Planck march from m0 with the drift −∂x u.
     #[pyfunction]
     #[pyo3(
-        signature = (u, m0, *, dx, sigma, T, bc=Bc::new(Boundary::Reflect), cfl=0.9, min_substeps=None),
-        text_signature = "(u, m0, *, dx, sigma, T, bc=\"reflect\", cfl=0.9, min_substeps=None)"
+        signature = (u, m0, *, dx, sigma, T, bc=Bc::new(Boundary::Reflect), cfl=0.9, min_substeps=None, scheme=fv::FvScheme::Muscl2),
+        text_signature = "(u, m0, *, dx, sigma, T, bc=\"reflect\", cfl=0.9, min_substeps=None, scheme=\"muscl2\")"
     )]
     #[allow(clippy::too_many_arguments, non_snake_case)]
     fn fv_forward<'py>(
@@ -155,8 +155,9 @@ mod bindings {
         bc: Bc<MarchBcs>,
         cfl: f64,
         min_substeps: Option<MinSubsteps>,
+        scheme: fv::FvScheme,
     ) -> PyResult<MarchOut<'py>> {
-        let params = fv::FvParams { dx, sigma, horizon: T, bc: bc.0, cfl };
+        let params = fv::FvParams { dx, sigma, horizon: T, bc: bc.0, cfl, scheme };
         let (u, nt, _) = slice2(&u);
         let m0 = slice(&m0);
         let floor = min_substeps.map(|m| m.0);
