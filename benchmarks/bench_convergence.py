@@ -71,7 +71,9 @@ def main() -> None:
     options = {k: _value(v) for k, v in (o.split("=", 1) for o in args.option)}
     options["max_iter"] = args.max_iter
     print(f"fp = fv, tol = 1e-6, options {options}")
-    header = f"{'problem':<10} {'sigma':>5} {'lambda':>6} {'iter':>5} {'G evals':>7} {'conv':>5} {'residual':>9} {'s':>6}"
+    header = (
+        f"{'problem':<10} {'sigma':>5} {'lambda':>6} {'iter':>5} {'G evals':>7} {'conv':>5} {'residual':>9} {'s':>6}"
+    )
     total_start = time.perf_counter()
     for name in args.problems:
         print(header)
