@@ -97,10 +97,20 @@ HARD_CELLS = [
     ("crowd_log", 0.1, 0.1),
     ("crowd_log", 0.3, 1.0),
     ("two_exits", 0.1, 0.1),
+    ("two_exits", 0.3, 1.0),
 ]
+# Out of reach so far (strong coupling at low noise: G' spans decades; see the README).
+UNSOLVED_CELLS = [("crowd_log", 0.1, 1.0), ("two_exits", 0.05, 1.0)]
 
 
-@pytest.mark.parametrize("name,sigma,strength", HARD_CELLS)
+@pytest.mark.parametrize(
+    "name,sigma,strength",
+    HARD_CELLS
+    + [
+        pytest.param(*c, marks=pytest.mark.xfail(reason="strong coupling at low noise", strict=False))
+        for c in UNSOLVED_CELLS
+    ],
+)
 def test_hard_cells_converge_within_50_iterations(name: str, sigma: float, strength: float) -> None:
     ds = solve(cell(name, sigma, strength), fp="fv", tol=1e-6, max_iter=50)
     assert ds.attrs["converged"] == 1, ds.residual.values[-3:]
