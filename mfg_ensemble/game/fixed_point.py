@@ -83,7 +83,8 @@ class Safeguarded:
       when ‖r_k‖ < ½‖r_best‖;
     * ‖r_k‖ > ‖r_best‖ (the step overshot): back to the best iterate, the history is cleared,
       β is halved (down to ``min_damping``) and the next iterate is the damped Picard step
-      m_best + β r_best.
+      m_best + β r_best. Once β is at ``min_damping`` a step is no longer refused (m_k becomes
+      the reference): the iteration would otherwise retry the same step for ever.
 
     So an over-relaxed iteration (β too large for the coupling, where plain damped Picard
     oscillates at a residual near 1) shrinks its own step, and a well-conditioned one runs at
@@ -110,7 +111,7 @@ class Safeguarded:
         inner = self._inner
         assert inner is not None
         norm = float(self.merit(g - m) if self.merit is not None else np.linalg.norm(g - m))
-        if self._best is not None and not norm <= self._best[0]:
+        if self._best is not None and not norm <= self._best[0] and inner.damping > self.min_damping:
             self.restarts += 1
             self.damping = inner.damping = max(0.5 * inner.damping, self.min_damping)
             inner.reset()
