@@ -1,4 +1,5 @@
-"""Fixed-point iteration of the MFG coupling: damped Picard, optionally Anderson-accelerated.
+"""Fixed-point iteration of the MFG coupling: damped Picard, optionally Anderson-accelerated,
+and the safeguarded adaptive variant that is the default (:class:`Safeguarded`).
 
 The MFG solve is a fixed point m = G(m) of the map G: m ↦ FP(HJB(m)) on density histories
 (flattened (nt, nx) arrays). With the residual r_k = G(m_k) − m_k:
@@ -15,6 +16,7 @@ density negative beyond rounding; the damped Picard step is taken instead.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +35,12 @@ class Anderson:
     _r_prev: FloatArray | None = None
     _dm: deque = field(default_factory=deque)
     _dr: deque = field(default_factory=deque)
+
+    def reset(self) -> None:
+        """Forget the history (the next step is a damped Picard step)."""
+        self._m_prev = self._r_prev = None
+        self._dm.clear()
+        self._dr.clear()
 
     def step(self, m: FloatArray, g: FloatArray) -> FloatArray:
         """The next iterate from the current one ``m`` and its image ``g`` = G(m)."""
@@ -60,3 +68,56 @@ class Anderson:
             self._dr.clear()
             return picard
         return candidate
+
+
+@dataclass
+class Safeguarded:
+    """Anderson mixing with residual-based backtracking and adaptive damping (``method =
+    "adaptive"``, the default of :func:`~mfg_ensemble.game.solver.solve`).
+
+    Every step is judged by the residual norm ‖r_k‖ = ‖G(m_k) − m_k‖ it leads to, against the
+    smallest met so far, ‖r_best‖:
+
+    * ‖r_k‖ ≤ ‖r_best‖: m_k becomes the best iterate and the next is the Anderson step of
+      :class:`Anderson` (depth ``depth``, damping β) from it; β grows by ``grow`` (up to 1)
+      when ‖r_k‖ < ½‖r_best‖;
+    * ‖r_k‖ > ‖r_best‖ (the step overshot): back to the best iterate, the history is cleared,
+      β is halved (down to ``min_damping``) and the next iterate is the damped Picard step
+      m_best + β r_best. Once β is at ``min_damping`` a step is no longer refused (m_k becomes
+      the reference): the iteration would otherwise retry the same step for ever.
+
+    So an over-relaxed iteration (β too large for the coupling, where plain damped Picard
+    oscillates at a residual near 1) shrinks its own step, and a well-conditioned one runs at
+    β = 1 with the full acceleration. Each step costs one evaluation of G.
+    """
+
+    depth: int
+    damping: float
+    min_damping: float = 1.0 / 64
+    grow: float = 1.5
+    regularisation: float = 1e-10
+    restarts: int = 0
+    """Backtracks so far."""
+    merit: Callable[[FloatArray], float] | None = None
+    """The norm of a residual that judges a step (None: the Euclidean norm)."""
+    _inner: Anderson | None = None
+    _best: tuple[float, FloatArray, FloatArray] | None = None
+
+    def __post_init__(self) -> None:
+        self._inner = Anderson(depth=self.depth, damping=self.damping, regularisation=self.regularisation)
+
+    def step(self, m: FloatArray, g: FloatArray) -> FloatArray:
+        """The next iterate from the current one ``m`` and its image ``g`` = G(m)."""
+        inner = self._inner
+        assert inner is not None
+        norm = float(self.merit(g - m) if self.merit is not None else np.linalg.norm(g - m))
+        if self._best is not None and not norm <= self._best[0] and inner.damping > self.min_damping:
+            self.restarts += 1
+            self.damping = inner.damping = max(0.5 * inner.damping, self.min_damping)
+            inner.reset()
+            _, m_best, g_best = self._best
+            return m_best + inner.damping * (g_best - m_best)
+        if self._best is not None and norm < 0.5 * self._best[0]:
+            self.damping = inner.damping = min(1.0, self.grow * inner.damping)
+        self._best = (norm, m, g)
+        return inner.step(m, g)

@@ -6,8 +6,13 @@ m0, terminal cost g, boundary condition), :func:`solve` looks for the pair (u, m
     −∂t u − (σ²/2) ∂xx u + ½ |∂x u|² = V(x) + F(m(t))(x),   u(T) = g      (HJB, backward)
      ∂t m − (σ²/2) ∂xx m − ∂x(m ∂x u) = 0,                   m(0) = m0     (FP, forward)
 
-i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)), by damped Picard or Anderson iteration
-(:mod:`mfg_ensemble.game.fixed_point`) starting from m(t) = m0. The HJB march is
+i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)), starting from m(t) = m0, by the iteration
+``method`` chooses (:mod:`mfg_ensemble.game.fixed_point`): "adaptive" (the default: Anderson
+mixing with residual-based backtracking and a damping that shrinks when a step overshoots and
+grows back on success, starting at ``damping``, depth ``anderson`` or 10) or "picard" (fixed
+damping β = ``damping``, Anderson-accelerated when ``anderson`` > 0: the iteration of 0.1).
+Each iteration evaluates G once (attrs ``evaluations``; ``backtracks`` counts the adaptive
+method's returns to its best iterate). The HJB march is
 :func:`~mfg_ensemble.kernels.hjb_backward`; the FP march either the finite-volume scheme
 (``fp="fv"``: deterministic, mass conserved to rounding) or particles (``fp="particles"``:
 Euler–Maruyama with drift −∂x u, density by KDE; the same noise in every iteration, so G is
@@ -38,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
-from mfg_ensemble.game.fixed_point import Anderson
+from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
 from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.kernels import backend as _backend
 from mfg_ensemble.kernels import fv_forward, hjb_backward, particles_forward
@@ -50,6 +55,8 @@ FP_METHODS = ("particles", "fv")
 PARTICLE_ARRAYS = 4
 """Arrays of one value per particle a particle solve holds at once (positions, drift, noise, the
 positions at the start of an output interval)."""
+ADAPTIVE_DEPTH = 10
+"""Anderson depth of method = "adaptive" when ``anderson`` is 0."""
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -69,7 +76,12 @@ class SolverOptions(BaseModel):
     kde_method: Literal["exact", "binned"] = "binned"
     bandwidth: Literal["scott", "silverman"] | PositiveFloat = "scott"
     damping: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="Picard damping β in (0, 1]")
-    anderson: int = Field(0, ge=0, le=50, description="Anderson depth (0: damped Picard)")
+    anderson: int = Field(0, ge=0, le=50, description="Anderson depth (0: damped Picard; 'adaptive': 0 means 10)")
+    method: Literal["adaptive", "picard"] = Field(
+        "adaptive",
+        description="coupling iteration: 'adaptive' (Anderson with backtracking and adaptive damping, starting "
+        "at β = damping) or 'picard' (fixed damping β, Anderson if anderson > 0: the method of 0.1)",
+    )
     tol: PositiveFloat = 1e-6
     max_iter: int = Field(200, ge=1)
     time_limit: PositiveFloat | None = Field(
@@ -105,6 +117,10 @@ class History:
     residual_m: list[float] = field(default_factory=list)
     converged: bool = False
     reason: str = "max_iter reached"
+    evaluations: int = 0
+    """Evaluations of G (one per iteration for every method so far)."""
+    backtracks: int = 0
+    """Times the adaptive method went back to its best iterate."""
 
     @property
     def residual(self) -> FloatArray:
@@ -335,13 +351,18 @@ def iterate(
 ) -> tuple[FloatArray, FloatArray, History]:
     """The fixed-point iteration; returns the last u, the last raw density G(m) and the history."""
     history = History()
-    mixer = Anderson(depth=opts.anderson, damping=opts.damping)
+    mixer: Anderson | Safeguarded
+    if opts.method == "picard":
+        mixer = Anderson(depth=opts.anderson, damping=opts.damping)
+    else:
+        mixer = Safeguarded(depth=opts.anderson or ADAPTIVE_DEPTH, damping=opts.damping)
     m = np.repeat(G.m0[None, :], G.problem.nt, axis=0)
     u_prev: FloatArray | None = None
     u, g = np.full_like(m, np.nan), np.full_like(m, np.nan)
     started = time.perf_counter()
     for _ in range(opts.max_iter):
         try:
+            history.evaluations += 1
             u = G.hjb(m)
             g = G.fp(u)
         except Diverged as exc:
@@ -359,6 +380,7 @@ def iterate(
             history.reason = f"time limit reached ({opts.time_limit:g} s)"
             return u, g, history
         m = mixer.step(m.ravel(), g.ravel()).reshape(m.shape)
+        history.backtracks = getattr(mixer, "restarts", 0)
         if not np.isfinite(m).all():
             history.reason = "diverged: the iterate is not finite"
             return u, g, history
@@ -416,6 +438,8 @@ def to_dataset(
         "converged": int(history.converged),
         "reason": history.reason,
         "iterations": n,
+        "evaluations": history.evaluations,
+        "backtracks": history.backtracks,
         "wall_time": wall,
         "backend": backend,
         **problem.to_attrs(),

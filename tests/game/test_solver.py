@@ -127,8 +127,8 @@ def test_rust_and_numpy_backends_give_the_same_solve(fp: str) -> None:
 
 def test_anderson_needs_fewer_iterations_for_the_same_answer() -> None:
     problem = Problem.from_file("configs/crowd_log.toml").model_copy(update={"nx": 101, "nt": 41})
-    picard = solve(problem, fp="fv", damping=0.5, tol=1e-8)
-    anderson = solve(problem, fp="fv", damping=0.5, anderson=5, tol=1e-8)
+    picard = solve(problem, fp="fv", method="picard", damping=0.5, tol=1e-8)
+    anderson = solve(problem, fp="fv", method="picard", damping=0.5, anderson=5, tol=1e-8)
     assert picard.attrs["converged"] and anderson.attrs["converged"]
     assert anderson.attrs["iterations"] < picard.attrs["iterations"]
     np.testing.assert_allclose(anderson.m, picard.m, atol=1e-6)
@@ -140,7 +140,7 @@ def test_crowd_game_reaches_a_tight_tolerance(anderson: int) -> None:
     by one near the solution (FV total 646/647) and the residual stalled at ~2.5e-5 in a
     period-2 cycle."""
     problem = Problem.from_file("configs/crowd_log.toml").model_copy(update={"nx": 101, "nt": 41})
-    ds = solve(problem, fp="fv", damping=0.5, anderson=anderson, tol=1e-8)
+    ds = solve(problem, fp="fv", method="picard", damping=0.5, anderson=anderson, tol=1e-8)
     assert ds.attrs["converged"], ds.residual.values[-4:]
     assert ds.residual.values[-1] < 1e-8
 

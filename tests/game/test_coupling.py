@@ -1,0 +1,116 @@
+"""The coupling iteration (issue 11, part 1): the adaptive default against over-relaxation, the
+0.1 method still selectable, every shipped config converging as shipped, and the hard cells of
+the (σ, λ) convergence table (benchmarks/bench_convergence.py has the whole table)."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mfg_ensemble import Problem, solve
+from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_convergence import cell  # noqa: E402
+
+CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+
+
+def _linear_map(eigenvalues: np.ndarray, seed: int = 0):
+    """G(m) = b + J(m − m*) with J = Q diag(eigenvalues) Qᵀ; fixed point m* (positive)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((eigenvalues.size, eigenvalues.size)))
+    jac = q @ np.diag(eigenvalues) @ q.T
+    fixed = 1.0 + rng.random(eigenvalues.size)
+    return (lambda m: fixed + jac @ (m - fixed)), fixed
+
+
+def _run(mixer, G, m, steps: int) -> tuple[np.ndarray, list[float]]:
+    norms = []
+    for _ in range(steps):
+        g = G(m)
+        norms.append(float(np.linalg.norm(g - m)))
+        m = mixer.step(m, g)
+    return m, norms
+
+
+def test_adaptive_damping_tames_an_over_relaxed_map() -> None:
+    """A monotone coupling makes G' strongly negative (eigenvalues down to −30 here): damped
+    Picard at β = 0.5 multiplies that mode by 1 − 0.5·31 and diverges; the adaptive iteration
+    halves β until its steps stop overshooting and converges to the fixed point."""
+    G, fixed = _linear_map(-np.linspace(0.0, 30.0, 40))
+    start = np.full(40, 1.5)
+    _, picard = _run(Anderson(depth=0, damping=0.5), G, start, 30)
+    assert picard[-1] > 1e3 * picard[0]
+    mixer = Safeguarded(depth=10, damping=0.5)
+    m, norms = _run(mixer, G, start, 60)
+    assert norms[-1] < 1e-8 * norms[0]
+    np.testing.assert_allclose(m, fixed, rtol=1e-7)
+    assert mixer.restarts > 0 and mixer.damping < 0.5
+
+
+def test_adaptive_damping_grows_back_on_an_easy_map() -> None:
+    G, fixed = _linear_map(np.linspace(-0.5, 0.5, 30))
+    mixer = Safeguarded(depth=5, damping=0.2)
+    m, norms = _run(mixer, G, np.full(30, 1.5), 25)
+    assert mixer.damping == 1.0
+    np.testing.assert_allclose(m, fixed, rtol=1e-10)
+
+
+def test_the_result_records_the_method_and_its_evaluations() -> None:
+    problem = Problem.from_file(ROOT / "configs" / "lq_game.toml").replace(nx=41, nt=11)
+    for method in ("adaptive", "picard"):
+        ds = solve(problem, fp="fv", tol=1e-6, method=method)
+        assert ds.attrs["solver.method"] == method
+        assert ds.attrs["evaluations"] == ds.attrs["iterations"] == ds.sizes["iteration"]
+        assert ds.attrs["converged"] == 1
+
+
+def test_picard_is_still_the_0_1_iteration() -> None:
+    """method = "picard" with damping β takes m + β r: one step at β = 0.2 and β = 1 differ."""
+    problem = Problem.from_file(ROOT / "configs" / "lq_game.toml").replace(nx=41, nt=11)
+    low = solve(problem, fp="fv", method="picard", damping=0.2, max_iter=2)
+    high = solve(problem, fp="fv", method="picard", damping=1.0, max_iter=2)
+    assert low.residual_m.values[0] == high.residual_m.values[0]
+    assert low.residual_m.values[1] != high.residual_m.values[1]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_converges_with_its_own_settings(path: Path) -> None:
+    """Each configs/*.toml, its problem and [solver] table as shipped (a sweep file: its base
+    member), particles included."""
+    with open(path, "rb") as fh:
+        solver = tomllib.load(fh).get("solver", {})
+    ds = solve(Problem.from_file(path), solver)
+    assert ds.attrs["converged"] == 1, (ds.attrs["reason"], ds.residual.values[-3:])
+
+
+# The hardest cells of the 40-cell table that the adaptive default converges within 50
+# iterations (the baseline damped Picard at β = 0.5 failed each of them within 200).
+HARD_CELLS = [
+    ("crowd_log", 0.02, 0.01),
+    ("crowd_log", 0.1, 0.1),
+    ("crowd_log", 0.3, 1.0),
+    ("two_exits", 0.1, 0.1),
+    ("two_exits", 0.3, 1.0),
+]
+# Out of reach so far (strong coupling at low noise: G' spans decades; see the README).
+UNSOLVED_CELLS = [("crowd_log", 0.1, 1.0), ("two_exits", 0.05, 1.0)]
+
+
+@pytest.mark.parametrize(
+    "name,sigma,strength",
+    HARD_CELLS
+    + [
+        pytest.param(*c, marks=pytest.mark.xfail(reason="strong coupling at low noise", strict=False))
+        for c in UNSOLVED_CELLS
+    ],
+)
+def test_hard_cells_converge_within_50_iterations(name: str, sigma: float, strength: float) -> None:
+    ds = solve(cell(name, sigma, strength), fp="fv", tol=1e-6, max_iter=50)
+    assert ds.attrs["converged"] == 1, ds.residual.values[-3:]
