@@ -73,6 +73,14 @@ class SolverOptions(BaseModel):
     n_particles: int = Field(10_000, ge=2, description="particles of the FP march (fp = 'particles')")
     seed: int = Field(0, ge=0, le=UINT64_MAX, description="seed of the particles' Philox streams")
     hjb_variant: Literal["js", "z"] = "js"
+    hjb_scheme: Literal["imex", "rk3"] = Field(
+        "imex",
+        description="HJB time march: 'imex' (ARS(4,4,3), implicit 4th-order diffusion) or 'rk3' (explicit TVD-RK3)",
+    )
+    fv_scheme: Literal["muscl2", "upwind1"] = Field(
+        "muscl2",
+        description="finite-volume FP: 'muscl2' (2nd order, implicit diffusion) or 'upwind1' (1st order, as in 0.2)",
+    )
     kde_method: Literal["exact", "binned"] = "binned"
     bandwidth: Literal["scott", "silverman"] | PositiveFloat = "scott"
     damping: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="Picard damping β in (0, 1]")
@@ -298,6 +306,7 @@ class FixedPointMap:
             self.terminal,
             dx=self.problem.dx,
             variant=self.opts.hjb_variant,
+            scheme=self.opts.hjb_scheme,
             min_substeps=self.hjb_floors.next(),
             **self.common,
         )
@@ -308,7 +317,9 @@ class FixedPointMap:
     def fp(self, u: FloatArray) -> FloatArray:
         floor = self.fp_floors.next()
         if self.opts.fp == "fv":
-            m, counts = fv_forward(u, self.m0, dx=self.problem.dx, min_substeps=floor, **self.common)
+            m, counts = fv_forward(
+                u, self.m0, dx=self.problem.dx, scheme=self.opts.fv_scheme, min_substeps=floor, **self.common
+            )
         else:
             m, counts = particles_forward(
                 self.x0,
