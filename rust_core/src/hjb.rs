@@ -115,6 +115,25 @@ impl Rhs {
         }
     }
 
+    /// The ghosted copy of `u` and its WENO5 one-sided derivatives d⁻, d⁺, into the scratch.
+    fn derivatives(&mut self, u: &[f64]) {
+        fill_ghosted(u, -(GHOSTS as isize), self.p.bc, &mut self.ue);
+        derivatives_extended_into(
+            &self.ue,
+            self.p.dx,
+            self.p.variant,
+            self.p.eps,
+            &mut self.dm,
+            &mut self.dp,
+            &mut self.ws,
+        );
+    }
+
+    /// The arguments of a right-hand-side pass over the derivatives just computed.
+    fn finish<'a>(&'a self, f_hi: &'a [f64], f_lo: &'a [f64], theta: f64) -> Finish<'a> {
+        Finish { ue: &self.ue, dm: &self.dm, dp: &self.dp, f_hi, f_lo, theta, half_s2: self.half_s2, dx2: self.dx2 }
+    }
+
     /// Evaluates the right-hand side L of `u` and sets out[i] = combine(out[i], u[i], L[i])
     /// (in one pass with the second difference, Ĥ and the interpolation of f); returns
     /// pmax = max |d±| of `u` when `PMAX` (NaN if any d± is NaN), else 0.
@@ -127,26 +146,8 @@ impl Rhs {
         out: &mut [f64],
         combine: impl Combine,
     ) -> f64 {
-        fill_ghosted(u, -(GHOSTS as isize), self.p.bc, &mut self.ue);
-        derivatives_extended_into(
-            &self.ue,
-            self.p.dx,
-            self.p.variant,
-            self.p.eps,
-            &mut self.dm,
-            &mut self.dp,
-            &mut self.ws,
-        );
-        let args = Finish {
-            ue: &self.ue,
-            dm: &self.dm,
-            dp: &self.dp,
-            f_hi,
-            f_lo,
-            theta,
-            half_s2: self.half_s2,
-            dx2: self.dx2,
-        };
+        self.derivatives(u);
+        let args = self.finish(f_hi, f_lo, theta);
         simd::dispatch(FinishPass::<_, PMAX> { args: &args, out, combine })
     }
 
@@ -159,26 +160,8 @@ impl Rhs {
         e: &mut [f64],
         implicit: Option<&mut [f64]>,
     ) -> f64 {
-        fill_ghosted(u, -(GHOSTS as isize), self.p.bc, &mut self.ue);
-        derivatives_extended_into(
-            &self.ue,
-            self.p.dx,
-            self.p.variant,
-            self.p.eps,
-            &mut self.dm,
-            &mut self.dp,
-            &mut self.ws,
-        );
-        let args = Finish {
-            ue: &self.ue,
-            dm: &self.dm,
-            dp: &self.dp,
-            f_hi,
-            f_lo,
-            theta,
-            half_s2: self.half_s2,
-            dx2: self.dx2,
-        };
+        self.derivatives(u);
+        let args = self.finish(f_hi, f_lo, theta);
         simd::dispatch(SplitPass::<PMAX> { args: &args, e, implicit })
     }
 }
