@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import xarray as xr
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 from mfg_ensemble import schema
@@ -358,16 +359,17 @@ Callback = Callable[[int, float, float], None]
 
 
 def iterate(
-    G: FixedPointMap, opts: SolverOptions, callback: Callback | None = None
+    G: FixedPointMap, opts: SolverOptions, callback: Callback | None = None, initial: FloatArray | None = None
 ) -> tuple[FloatArray, FloatArray, History]:
-    """The fixed-point iteration; returns the last u, the last raw density G(m) and the history."""
+    """The fixed-point iteration from ``initial`` (the density history m(t, x); None: m(t) = m0
+    at every t); returns the last u, the last raw density G(m) and the history."""
     history = History()
     mixer: Anderson | Safeguarded
     if opts.method == "picard":
         mixer = Anderson(depth=opts.anderson, damping=opts.damping)
     else:
         mixer = Safeguarded(depth=opts.anderson or ADAPTIVE_DEPTH, damping=opts.damping)
-    m = np.repeat(G.m0[None, :], G.problem.nt, axis=0)
+    m = np.repeat(G.m0[None, :], G.problem.nt, axis=0) if initial is None else initial.copy()
     u_prev: FloatArray | None = None
     u, g = np.full_like(m, np.nan), np.full_like(m, np.nan)
     started = time.perf_counter()
@@ -404,6 +406,7 @@ def solve(
     *,
     backend: str | None = None,
     callback: Callback | None = None,
+    initial: ArrayLike | xr.Dataset | None = None,
     **overrides: Any,
 ) -> xr.Dataset:
     """Solve the mean field game ``problem`` (see the module docstring).
@@ -416,15 +419,31 @@ def solve(
     ``converged``, ``reason``, ``iterations``, ``wall_time`` (s), ``backend``, every problem
     (``problem.*``) and solver (``solver.*``) parameter and the package versions. A blown-up
     solve is returned (not raised) with ``converged=False``. ``callback(iteration,
-    residual_u, residual_m)``, if given, is called after every iteration.
+    residual_u, residual_m)``, if given, is called after every iteration. ``initial``: a warm
+    start, the first iterate of m (an (nt, nx) array of densities, or the result of another
+    solve on the same grid, e.g. a neighbouring parameter's); None starts from m(t) = m0.
     """
     opts = SolverOptions.model_validate({**dict(options or {}), **overrides})
     opts.check_memory(problem)
+    first = _initial(problem, initial)
     active = _backend.resolve(backend)
     started = time.perf_counter()
-    u, m, history = iterate(FixedPointMap(problem, opts, active), opts, callback)
+    u, m, history = iterate(FixedPointMap(problem, opts, active), opts, callback, first)
     wall = time.perf_counter() - started
     return to_dataset(problem, opts, u, m, history, wall, active)
+
+
+def _initial(problem: Problem, initial: ArrayLike | xr.Dataset | None) -> FloatArray | None:
+    """A warm start checked: finite, non-negative, shaped (nt, nx); ``ValueError`` otherwise."""
+    if initial is None:
+        return None
+    values = np.asarray(initial["m"] if isinstance(initial, xr.Dataset) else initial, dtype=np.float64)
+    shape = (problem.nt, problem.nx)
+    if values.shape != shape:
+        raise ValueError(f"initial must be a density history of shape (nt, nx) = {shape}, got {values.shape}")
+    if not np.isfinite(values).all() or values.min() < 0:
+        raise ValueError("initial must be finite and non-negative (a density history m(t, x))")
+    return values
 
 
 def to_dataset(

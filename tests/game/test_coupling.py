@@ -114,3 +114,24 @@ UNSOLVED_CELLS = [("crowd_log", 0.1, 1.0), ("two_exits", 0.05, 1.0)]
 def test_hard_cells_converge_within_50_iterations(name: str, sigma: float, strength: float) -> None:
     ds = solve(cell(name, sigma, strength), fp="fv", tol=1e-6, max_iter=50)
     assert ds.attrs["converged"] == 1, ds.residual.values[-3:]
+
+
+def test_a_warm_start_from_a_neighbour_saves_iterations() -> None:
+    """``solve(..., initial=neighbour)``: crowd_log at coupling 0.8 from the solution at 0.4
+    converges to the same solution (within the tolerance) in fewer iterations (68 → 37
+    measured); a bad warm start is a ValueError naming it."""
+    base = Problem.from_file(ROOT / "configs" / "crowd_log.toml")
+    near = solve(base.replace(coupling=base.coupling.model_copy(update={"strength": 0.4})), fp="fv", max_iter=100)
+    target = base.replace(coupling=base.coupling.model_copy(update={"strength": 0.8}))
+    cold = solve(target, fp="fv", max_iter=100)
+    warm = solve(target, fp="fv", max_iter=100, initial=near)
+    assert near.attrs["converged"] and cold.attrs["converged"] and warm.attrs["converged"]
+    assert warm.attrs["iterations"] < 0.8 * cold.attrs["iterations"], (
+        warm.attrs["iterations"],
+        cold.attrs["iterations"],
+    )
+    assert float(abs(warm.m - cold.m).max()) < 1e-4 * float(cold.m.max())
+    with pytest.raises(ValueError, match=r"initial must be a density history of shape \(nt, nx\) = \(101, 201\)"):
+        solve(target, fp="fv", initial=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="non-negative"):
+        solve(target, fp="fv", initial=-near.m.values)
