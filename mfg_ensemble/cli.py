@@ -95,6 +95,13 @@ def main() -> None:
     help="Grow a store whose sweep this one extends (more seeds, more values at the end of an axis); "
     "the members already done are kept.",
 )
+@click.option(
+    "--warm-start",
+    metavar="AXIS",
+    default=None,
+    help="Start each member from the converged density of its predecessor along AXIS "
+    "(that axis runs in order, the others in parallel).",
+)
 def run(
     config: str,
     store: str | None,
@@ -104,9 +111,13 @@ def run(
     overwrite: bool,
     retry_failed: bool,
     extend: bool,
+    warm_start: str | None,
 ) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
+    if warm_start is not None and warm_start not in [a.name for a in sweep.axes]:
+        axes = ", ".join(a.name for a in sweep.axes) or "none"
+        _fail(ConfigError(config, [("--warm-start", f"must name an axis of the sweep ({axes}), got {warm_start!r}")]))
     try:
         target = SweepStore.for_sweep(sweep, store)  # absolute: what the workers open
     except ConfigError as exc:
@@ -156,6 +167,7 @@ def run(
             overwrite=overwrite,
             retry_failed=retry_failed,
             extend=extend,
+            warm_start=warm_start,
             n_workers=workers,
             threads_per_worker=threads_per_worker,
             on_start=started,

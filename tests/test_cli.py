@@ -344,3 +344,11 @@ def test_a_batch_log_gets_plain_progress_lines(tmp_path: Path) -> None:
     proc = cli("run", "tiny.toml", "--workers", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "progress: 4/4 members, done 4, failed 0, running 0, queued 0" in proc.stdout, proc.stdout
+
+
+def test_warm_start_names_an_axis(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    result = cli("run", "tiny.toml", "--warm-start", "coupling", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "tiny.toml" in result.stderr and "--warm-start" in result.stderr and "(sigma, seed)" in result.stderr
+    assert not (tmp_path / "tiny.zarr").exists()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import xarray as xr
+import zarr
 from distributed import Client, get_worker, span
 
 from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
@@ -41,7 +42,7 @@ from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions, solve
-from mfg_ensemble.schema import FAILED, PENDING
+from mfg_ensemble.schema import DONE, FAILED, PENDING
 
 __all__ = ["MemberTask", "Progress", "SweepMonitor", "run_sweep", "solve_member"]
 
@@ -55,6 +56,9 @@ class MemberTask:
     position: tuple[int, ...]
     problem: Problem
     solver: SolverOptions
+    warm_from: tuple[int, ...] | None = None
+    """The position of the neighbour along the warm-start axis whose converged m starts this
+    member's iteration (None: a cold start from m0)."""
 
 
 TOPIC = "mfg-progress"
@@ -89,14 +93,31 @@ def _publisher(index: int) -> Callable[[int, float, float], None] | None:
     return publish
 
 
-def solve_member(task: MemberTask) -> dict[str, Any]:
+def _warm_start(task: MemberTask, previous: dict[str, Any] | None) -> Any:
+    """The first iterate of a warm-started member: the neighbour's m if it converged (its
+    outcome ``previous`` when it ran in this run, else its status in the store), else None."""
+    if task.warm_from is None:
+        return None
+    if previous is not None:
+        ok = previous.get("status") == "done" and previous.get("converged") == 1
+    else:
+        group = zarr.open_group(str(task.store.path), mode="r")
+        ok = group["status"][task.warm_from] == DONE and group["converged"][task.warm_from] == 1
+    return task.store.read_density(task.warm_from, task.problem.nt, task.problem.nx) if ok else None
+
+
+def solve_member(task: MemberTask, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Solve one member and write its large arrays to the store; returns its outcome with the
-    small values and the digest, which the client commits (:meth:`SweepStore.commit`)."""
+    small values and the digest, which the client commits (:meth:`SweepStore.commit`).
+    ``previous``: the outcome of the warm-start neighbour when it ran in this run (a Dask
+    dependency: this member starts once the neighbour is done)."""
     started = time.perf_counter()
     outcome: dict[str, Any] = {"index": task.index, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     result: xr.Dataset | None = None
     try:
-        result = solve(task.problem, task.solver, callback=_publisher(task.index))
+        initial = _warm_start(task, previous)
+        outcome["warm_start"] = int(initial is not None)
+        result = solve(task.problem, task.solver, callback=_publisher(task.index), initial=initial)
     except Exception as exc:  # a member's own failure: record it, the sweep goes on
         outcome.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     else:
@@ -120,15 +141,42 @@ def solve_member(task: MemberTask) -> dict[str, Any]:
     return outcome
 
 
-def _tasks(sweep: Sweep, store: SweepStore, retry_failed: bool = False) -> list[MemberTask]:
+def _tasks(
+    sweep: Sweep, store: SweepStore, retry_failed: bool = False, warm_start: str | None = None
+) -> list[MemberTask]:
     """The members still pending; with ``retry_failed`` also the failed ones and the done ones
-    whose data no longer matches their digest (:meth:`SweepStore.verify`)."""
+    whose data no longer matches their digest (:meth:`SweepStore.verify`). With ``warm_start``
+    (an axis name) each member not first along that axis starts from its predecessor there,
+    and the tasks come in the order of that axis (a member after its predecessor)."""
     status = store.status().ravel()
     redo = status == PENDING
     if retry_failed:
         redo |= status == FAILED
         redo[store.verify()["damaged"]] = True
-    return [MemberTask(store, m.index, m.position, m.problem, m.solver) for m in sweep.members() if redo[m.index]]
+    axis = _warm_axis(sweep, warm_start)
+    tasks = []
+    for m in sweep.members():
+        if not redo[m.index]:
+            continue
+        warm_from = None
+        if axis is not None and m.position[axis] > 0:
+            warm_from = m.position[:axis] + (m.position[axis] - 1,) + m.position[axis + 1 :]
+        tasks.append(MemberTask(store, m.index, m.position, m.problem, m.solver, warm_from))
+    if axis is not None:
+        tasks.sort(key=lambda t: t.position[axis])  # stable: C order within each step of the axis
+    return tasks
+
+
+def _warm_axis(sweep: Sweep, warm_start: str | None) -> int | None:
+    """The index of the warm-start axis; ``ValueError`` naming the axes if there is none such."""
+    if warm_start is None:
+        return None
+    names = [a.name for a in sweep.axes]
+    if warm_start not in names:
+        raise ValueError(
+            f"warm_start must name an axis of the sweep ({', '.join(names) or 'none'}), got {warm_start!r}"
+        )
+    return names.index(warm_start)
 
 
 def run_sweep(
@@ -140,6 +188,7 @@ def run_sweep(
     overwrite: bool = False,
     retry_failed: bool = False,
     extend: bool = False,
+    warm_start: str | None = None,
     worker_timeout: float | None = 60.0,
     retries: int = 2,
     max_in_flight: int | None = None,
@@ -159,7 +208,9 @@ def run_sweep(
     sweep is resumed (only pending members run; with ``retry_failed`` also the failed and the
     damaged ones); one of another sweep is refused unless ``overwrite``. ``extend``: a store
     whose sweep ``sweep`` extends (more seeds, more values at the end of an axis: see
-    :meth:`SweepStore.extend`) grows to hold it, keeping its members. ``max_in_flight``:
+    :meth:`SweepStore.extend`) grows to hold it, keeping its members. ``warm_start``: an axis
+    name; each member's iteration then starts from the converged m of its predecessor along
+    that axis (a Dask dependency: the axis runs in order, the other axes in parallel). ``max_in_flight``:
     most members submitted at once (default: all, up to 10,000 — Dask's scheduler queues them,
     and its dashboard's progress counts the whole sweep). On KeyboardInterrupt the
     futures are cancelled and the store stays consistent: a member is done only once its
@@ -177,11 +228,12 @@ def run_sweep(
     )
     if not isinstance(sweep, Sweep):
         sweep = Sweep.from_file(sweep)
+    _warm_axis(sweep, warm_start)  # a bad axis name is refused before anything is created
     target = SweepStore.for_sweep(sweep, store).prepare(sweep, resume=resume, overwrite=overwrite, extend=extend)
     if monitor is not None:
         on_start, on_progress, on_event = monitor.on_start, monitor.on_progress, monitor.on_event
     with target.lock():
-        tasks = _tasks(sweep, target, retry_failed)
+        tasks = _tasks(sweep, target, retry_failed, warm_start)
         progress = Progress(total=len(sweep), skipped=len(sweep) - len(tasks))
         progress.labels = {t.index: _label(sweep, t.position) for t in tasks}
         if not tasks:
@@ -264,12 +316,16 @@ def _submit_all(
     # finished futures are held (their outcomes are small) until the run ends, so that the
     # scheduler keeps them and the dashboard's Progress counts done out of the sweep's total
     finished: list[Any] = []
+    at: dict[tuple[int, ...], Any] = {}  # position → future, for warm-start dependencies
 
     def submit_next() -> None:
         task = next(queued, None)
         if task is None:
             return
-        fut = client.submit(solve_member, task, key=f"mfg-solve-{task.index}-{run}", retries=retries, pure=False)
+        after = at.get(task.warm_from) if task.warm_from is not None else None  # the neighbour, if in this run
+        key = f"mfg-solve-{task.index}-{run}"
+        fut = client.submit(solve_member, task, after, key=key, retries=retries, pure=False)
+        at[task.position] = fut
         by_key[fut.key] = task
         live[fut.key] = fut
         progress.members[task.index] = {"index": task.index, "iteration": 0, "residual": float("nan"), "queued": True}

@@ -598,6 +598,12 @@ class SweepStore:
     def _digested(self) -> list[str]:
         return [*DIGESTED, *((schema.T, schema.X) if self.layout.tdim != schema.T else ())]
 
+    def read_density(self, position: tuple[int, ...], nt: int, nx: int) -> np.ndarray | None:
+        """The density history m of the member at ``position`` (its first nt × nx values), or
+        None if it holds NaN there (not written, or another grid)."""
+        values = np.asarray(zarr.open_array(str(self.path), path="m", mode="r")[position])[:nt, :nx]
+        return values if values.shape == (nt, nx) and np.isfinite(values).all() else None
+
     # -- writing ----------------------------------------------------------------------------
     def update_attrs(self, attrs: dict[str, Any]) -> None:
         """Add run-time attributes (no member may be writing: call before submitting)."""
