@@ -26,6 +26,7 @@ import socket
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import xarray as xr
 import zarr
 from distributed import Client, get_worker, span
 
+from mfg_ensemble import schema
 from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
@@ -167,6 +169,38 @@ def _tasks(
     return tasks
 
 
+NUMERICS_CHANGED = {"0.3": "IMEX fourth-order HJB, second-order FV, adaptive coupling, relative WENO ε"}
+"""Versions whose default numerics differ from the one before, and how."""
+
+
+def _warn_if_older(store: SweepStore, done: int) -> None:
+    """A ``RuntimeWarning`` when a store whose members were computed by a version with other
+    default numerics is resumed: its members would not all come from one scheme."""
+    old = str(store.attrs().get(f"{schema.VERSION}mfg_ensemble", ""))
+    new = schema.versions()[f"{schema.VERSION}mfg_ensemble"]
+    since, until = _minor(old), _minor(new)
+    if not done or since is None or until is None:
+        return
+    changed = [f"{v}: {what}" for v, what in NUMERICS_CHANGED.items() if since < _minor(v) <= until]  # type: ignore[operator]
+    if changed:
+        warnings.warn(
+            f"{store.path}: its {done} finished member(s) were computed by mfg_ensemble {old}, the rest "
+            f"will be by {new}, whose default numerics differ ({'; '.join(changed)}): the results agree "
+            "to the schemes' accuracy, not bit for bit; for one scheme throughout, run into a new store",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _minor(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a version string, None if it is not one ("unknown")."""
+    try:
+        major, minor = version.split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
 def _warm_axis(sweep: Sweep, warm_start: str | None) -> int | None:
     """The index of the warm-start axis; ``ValueError`` naming the axes if there is none such."""
     if warm_start is None:
@@ -238,6 +272,7 @@ def run_sweep(
         progress.labels = {t.index: _label(sweep, t.position) for t in tasks}
         if not tasks:
             return target.open()
+        _warn_if_older(target, progress.skipped)
         with connect(client, n_workers=n_workers, threads_per_worker=threads_per_worker) as c:
             _wait_for_workers(c, worker_timeout)
             _check_reachable(c, target)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -282,3 +283,19 @@ def test_warm_start_chains_members_along_an_axis(client, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"warm_start must name an axis of the sweep \(coupling, res\), got 'sigma'"):
         run_sweep(sweep, tmp_path / "bad.zarr", client=client, warm_start="sigma")
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_resuming_a_store_of_older_numerics_warns(client, tmp_path) -> None:
+    """A store whose done members came from 0.2 (explicit HJB, first-order FV, Picard) is
+    resumed with a RuntimeWarning that says the schemes differ; one of this version is not."""
+    from conftest import interrupted_sweep
+
+    path = interrupted_sweep(client, tmp_path / "old.zarr")
+    sweep = Sweep(PROBLEM, SOLVER, {"sigma": [0.1, 0.2, 0.3], "seed": {"count": 3}})
+    SweepStore(path).update_attrs({"version.mfg_ensemble": "0.2.0"})
+    with pytest.warns(RuntimeWarning, match=r"computed by mfg_ensemble 0\.2\.0.*0\.3: IMEX fourth-order HJB"):
+        run_sweep(sweep, path, client=client)
+    fresh = interrupted_sweep(client, tmp_path / "new.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        run_sweep(sweep, fresh, client=client)
