@@ -88,10 +88,8 @@ def test_report_of_a_partial_store_shows_the_missing_members(partial, tmp_path) 
     for f in files:
         assert_png(f)
     converged = int(open_sweep(partial).converged.sum())
-    assert (
-        _open(partial).headline()
-        == f"{summary['done']} of 9 members done, {converged} converged, {summary['pending']} pending"
-    )
+    also = f", {converged} converged" if converged != summary["done"] else ""  # said when they differ
+    assert _open(partial).headline() == f"{summary['done']} of 9 members done{also}, {summary['pending']} pending"
     # one member: a done one and a pending one (drawn as missing)
     status = SweepStore(partial).status().ravel()
     for index in (int(np.flatnonzero(status == DONE)[0]), int(np.flatnonzero(status == PENDING)[-1])):
