@@ -172,8 +172,7 @@ def cost_slope(problem: Problem, sizes: tuple[int, ...], repeats: int, before_ma
             times[label].append(min(runs))
             conv = "" if ds.attrs["converged"] else " (not converged)"
             row += [f"{int(ds.attrs['iterations'])}{conv}", f"{min(runs):.3f}"]
-        ratio = times["before"][-1] / times["after"][-1] if nx <= before_max_nx else float("nan")
-        row.append(f"{ratio:.1f}×")
+        row.append(f"{times['before'][-1] / times['after'][-1]:.1f}×" if nx <= before_max_nx else "—")
         print("| " + " | ".join(row) + " |", flush=True)
 
     def slope(ts: list[float]) -> float:
