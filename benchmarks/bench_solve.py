@@ -8,11 +8,20 @@ case: the Rust solve to convergence (iterations, wall time), then both backends 
 fixed number of Picard iterations (the NumPy reference is too slow to converge in a
 benchmark), with the time split into HJB sweep, FP sweep and the rest (coupling, residuals,
 Python). Times are medians of repeats; the machine is noisy, so quote the ratios.
+
+Then (issue 11) a before/after table at the same size: "before" = the 0.2 numerics
+(hjb_scheme = "rk3", fv_scheme = "upwind1", method = "picard"), "after" = the defaults
+(hjb_scheme = "imex", fv_scheme = "muscl2", method = "adaptive"); for FV and for 10⁴ particles:
+iterations, seconds to converge (median and min of repeats) and ms per iteration. And the
+cost slope: one converged FV solve at nx = 201, 401, 801, 1601 with nt fixed at 101, wall
+time and the log–log slope of wall time against nx, before vs after. Run it with
+RAYON_NUM_THREADS=1 for the one-core numbers (the thread count is printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -61,7 +70,12 @@ def median_of(repeats: int, problem: Problem, **kw: object) -> tuple[float, dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    ap.add_argument("--issue11-only", action="store_true", help="only the before/after and cost-slope tables")
     args = ap.parse_args()
+    if args.issue11_only:
+        print(f"- {backend_info()}")
+        issue11(args.quick)
+        return
     problem = Problem.from_file(CONFIG)
     if args.quick:
         problem = problem.replace(nx=81, nt=41)
@@ -93,6 +107,95 @@ def main() -> None:
             f"| {wall:.2f} s | {1e3 * r_wall / fixed_iter:.1f} ms | {1e3 * n_wall / fixed_iter:.0f} ms "
             f"| {n_wall / r_wall:.1f}× | {split(r_wall, r_parts)} | {split(n_wall, n_parts)} |"
         )
+    issue11(args.quick)
+
+
+BEFORE = {"hjb_scheme": "rk3", "fv_scheme": "upwind1", "method": "picard"}
+AFTER: dict[str, object] = {}
+
+
+def converged_runs(repeats: int, problem: Problem, **kw: object) -> tuple[list[float], object]:
+    """Wall times of ``repeats`` solves to tol and the last result."""
+    runs = []
+    ds = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ds = solve(problem, **kw)
+        runs.append(time.perf_counter() - t0)
+    return runs, ds
+
+
+def before_after(problem: Problem, repeats: int) -> None:
+    """Iterations, seconds to converge and ms per iteration, 0.2 numerics vs the defaults."""
+    solve(problem, fp="fv", tol=1e-6)  # warm-up (imports, first-call costs)
+    print(f"\n# before / after (issue 11): {CONFIG.name}, nx={problem.nx}, nt={problem.nt}, tol 1e-6")
+    print(f"- before = {BEFORE}; after = the defaults; {repeats} repeat(s), median (min)\n")
+    print("| FP | numerics | iterations | seconds to converge | ms per iteration |")
+    print("|---|---|---|---|---|")
+    medians: dict[tuple[str, str], float] = {}
+    for fp in ("fv", "particles"):
+        for label, opts in (("before", BEFORE), ("after", AFTER)):
+            kw = dict(fp=fp, n_particles=10_000, tol=1e-6, max_iter=200, **opts)
+            runs, ds = converged_runs(repeats, problem, **kw)
+            its = int(ds.attrs["iterations"])
+            med = statistics.median(runs)
+            medians[fp, label] = med
+            conv = "" if ds.attrs["converged"] else " (not converged)"
+            print(
+                f"| {fp} | {label} | {its}{conv} | {med:.3f} ({min(runs):.3f}) "
+                f"| {1e3 * med / its:.1f} ({1e3 * min(runs) / its:.1f}) |",
+                flush=True,
+            )
+    for fp in ("fv", "particles"):
+        print(f"- {fp}: before / after = {medians[fp, 'before'] / medians[fp, 'after']:.1f}× (medians)")
+
+
+def cost_slope(problem: Problem, sizes: tuple[int, ...], repeats: int, before_max_nx: int) -> None:
+    """One converged FV solve per nx (nt fixed), before vs after, and the log–log slopes.
+    "before" runs once, and only up to ``before_max_nx`` (its explicit HJB costs ∝ nx³)."""
+    print(f"\n# cost slope: converged FV solve of {CONFIG.name}, nt = {problem.nt} fixed, tol 1e-6")
+    print(
+        f"- after: {repeats} repeat(s), min wall time; before: 1 run, nx ≤ {before_max_nx}; "
+        "slope = least-squares fit of log(time) on log(nx)\n"
+    )
+    print("| nx | before: iterations | before: s | after: iterations | after: s | before / after |")
+    print("|---|---|---|---|---|---|")
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for nx in sizes:
+        row = [str(nx)]
+        for label, opts in (("before", BEFORE), ("after", AFTER)):
+            if label == "before" and nx > before_max_nx:
+                row += ["—", "—"]
+                continue
+            n = 1 if label == "before" else repeats
+            runs, ds = converged_runs(n, problem.replace(nx=nx), fp="fv", tol=1e-6, max_iter=200, **opts)
+            times[label].append(min(runs))
+            conv = "" if ds.attrs["converged"] else " (not converged)"
+            row += [f"{int(ds.attrs['iterations'])}{conv}", f"{min(runs):.3f}"]
+        row.append(f"{times['before'][-1] / times['after'][-1]:.1f}×" if nx <= before_max_nx else "—")
+        print("| " + " | ".join(row) + " |", flush=True)
+
+    def slope(ts: list[float]) -> float:
+        xs = [math.log(n) for n in sizes[: len(ts)]]
+        ys = [math.log(t) for t in ts]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+    n_before = len(times["before"])
+    print(
+        f"- log–log slope of wall time against nx: before {slope(times['before']):.2f} "
+        f"(nx {sizes[0]}–{sizes[n_before - 1]}), after {slope(times['after']):.2f} (nx {sizes[0]}–{sizes[-1]}); "
+        f"after over the same range as before: {slope(times['after'][:n_before]):.2f}"
+    )
+
+
+def issue11(quick: bool) -> None:
+    problem = Problem.from_file(CONFIG)
+    if quick:
+        problem = problem.replace(nx=81, nt=41)
+    before_after(problem, 1 if quick else 3)
+    sizes = (81, 161) if quick else (201, 401, 801, 1601)
+    cost_slope(problem, sizes, 1 if quick else 2, before_max_nx=161 if quick else 801)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class Safeguarded:
         """The next iterate from the current one ``m`` and its image ``g`` = G(m)."""
         inner = self._inner
         assert inner is not None
-        norm = float(self.merit(g - m) if self.merit is not None else np.linalg.norm(g - m))
+        norm = float(self.merit(g - m) if self.merit is not None else np.sqrt(np.square(g - m).sum()))
         if self._best is not None and not norm <= self._best[0] and inner.damping > self.min_damping:
             self.restarts += 1
             self.damping = inner.damping = max(0.5 * inner.damping, self.min_damping)
