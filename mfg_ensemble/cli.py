@@ -26,7 +26,7 @@ from rich.table import Column, Table
 
 from mfg_ensemble import schema
 from mfg_ensemble.ensemble.monitor import Progress as RunProgress
-from mfg_ensemble.ensemble.runner import run_sweep
+from mfg_ensemble.ensemble.runner import run_sweep, warm_axis
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore, default_path
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import ConfigError, NoWorkers, StoreMismatch
@@ -115,9 +115,10 @@ def run(
 ) -> None:
     """Run the sweep file CONFIG (resuming its store if it exists)."""
     sweep = _load(config)
-    if warm_start is not None and warm_start not in [a.name for a in sweep.axes]:
-        axes = ", ".join(a.name for a in sweep.axes) or "none"
-        _fail(ConfigError(config, [("--warm-start", f"must name an axis of the sweep ({axes}), got {warm_start!r}")]))
+    try:
+        warm_axis(sweep, warm_start)
+    except ValueError as exc:
+        _fail(ConfigError(config, [("--warm-start", str(exc))]))
     try:
         target = SweepStore.for_sweep(sweep, store)  # absolute: what the workers open
     except ConfigError as exc:

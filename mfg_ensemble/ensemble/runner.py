@@ -40,7 +40,7 @@ from mfg_ensemble import schema
 from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
-from mfg_ensemble.ensemble.sweep import Sweep
+from mfg_ensemble.ensemble.sweep import GRID_FIELDS, Sweep
 from mfg_ensemble.errors import NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.solver import SolverOptions, solve
@@ -155,7 +155,7 @@ def _tasks(
     if retry_failed:
         redo |= status == FAILED
         redo[store.verify()["damaged"]] = True
-    axis = _warm_axis(sweep, warm_start)
+    axis = warm_axis(sweep, warm_start)
     tasks = []
     for m in sweep.members():
         if not redo[m.index]:
@@ -201,15 +201,18 @@ def _minor(version: str) -> tuple[int, int] | None:
         return None
 
 
-def _warm_axis(sweep: Sweep, warm_start: str | None) -> int | None:
-    """The index of the warm-start axis; ``ValueError`` naming the axes if there is none such."""
+def warm_axis(sweep: Sweep, warm_start: str | None) -> int | None:
+    """The index of the warm-start axis (None for None); ``ValueError`` if ``warm_start`` names
+    no axis of the sweep, or one that changes the (t, x) grid (a warm start needs the same)."""
     if warm_start is None:
         return None
     names = [a.name for a in sweep.axes]
     if warm_start not in names:
-        raise ValueError(
-            f"warm_start must name an axis of the sweep ({', '.join(names) or 'none'}), got {warm_start!r}"
-        )
+        choices = ", ".join(names) or "none"
+        raise ValueError(f"warm_start must name an axis of the sweep ({choices}), got {warm_start!r}")
+    axis = sweep.axes[names.index(warm_start)]
+    if any(f.split(".")[0] in GRID_FIELDS for f in axis.fields):
+        raise ValueError(f"warm_start: axis {warm_start!r} changes the grid; a warm start needs the same (t, x) grid")
     return names.index(warm_start)
 
 
@@ -262,7 +265,7 @@ def run_sweep(
     )
     if not isinstance(sweep, Sweep):
         sweep = Sweep.from_file(sweep)
-    _warm_axis(sweep, warm_start)  # a bad axis name is refused before anything is created
+    warm_axis(sweep, warm_start)  # a bad axis name is refused before anything is created
     target = SweepStore.for_sweep(sweep, store).prepare(sweep, resume=resume, overwrite=overwrite, extend=extend)
     if monitor is not None:
         on_start, on_progress, on_event = monitor.on_start, monitor.on_progress, monitor.on_event

@@ -283,6 +283,9 @@ def test_warm_start_chains_members_along_an_axis(client, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"warm_start must name an axis of the sweep \(coupling, res\), got 'sigma'"):
         run_sweep(sweep, tmp_path / "bad.zarr", client=client, warm_start="sigma")
     assert not (tmp_path / "bad.zarr").exists()
+    with pytest.raises(ValueError, match="axis 'res' changes the grid"):
+        run_sweep(Sweep(problem, solver, {"zip": {"res": {"nx": [41, 61]}}}), tmp_path / "g.zarr", warm_start="res")
+    assert not (tmp_path / "g.zarr").exists()
 
 
 def test_resuming_a_store_of_older_numerics_warns(client, tmp_path) -> None:
