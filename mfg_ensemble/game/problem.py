@@ -57,12 +57,11 @@ the Picard/Anderson work arrays; a lower bound for the check before anything is 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 
 
-_erfc_ufunc = np.frompyfunc(math.erfc, 1, 1)
-
-
 def _erfc(z: FloatArray) -> FloatArray:
-    """math.erfc elementwise (NumPy has no erfc; SciPy is not a dependency)."""
-    return np.asarray(_erfc_ufunc(z), dtype=np.float64)
+    """erfc elementwise (``scipy.special.erfc``: NumPy has none)."""
+    from scipy.special import erfc
+
+    return np.asarray(erfc(z), dtype=np.float64)
 
 
 def physical_memory() -> int | None:
