@@ -11,6 +11,7 @@ pub mod boundary;
 mod convert;
 pub mod error;
 pub mod fv;
+pub mod grid2d;
 pub mod hjb;
 pub mod kde;
 pub mod particles;
