@@ -6,7 +6,8 @@ The flat public face of the package. The layers, each importing only from those 
   description of a result and a store;
 * :mod:`mfg_ensemble.kernels` — the numerical kernels (Rust, or their NumPy references in
   :mod:`mfg_ensemble.kernels.reference`);
-* :mod:`mfg_ensemble.game` — one mean field game (:class:`Problem`) and its :func:`solve`;
+* :mod:`mfg_ensemble.game` — one mean field game (:class:`Problem`, in 2-D :class:`Problem2D`)
+  and its :func:`solve`;
 * :mod:`mfg_ensemble.ensemble` — sweeps, the Zarr store, the Dask runner;
 * :mod:`mfg_ensemble.analysis` — the ``ds.mfg`` accessor and the report figures;
 * :mod:`mfg_ensemble.cli` — the ``mfg-ensemble`` command.
@@ -26,6 +27,7 @@ from mfg_ensemble.ensemble.store import SweepStore, open_sweep
 from mfg_ensemble.ensemble.sweep import Sweep
 from mfg_ensemble.errors import ConfigError, Diverged, NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
+from mfg_ensemble.game.problem2d import Problem2D
 from mfg_ensemble.game.solver import SolverOptions, solve
 from mfg_ensemble.kernels import backend_info
 
@@ -41,6 +43,7 @@ __all__ = [
     "Diverged",
     "NoWorkers",
     "Problem",
+    "Problem2D",
     "SolverOptions",
     "StoreMismatch",
     "Sweep",

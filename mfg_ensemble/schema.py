@@ -31,8 +31,14 @@ import xarray as xr
 from mfg_ensemble.kernels import backend_info
 
 T, X, ITERATION = "t", "x", "iteration"
-T_INDEX, X_INDEX = "t_index", "x_index"
+Y = "y"
+"""The second space dim of a 2-D game (fields over (t, y, x))."""
+T_INDEX, X_INDEX, Y_INDEX = "t_index", "x_index", "y_index"
 """Dims of the time and space nodes when the grid varies along a sweep axis."""
+NODES = "nodes"
+"""The node kinds of a 2-D game (y, x): 0 free, 1 obstacle, 2 exit (a coordinate)."""
+EXITED = "exited"
+"""The mass that has left a 2-D room through its exits by time t."""
 
 PENDING, DONE, FAILED = 0, 1, 2
 """Member status codes in a store."""
@@ -45,13 +51,24 @@ the time and space coordinates, flag variables for the status codes, and ``histo
 COORDS: dict[str, dict[str, Any]] = {
     T: {"units": "1", "long_name": "time", "axis": "T"},
     X: {"units": "1", "long_name": "position", "axis": "X"},
+    Y: {"units": "1", "long_name": "position along y", "axis": "Y"},
+    NODES: {
+        "long_name": "node kind",
+        "units": "1",
+        "flag_values": [0, 1, 2],
+        "flag_meanings": "free obstacle exit",
+    },
     ITERATION: {"units": "1", "long_name": "Picard iteration"},
 }
 FIELDS: dict[str, dict[str, Any]] = {
     "u": {"units": "1", "long_name": "value function u(t, x)"},
     "m": {"units": "1", "long_name": "density of players m(t, x)"},
 }
-"""Variables over (t, x)."""
+"""Variables over (t, x), or (t, y, x) in 2-D."""
+PATHS: dict[str, dict[str, Any]] = {
+    EXITED: {"units": "1", "long_name": "mass that has left through the exits"},
+}
+"""Variables over t (2-D games)."""
 HISTORY: dict[str, dict[str, Any]] = {
     "residual": {"units": "1", "long_name": "max of the relative L2 residuals"},
     "residual_u": {"units": "1", "long_name": "relative L2 change of u"},
@@ -89,20 +106,31 @@ MEMBERS = "mfg_ensemble.members"
 AXES = "mfg_ensemble.axes"
 LOG_GROUP = "members"
 """The group whose subgroups ``members/<index>`` hold each member's log in their attrs."""
-RESERVED = frozenset({*COORDS, *FIELDS, *HISTORY, *MEMBER, T_INDEX, X_INDEX, LOG_GROUP})
+RESERVED = frozenset({*COORDS, *FIELDS, *HISTORY, *MEMBER, *PATHS, T_INDEX, X_INDEX, Y_INDEX, LOG_GROUP})
 """Names a sweep's axes may not take: the store's own variables, dims and groups."""
 
 
 def attrs(name: str) -> dict[str, Any]:
     """The attrs (units, long_name, ...) of the variable or coordinate ``name`` (a copy)."""
-    for table in (FIELDS, HISTORY, MEMBER, COORDS, {DIGEST: DIGEST_ATTRS}):
+    for table in (FIELDS, HISTORY, MEMBER, COORDS, PATHS, {DIGEST: DIGEST_ATTRS}):
         if name in table:
             return dict(table[name])
     raise KeyError(f"{name!r} is not a variable of the mfg_ensemble schema")
 
 
-def grid_dims(varies_grid: bool) -> tuple[str, str]:
-    """The time and space dims: (t, x), or (t_index, x_index) when an axis changes the grid."""
+def field_attrs(name: str, ndim: int = 1) -> dict[str, Any]:
+    """The attrs of the field ``name`` (u or m) of a game in ``ndim`` space dimensions."""
+    out = attrs(name)
+    if ndim == 2:
+        out["long_name"] = out["long_name"].replace("(t, x)", "(t, y, x)")
+    return out
+
+
+def grid_dims(varies_grid: bool, ndim: int = 1) -> tuple[str, ...]:
+    """The time and space dims: (t, x), or (t_index, x_index) when an axis changes the grid;
+    (t, y, x) or (t_index, y_index, x_index) in 2-D."""
+    if ndim == 2:
+        return (T_INDEX, Y_INDEX, X_INDEX) if varies_grid else (T, Y, X)
     return (T_INDEX, X_INDEX) if varies_grid else (T, X)
 
 

@@ -25,10 +25,21 @@ so ``mass()`` is 1 to rounding for a done member. The bc is read from the store'
 whose grid varies along an axis (dims ``t_index``, ``x_index``), the weights come from each
 member's own ``x`` coordinate, and the NaN padding weighs 0. For periodic problems the
 moments are the plain ones on [lo, hi), not circular statistics.
+
+Two-dimensional stores (dims (axes…, t, y, x)) integrate over y and x with the products of
+the 1-D weights, 0 on obstacle nodes (the coordinate ``nodes``); ``mean_position`` and
+``variance`` take ``along="x"`` or ``"y"``, ``covariance()`` gives the 2×2 covariance of the
+position and ``exited()`` the mass that has left through the exits::
+
+    ds.mfg.mass()                    # mass in the room, per (axes…, t)
+    ds.mfg.mean_position(along="y")  # ∫∫ y m / ∫∫ m
+    ds.mfg.covariance()              # cov_xx, cov_xy, cov_yy
+    ds.mfg.exited()                  # mass that has left; mass() + exited() is 1
 """
 
 from __future__ import annotations
 
+import ast
 import typing
 from collections.abc import Sequence
 from typing import Literal
@@ -86,6 +97,28 @@ class MFGAccessor:
         return "x_index" if "x_index" in self._ds.dims else "x"
 
     @property
+    def ndim(self) -> int:
+        """Space dimensions: 2 when the dataset has a ``y`` coordinate."""
+        return 2 if "y" in self._ds.variables else 1
+
+    @property
+    def ydim(self) -> str:
+        """``y``, or ``y_index`` when the grid varies along an axis (2-D)."""
+        return "y_index" if "y_index" in self._ds.dims else "y"
+
+    @property
+    def space_dims(self) -> list[str]:
+        """The space dims: [x] or [y, x]."""
+        return [self.ydim, self.xdim] if self.ndim == 2 else [self.xdim]
+
+    def _bc_along(self, axis: int) -> str | xr.DataArray:
+        """The boundary condition along x (0) or y (1) of a 2-D game."""
+        bc = self.bc
+        if isinstance(bc, str) and bc.startswith("["):
+            return str(ast.literal_eval(bc)[axis])
+        return bc
+
+    @property
     def bc(self) -> str | xr.DataArray:
         """The boundary condition: a string, or a DataArray over an axis when bc is swept."""
         ds = self._ds
@@ -133,7 +166,7 @@ class MFGAccessor:
             if name != "status" and axes & set(da.dims):
                 out[name] = da.where(done)
                 out[name].attrs = da.attrs
-        for name in ("t", "x"):
+        for name in ("t", "x", "y"):
             if name in ds.coords and axes & set(ds[name].dims):
                 out.coords[name] = ds[name].where(done)
                 out[name].attrs = ds[name].attrs
@@ -143,32 +176,44 @@ class MFGAccessor:
     def weights(self) -> xr.DataArray:
         """Quadrature weights w over x (per member when the grid varies): ∫ φ dx ≈ Σ w φ.
 
-        Trapezoid for "reflect", dx at every node for "periodic"; 0 on NaN padding.
+        Trapezoid for "reflect", dx at every node for "periodic"; 0 on NaN padding. In 2-D
+        the products of the weights along y and x, 0 on obstacle nodes: ∫∫ φ ≈ Σ w φ.
         """
-        x, xdim = self._ds["x"], self.xdim
-        if xdim == "x":  # the index coordinate: plain values
-            x = xr.DataArray(np.asarray(x.values, dtype=float), dims="x")
-        n = x.notnull().sum(xdim)
-        dx = x.isel({xdim: 1}, drop=True) - x.isel({xdim: 0}, drop=True)
-        size = self._ds.sizes[xdim]
-        periodic = self.bc == "periodic"  # a bool, or a bool DataArray when bc is an axis (no object dtype for dask)
-        w = xr.apply_ufunc(
+        if self.ndim == 1:
+            w = self._weights_along("x", self.xdim, self.bc)
+        else:
+            w = self._weights_along("y", self.ydim, self._bc_along(1)) * self._weights_along(
+                "x", self.xdim, self._bc_along(0)
+            )
+            if "nodes" in self._ds.variables:
+                w = w.where(self._ds["nodes"].variable != 1, 0.0)
+        w.attrs = {"long_name": "quadrature weight", "units": self._ds["x"].attrs.get("units", "1")}
+        return w.rename("weights")
+
+    def _weights_along(self, name: str, dim: str, bc: str | xr.DataArray) -> xr.DataArray:
+        """The 1-D weights of the coordinate ``name`` (over ``dim``) under ``bc``."""
+        x = self._ds[name]
+        if dim == name:  # the index coordinate: plain values
+            x = xr.DataArray(np.asarray(x.values, dtype=float), dims=name)
+        n = x.notnull().sum(dim)
+        dx = x.isel({dim: 1}, drop=True) - x.isel({dim: 0}, drop=True)
+        size = self._ds.sizes[dim]
+        periodic = bc == "periodic"  # a bool, or a bool DataArray when bc is an axis (no object dtype for dask)
+        return xr.apply_ufunc(
             lambda n, dx, periodic: quadrature_weights(n, dx, np.where(periodic, "periodic", "reflect"), size),
             n,
             dx,
             periodic,
-            output_core_dims=[[xdim]],
+            output_core_dims=[[dim]],
             dask="parallelized",
             output_dtypes=[np.float64],
-            dask_gufunc_kwargs={"output_sizes": {xdim: size}},
+            dask_gufunc_kwargs={"output_sizes": {dim: size}},
         )
-        w.attrs = {"long_name": "quadrature weight", "units": self._ds["x"].attrs.get("units", "1")}
-        return w.rename("weights")
 
     def integrate(self, values: xr.DataArray, members: Members = "converged") -> xr.DataArray:
-        """∫ values dx per (axes…, t), NaN for members not analysed (lazy; ``members``: see
-        :meth:`done`)."""
-        out = (values * self.weights()).sum(self.xdim, skipna=True, min_count=1)
+        """∫ values dx (2-D: ∫∫ values dx dy) per (axes…, t), NaN for members not analysed
+        (lazy; ``members``: see :meth:`done`)."""
+        out = (values * self.weights()).sum(self.space_dims, skipna=True, min_count=1)
         return out.where(self.done(members))
 
     # -- moments ------------------------------------------------------------------------------
@@ -178,20 +223,45 @@ class MFGAccessor:
         out.attrs = {"long_name": f"mass ∫ {var} dx", "units": "1"}
         return out.rename("mass")
 
-    def mean_position(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
-        """∫ x m dx / ∫ m dx per (axes…, t): the players' mean position."""
-        x = self._x()
+    def mean_position(self, var: str = "m", members: Members = "converged", along: str = "x") -> xr.DataArray:
+        """∫ x m dx / ∫ m dx per (axes…, t): the players' mean position (2-D: its ``along`` =
+        "x" or "y" component, over the players still in the room)."""
+        x = self._x(along)
         out = self.integrate(x * self._ds[var], members) / self.integrate(self._ds[var], members)
-        out.attrs = {"long_name": "mean position ∫ x m dx / ∫ m dx", "units": self._xunits()}
-        return out.rename("mean_position")
+        out.attrs = {"long_name": f"mean position ∫ {along} m / ∫ m", "units": self._xunits()}
+        return out.rename("mean_position" if along == "x" else f"mean_position_{along}")
 
-    def variance(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
-        """∫ (x − mean)² m dx / ∫ m dx per (axes…, t): the spread of the players."""
-        x, m = self._x(), self._ds[var]
-        mean = self.mean_position(var, members)
+    def variance(self, var: str = "m", members: Members = "converged", along: str = "x") -> xr.DataArray:
+        """∫ (x − mean)² m dx / ∫ m dx per (axes…, t): the spread of the players (2-D: along
+        ``along``)."""
+        x, m = self._x(along), self._ds[var]
+        mean = self.mean_position(var, members, along)
         out = self.integrate((x - mean) ** 2 * m, members) / self.integrate(m, members)
-        out.attrs = {"long_name": "variance of the position", "units": _squared(self._xunits())}
-        return out.rename("variance")
+        out.attrs = {"long_name": f"variance of the position along {along}", "units": _squared(self._xunits())}
+        return out.rename("variance" if along == "x" else f"variance_{along}")
+
+    def covariance(self, var: str = "m", members: Members = "converged") -> xr.Dataset:
+        """The covariance of the position of a 2-D game per (axes…, t): ``cov_xx``, ``cov_xy``,
+        ``cov_yy`` = ∫∫ (p − mean)(q − mean) m / ∫∫ m."""
+        if self.ndim != 2:
+            raise ValueError("covariance() needs a 2-D game (a y coordinate); use variance() in 1-D")
+        m = self._ds[var]
+        mass = self.integrate(m, members)
+        dev = {a: self._x(a) - self.mean_position(var, members, a) for a in ("x", "y")}
+        units = _squared(self._xunits())
+        out = xr.Dataset()
+        for name, (a, b) in {"cov_xx": ("x", "x"), "cov_xy": ("x", "y"), "cov_yy": ("y", "y")}.items():
+            out[name] = (self.integrate(dev[a] * dev[b] * m, members) / mass).assign_attrs(
+                long_name=f"covariance of the position ({a}, {b})", units=units
+            )
+        return out
+
+    def exited(self, members: Members = "converged") -> xr.DataArray:
+        """The mass that has left through the exits of a 2-D room by each time, per (axes…, t)
+        (``mass() + exited()`` is the initial mass, 1)."""
+        if "exited" not in self._ds:
+            raise ValueError("exited() needs a 2-D game's dataset (the variable 'exited')")
+        return self._ds["exited"].where(self.done(members)).assign_attrs(self._ds["exited"].attrs)
 
     def std_position(self, var: str = "m", members: Members = "converged") -> xr.DataArray:
         """The square root of :meth:`variance`."""
@@ -199,9 +269,11 @@ class MFGAccessor:
         out.attrs = {"long_name": "standard deviation of the position", "units": self._xunits()}
         return out.rename("std_position")
 
-    def _x(self) -> xr.DataArray:
-        x = self._ds["x"]
-        return x.variable if self.xdim == "x" else x  # plain values, no self-referencing index
+    def _x(self, along: str = "x") -> xr.DataArray:
+        if along not in ("x", "y") or along not in self._ds.variables:
+            raise ValueError(f"along must name a space coordinate of the dataset ('x' or 'y' in 2-D), got {along!r}")
+        x = self._ds[along]
+        return x.variable if along in self._ds.dims else x  # plain values, no self-referencing index
 
     def _xunits(self) -> str:
         return str(self._ds["x"].attrs.get("units", "1"))
@@ -220,8 +292,9 @@ class MFGAccessor:
             pick = xr.DataArray(np.arange(ds.sizes[tdim]), dims=tdim) == last
             out = xr.Dataset({n: ds[n].where(pick).sum(tdim, min_count=1) for n in names})
             out.coords["t"] = t.where(pick).sum(tdim, min_count=1).assign_attrs(t.attrs)
-            if "x" in ds.coords:
-                out.coords["x"] = ds["x"]
+            for name in ("x", "y", "nodes"):
+                if name in ds.coords:
+                    out.coords[name] = ds[name]
         for n in names:
             out[n] = out[n].where(self.done(members)).assign_attrs(ds[n].attrs)
         return out
@@ -276,7 +349,7 @@ class MFGAccessor:
         out["n_done"] = count.assign_attrs(
             long_name=f"{'converged' if members == 'converged' else 'done'} members", units="1"
         )
-        for name in ("t", "x"):  # per-member grids (padded stores): the grid of each point
+        for name in ("t", "x", "y"):  # per-member grids (padded stores): the grid of each point
             if name in ds.coords and seed in ds[name].dims:
                 out.coords[name] = ds[name].where(done).mean(seed, skipna=True).assign_attrs(ds[name].attrs)
         out.attrs = {"seed_dim": seed, "ddof": ddof, "members": members}

@@ -17,6 +17,10 @@
 * ``summary.png`` — iterations, wall time and members done (with failures) over the first
   two parameter axes (or one axis and the seeds), averaged over the other axes.
 
+A 2-D store (dims (axes…, t, y, x)) gets the figures of :mod:`~mfg_ensemble.analysis.report2d`
+(density snapshots with obstacles and exits, an animated GIF, the evacuation curves) instead
+of the three 1-D density and value figures.
+
 Labels and units are the dataset's ``long_name`` and ``units`` attributes. The store may be
 still running or interrupted: the status is read once, first (it is the store's commit
 marker), only members done by then are used, missing ones are drawn hatched in grey, and
@@ -679,9 +683,17 @@ def make_report(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
-        files += _density(sw, out, member, max_points)
-        files += _final_density(sw, out, band)
-        files += _value_slices(sw, out, member, max_points)
+        if sw.ds.mfg.ndim == 2:
+            from mfg_ensemble.analysis import report2d
+
+            points = _points(sw, min(max_points, 6))
+            files += report2d.snapshots(sw, out, points, member)
+            files += report2d.animation(sw, out, points, member)
+            files += report2d.evacuation(sw, out, points)
+        else:
+            files += _density(sw, out, member, max_points)
+            files += _final_density(sw, out, band)
+            files += _value_slices(sw, out, member, max_points)
         files += _convergence(sw, out)
         files += _summary(sw, out)
     return files

@@ -43,6 +43,7 @@ from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
 from mfg_ensemble.ensemble.sweep import GRID_FIELDS, Sweep
 from mfg_ensemble.errors import NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
+from mfg_ensemble.game.problem2d import Problem2D
 from mfg_ensemble.game.solver import SolverOptions, solve
 from mfg_ensemble.schema import DONE, FAILED, PENDING
 
@@ -56,7 +57,7 @@ class MemberTask:
     store: SweepStore
     index: int
     position: tuple[int, ...]
-    problem: Problem
+    problem: Problem | Problem2D
     solver: SolverOptions
     warm_from: tuple[int, ...] | None = None
     """The position of the neighbour along the warm-start axis whose converged m starts this
@@ -105,7 +106,7 @@ def _warm_start(task: MemberTask, previous: dict[str, Any] | None) -> Any:
     else:
         group = zarr.open_group(str(task.store.path), mode="r")
         ok = group["status"][task.warm_from] == DONE and group["converged"][task.warm_from] == 1
-    return task.store.read_density(task.warm_from, task.problem.nt, task.problem.nx) if ok else None
+    return task.store.read_density(task.warm_from, task.problem.field_shape) if ok else None
 
 
 def solve_member(task: MemberTask, previous: dict[str, Any] | None = None) -> dict[str, Any]:

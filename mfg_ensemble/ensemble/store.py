@@ -96,8 +96,8 @@ def default_path(sweep: Sweep) -> Path:
 
 @dataclass(frozen=True)
 class Layout:
-    """The shape of a store: axis names and sizes, the (t, x) dims and the largest nt, nx and
-    iteration count over the members (smaller members are padded with NaN)."""
+    """The shape of a store: axis names and sizes, the grid dims ((t, x), 2-D (t, y, x)) and the
+    largest nt, nx (ny) and iteration count over the members (smaller members are padded with NaN)."""
 
     axes: tuple[str, ...]
     shape: tuple[int, ...]
@@ -106,18 +106,66 @@ class Layout:
     nt: int
     nx: int
     n_iter: int
+    ydim: str | None = None
+    """The y dim of a 2-D store (None: 1-D)."""
+    ny: int = 0
 
     @classmethod
     def of(cls, sweep: Sweep) -> Layout:
-        if not sweep.varies_grid() and not any("max_iter" in a.fields for a in sweep.axes):
-            m = sweep.member(0)
-            nt, nx, n_iter = m.problem.nt, m.problem.nx, m.solver.max_iter
-        else:
-            nt = nx = n_iter = 0
-            for m in sweep.members():
-                nt, nx, n_iter = max(nt, m.problem.nt), max(nx, m.problem.nx), max(n_iter, m.solver.max_iter)
-        tdim, xdim = schema.grid_dims(sweep.varies_grid())
-        return cls(tuple(a.name for a in sweep.axes), sweep.shape, tdim, xdim, nt, nx, n_iter)
+        members = [sweep.member(0)]
+        if sweep.varies_grid() or any("max_iter" in a.fields for a in sweep.axes):
+            members = list(sweep.members())
+        nt = max(m.problem.nt for m in members)
+        nx = max(m.problem.nx for m in members)
+        ny = max(getattr(m.problem, "ny", 0) for m in members)
+        n_iter = max(m.solver.max_iter for m in members)
+        ndim = sweep.base_problem.ndim
+        dims = schema.grid_dims(sweep.varies_grid(), ndim)
+        ydim = dims[1] if ndim == 2 else None
+        return cls(tuple(a.name for a in sweep.axes), sweep.shape, dims[0], dims[-1], nt, nx, n_iter, ydim, ny)
+
+    @property
+    def ndim(self) -> int:
+        """Space dimensions of the store's games."""
+        return 1 if self.ydim is None else 2
+
+    @property
+    def padded(self) -> bool:
+        """Whether the grid varies along an axis (per-member coordinates, NaN padding)."""
+        return self.tdim != schema.T
+
+    @property
+    def grid_dims(self) -> tuple[str, ...]:
+        """The dims of u and m after the axes."""
+        return (self.tdim, self.xdim) if self.ydim is None else (self.tdim, self.ydim, self.xdim)
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return (self.nt, self.nx) if self.ydim is None else (self.nt, self.ny, self.nx)
+
+    @property
+    def member_coords(self) -> dict[str, tuple[str, ...]]:
+        """The per-member coordinates of a padded store, by name: their dims after the axes."""
+        if not self.padded:
+            return {}
+        out = {schema.T: (self.tdim,), schema.X: (self.xdim,)}
+        if self.ydim is not None:
+            out |= {schema.Y: (self.ydim,), schema.NODES: (self.ydim, self.xdim)}
+        return out
+
+    def member_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of one member's large array ``name`` (u, m, exited, per-member coordinates)."""
+        sizes = {self.tdim: self.nt, self.xdim: self.nx, self.ydim: self.ny}
+        if name in schema.FIELDS:
+            return self.grid_shape
+        if name == schema.EXITED:
+            return (self.nt,)
+        return tuple(sizes[d] for d in self.member_coords[name])
+
+    @property
+    def large(self) -> tuple[str, ...]:
+        """The arrays of one chunk per member, written by the worker that solved it."""
+        return (*schema.FIELDS, *((schema.EXITED,) if self.ndim == 2 else ()), *self.member_coords)
 
     @property
     def block(self) -> tuple[int, ...]:
@@ -188,41 +236,49 @@ def template(sweep: Sweep, layout: Layout) -> tuple[xr.Dataset, dict[str, Any]]:
 
     axes, one, block = list(layout.axes), (1,) * len(layout.axes), layout.block
 
-    def lazy(lead: tuple[int, ...], extra: tuple[int, ...]) -> Any:
-        return da.full(layout.shape + extra, np.nan, chunks=lead + extra, dtype=np.float64)
+    def lazy(lead: tuple[int, ...], extra: tuple[int, ...], fill: Any = np.nan, dtype: Any = np.float64) -> Any:
+        return da.full(layout.shape + extra, fill, chunks=lead + extra, dtype=dtype)
 
     base = sweep.base_problem
-    padded = layout.tdim != schema.T
     coords = _axis_coords(sweep)
     coords[schema.ITERATION] = (schema.ITERATION, np.arange(1, layout.n_iter + 1), schema.attrs(schema.ITERATION))
-    if not padded:
+    if not layout.padded:
         coords[schema.T] = (schema.T, base.times(), schema.attrs(schema.T))
-        coords[schema.X] = (schema.X, base.grid(), schema.attrs(schema.X))
-    grid = axes + [layout.tdim, layout.xdim]
+        if layout.ndim == 2:
+            x, y = base.grid()
+            coords[schema.X] = (schema.X, x, schema.attrs(schema.X))
+            coords[schema.Y] = (schema.Y, y, schema.attrs(schema.Y))
+            nodes = base.nodes().astype(np.int8)
+            coords[schema.NODES] = ((schema.Y, schema.X), nodes, schema.attrs(schema.NODES))
+        else:
+            coords[schema.X] = (schema.X, base.grid(), schema.attrs(schema.X))
+    grid = axes + list(layout.grid_dims)
     data: dict[str, Any] = {
-        name: (grid, lazy(one, (layout.nt, layout.nx)), schema.attrs(name)) for name in schema.FIELDS
+        name: (grid, lazy(one, layout.grid_shape), schema.field_attrs(name, layout.ndim)) for name in schema.FIELDS
     }
+    if layout.ndim == 2:
+        data[schema.EXITED] = (axes + [layout.tdim], lazy(one, (layout.nt,)), schema.attrs(schema.EXITED))
     for name in schema.HISTORY:
         data[name] = (axes + [schema.ITERATION], lazy(block, (layout.n_iter,)), schema.attrs(name))
     zeros = {"status": np.int8, "converged": np.int8, "iterations": np.int32}
     for name in schema.MEMBER:
         values = np.zeros(layout.shape, zeros[name]) if name in zeros else lazy(block, ())
         data[name] = (axes, values, schema.attrs(name))
-    if padded:
-        data[schema.T] = (axes + [layout.tdim], lazy(one, (layout.nt,)), schema.attrs(schema.T))
-        data[schema.X] = (axes + [layout.xdim], lazy(one, (layout.nx,)), schema.attrs(schema.X))
+    for name, dims in layout.member_coords.items():
+        shape = layout.member_shape(name)
+        values = lazy(one, shape, -1, np.int8) if name == schema.NODES else lazy(one, shape)
+        data[name] = (axes + list(dims), values, schema.attrs(name))
     ds = xr.Dataset(data, coords=coords, attrs=provenance(sweep))
-    large = [*schema.FIELDS, *((schema.T, schema.X) if padded else ())]
     encoding = {
         name: {
-            "chunks": (one if name in large else block) + ds[name].shape[len(axes) :],
+            "chunks": (one if name in layout.large else block) + ds[name].shape[len(axes) :],
             "compressors": COMPRESSORS,
             "chunk_key_encoding": FLAT_KEYS,
         }
         for name in ds.data_vars
     }
-    if padded:
-        ds = ds.set_coords([schema.T, schema.X])
+    if layout.member_coords:
+        ds = ds.set_coords(list(layout.member_coords))
     return ds, encoding
 
 
@@ -276,8 +332,13 @@ class SweepStore:
         axes = tuple(self.attrs()[schema.AXES])
         u = group["u"]
         dims = tuple(u.metadata.dimension_names or ())
+        n_iter = group["residual"].shape[-1]
+        if len(u.shape) - len(axes) == 3:  # a 2-D store: (axes…, t, y, x)
+            tdim, ydim, xdim = dims[-3:]
+            nt, ny, nx = u.shape[-3:]
+            return Layout(axes, tuple(u.shape[:-3]), tdim, xdim, nt, nx, n_iter, ydim, ny)
         tdim, xdim = dims[-2:] if len(dims) >= 2 else (schema.T, schema.X)
-        return Layout(axes, tuple(u.shape[:-2]), tdim, xdim, u.shape[-2], u.shape[-1], group["residual"].shape[-1])
+        return Layout(axes, tuple(u.shape[:-2]), tdim, xdim, u.shape[-2], u.shape[-1], n_iter)
 
     # -- creation ---------------------------------------------------------------------------
     def prepare(
@@ -392,6 +453,7 @@ class SweepStore:
             for what, need, have in (
                 ("nt", want.nt, old.nt),
                 ("nx", want.nx, old.nx),
+                ("ny", want.ny, old.ny),
                 ("max_iter", want.n_iter, old.n_iter),
             )
             if need > have
@@ -551,7 +613,7 @@ class SweepStore:
     def analysis_chunks(self) -> dict[str, int]:
         """Dask chunks along the axes for analysis: see :meth:`open`."""
         lay = self.layout
-        room = max(1, ANALYSIS_CHUNK // (8 * lay.nt * lay.nx))
+        room = max(1, ANALYSIS_CHUNK // (8 * int(np.prod(lay.grid_shape))))
         chunks: dict[str, int] = {}
         for name, n in reversed(list(zip(lay.axes, lay.shape))):
             chunks[name] = max(1, min(n, room))
@@ -596,13 +658,14 @@ class SweepStore:
             return None
 
     def _digested(self) -> list[str]:
-        return [*DIGESTED, *((schema.T, schema.X) if self.layout.tdim != schema.T else ())]
+        return [*DIGESTED, *(n for n in self.layout.large if n not in DIGESTED)]
 
-    def read_density(self, position: tuple[int, ...], nt: int, nx: int) -> np.ndarray | None:
-        """The density history m of the member at ``position`` (its first nt × nx values), or
-        None if it holds NaN there (not written, or another grid)."""
-        values = np.asarray(zarr.open_array(str(self.path), path="m", mode="r")[position])[:nt, :nx]
-        return values if values.shape == (nt, nx) and np.isfinite(values).all() else None
+    def read_density(self, position: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray | None:
+        """The density history m of the member at ``position`` (its first ``shape`` values:
+        (nt, nx), 2-D (nt, ny, nx)), or None if it holds NaN there (not written, or another grid)."""
+        stored = np.asarray(zarr.open_array(str(self.path), path="m", mode="r")[position])
+        values = stored[tuple(slice(0, n) for n in shape)]
+        return values if values.shape == tuple(shape) and np.isfinite(values).all() else None
 
     # -- writing ----------------------------------------------------------------------------
     def update_attrs(self, attrs: dict[str, Any]) -> None:
@@ -613,22 +676,19 @@ class SweepStore:
     def write_fields(
         self, position: tuple[int, ...], result: xr.Dataset | None, outcome: dict[str, Any]
     ) -> dict[str, Any]:
-        """The worker's part of writing a member: its large arrays (u, m; t and x on a padded
-        store), one chunk each and this member's alone. Returns what :meth:`commit` records:
+        """The worker's part of writing a member: its large arrays (u, m, 2-D exited; t, x, y
+        and nodes on a padded store), one chunk each and this member's alone. Returns what :meth:`commit` records:
         the small values (padded to the store's sizes) and the digest of everything."""
         lay = self.layout
         if result is None:
             return {}
 
         def pad(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-            out = np.full(shape, np.nan)
+            out = np.full(shape, -1 if values.dtype.kind == "i" else np.nan, dtype=values.dtype)
             out[tuple(slice(0, n) for n in values.shape)] = values
             return out
 
-        large = {name: pad(result[name].values, (lay.nt, lay.nx)) for name in schema.FIELDS}
-        if lay.tdim != schema.T:
-            large[schema.T] = pad(result[schema.T].values, (lay.nt,))
-            large[schema.X] = pad(result[schema.X].values, (lay.nx,))
+        large = {name: pad(result[name].values, lay.member_shape(name)) for name in lay.large}
         for name, values in large.items():
             zarr.open_array(str(self.path), path=name, mode="r+")[position] = values
         small = {name: pad(result[name].values[: lay.n_iter], (lay.n_iter,)) for name in schema.HISTORY}

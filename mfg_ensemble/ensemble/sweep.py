@@ -64,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mfg_ensemble import schema
 from mfg_ensemble.errors import ConfigError
 from mfg_ensemble.game.problem import Problem
+from mfg_ensemble.game.problem2d import Problem2D, problem_model
 from mfg_ensemble.game.solver import SolverOptions
 
 SOLVER_FIELDS = tuple(SolverOptions.model_fields)
@@ -81,8 +82,10 @@ SOLVER_FIELDS_0_1 = (
 )
 """The solver options of 0.1, whose defaults the fingerprint always includes."""
 PROBLEM_FIELDS = tuple(Problem.model_fields)
-GRID_FIELDS = ("lo", "hi", "T", "nx", "nt", "bc")
-"""Problem fields that change the (t, x) grid of a member."""
+GRID_FIELDS = ("lo", "hi", "T", "nx", "nt", "bc", "x_lo", "x_hi", "y_lo", "y_hi", "ny")
+"""Problem fields that change the (t, x) (2-D: (t, y, x)) grid of a member."""
+GEOMETRY_FIELDS = ("obstacles", "exits")
+"""2-D fields no axis may vary (yet): a store holds one map of the node kinds."""
 MAX_MEMBERS = 1_000_000
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 """A sweep's or an axis's name (it names the store's folder and a dimension)."""
@@ -235,7 +238,7 @@ class Member:
 
     index: int
     position: tuple[int, ...]
-    problem: Problem
+    problem: Problem | Problem2D
     solver: SolverOptions
 
     def label(self, axes: Sequence[Axis]) -> str:
@@ -261,7 +264,9 @@ def _seed_values(root: int, count: int) -> tuple[int, ...]:
     )
 
 
-def _set_field(problem: dict[str, Any], solver: dict[str, Any], field: str, value: Any, base: Problem) -> None:
+def _set_field(
+    problem: dict[str, Any], solver: dict[str, Any], field: str, value: Any, base: Problem | Problem2D
+) -> None:
     """Set ``field`` (a solver option, a problem field or "family.field") to ``value``; a family
     the problem table does not give is taken from ``base`` (so its kind is kept)."""
     head, _, rest = field.partition(".")
@@ -292,7 +297,7 @@ class Sweep:
 
     def __init__(
         self,
-        problem: Problem | Mapping[str, Any] | None = None,
+        problem: Problem | Problem2D | Mapping[str, Any] | None = None,
         solver: Mapping[str, Any] | None = None,
         axes: Mapping[str, Any] | None = None,
         *,
@@ -304,10 +309,11 @@ class Sweep:
         self.name = name
         if name is not None:
             self._check_name("name", name)
-        self._problem_obj = problem if isinstance(problem, Problem) else None
+        self._problem_obj = problem if isinstance(problem, (Problem, Problem2D)) else None
         self.problem_table: dict[str, Any] = (
-            dict(problem) if isinstance(problem, Problem) else copy.deepcopy(dict(problem or {}))
+            dict(problem) if self._problem_obj is not None else copy.deepcopy(dict(problem or {}))
         )
+        self._model = problem_model(problem if self._problem_obj is not None else self.problem_table)
         self.problem_table = _plain(self.problem_table)
         self.solver_table: dict[str, Any] = _plain(dict(solver or {}))
         self.axes_table: dict[str, Any] = _plain(copy.deepcopy(dict(axes or {})))
@@ -411,8 +417,11 @@ class Sweep:
         """``ConfigError`` unless ``field`` is a solver option, a problem field or a field of one
         of the base problem's families ("coupling.strength")."""
         head, _, rest = field.partition(".")
-        if head not in SOLVER_FIELDS and head not in PROBLEM_FIELDS:
-            allowed = ", ".join(PROBLEM_FIELDS + SOLVER_FIELDS)
+        fields = tuple(self._model.model_fields)
+        if head in GEOMETRY_FIELDS and self._model is Problem2D:
+            raise self._error(where, f"{head} cannot vary along an axis: a sweep has one room (sweep rooms as sweeps)")
+        if head not in SOLVER_FIELDS and head not in fields:
+            allowed = ", ".join(fields + SOLVER_FIELDS)
             raise self._error(
                 where,
                 f"unknown field {field!r}; axes can vary {allowed}, or a family's field as in 'coupling.strength'",
@@ -421,7 +430,7 @@ class Sweep:
             return
         family = getattr(self._base, head, None)
         if not isinstance(family, BaseModel):
-            families = ", ".join(n for n in PROBLEM_FIELDS if _families(Problem, n))
+            families = ", ".join(n for n in fields if _families(self._model, n))
             raise self._error(
                 where, f"{field!r}: {head} has no fields; dotted paths reach into the families {families}"
             )
@@ -572,9 +581,9 @@ class Sweep:
     def _validate_base(self) -> None:
         """The base problem and solver options must be valid on their own."""
         try:
-            self._base = self._problem_obj or Problem.model_validate(self.problem_table, strict=True)
+            self._base = self._problem_obj or self._model.model_validate(self.problem_table, strict=True)
         except ValidationError as exc:
-            raise ConfigError(self.source, _pydantic_problems("problem", exc, Problem)) from None
+            raise ConfigError(self.source, _pydantic_problems("problem", exc, self._model)) from None
         self._solver = _solver_options(self.solver_table, self.source)
 
     def _validate_members(self) -> None:
@@ -625,10 +634,10 @@ class Sweep:
                 varied_problem |= not is_solver
         where = f"member {index}: " + ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(self.axes, position))
         try:
-            built = Problem.model_validate(problem, strict=True) if varied_problem else self._base
+            built = self._model.model_validate(problem, strict=True) if varied_problem else self._base
         except ValidationError as exc:
             raise ConfigError(
-                self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, Problem)]
+                self.source, [(f"{p} ({where})", m) for p, m in _pydantic_problems("problem", exc, self._model)]
             ) from None
         opts = _solver_options(solver, self.source, where) if varied_solver else self._solver
         try:
@@ -672,7 +681,7 @@ class Sweep:
 
     # -- description ------------------------------------------------------------------------
     @property
-    def base_problem(self) -> Problem:
+    def base_problem(self) -> Problem | Problem2D:
         return self._base
 
     @property

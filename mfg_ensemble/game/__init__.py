@@ -1,6 +1,7 @@
 """The game layer: one mean field game and its solve.
 
-``problem`` (the validated :class:`Problem`: domain, horizon, noise, costs, m0), ``solver``
+``problem`` (the validated :class:`Problem`: domain, horizon, noise, costs, m0), ``problem2d``
+(:class:`Problem2D`: the game in a room, with obstacles and exits), ``solver``
 (:func:`solve`, :class:`SolverOptions`, the fixed-point map G = FP ∘ HJB) and ``fixed_point``
 (damped Picard and Anderson mixing). Imports only :mod:`mfg_ensemble.kernels`, the schema and
 the errors.

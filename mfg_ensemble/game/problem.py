@@ -38,7 +38,7 @@ import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -277,6 +277,9 @@ class Problem(BaseModel):
     terminal: FunctionOfX = Field(default_factory=Zero, description="terminal cost g(x) (cost)")
     bc: Literal["reflect", "periodic"] = "reflect"
 
+    ndim: ClassVar[int] = 1
+    """Space dimensions."""
+
     @field_validator("potential", "m0", "terminal", mode="before")
     @classmethod
     def _arrays_and_callables(cls, value: Any) -> Any:
@@ -320,6 +323,11 @@ class Problem(BaseModel):
     def memory_estimate(self) -> int:
         """Bytes one solve holds at least: SOLVE_ARRAYS float64 arrays over (t, x)."""
         return SOLVE_ARRAYS * 8 * self.nt * self.nx
+
+    @property
+    def field_shape(self) -> tuple[int, int]:
+        """The shape (nt, nx) of u and m."""
+        return (self.nt, self.nx)
 
     @property
     def dx(self) -> float:

@@ -46,8 +46,16 @@ from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
 from mfg_ensemble.game.problem import Problem, physical_memory
+from mfg_ensemble.game.problem2d import Problem2D
 from mfg_ensemble.kernels import backend as _backend
-from mfg_ensemble.kernels import fv_forward, hjb_backward, particles_forward
+from mfg_ensemble.kernels import (
+    fv_forward,
+    fv_forward_2d,
+    hjb_backward,
+    hjb_backward_2d,
+    particles_forward,
+    particles_forward_2d,
+)
 from mfg_ensemble.kernels.checks import UINT64_MAX, FloatArray
 from mfg_ensemble.kernels.reference import rng
 from mfg_ensemble.kernels.reference.substeps import IntArray
@@ -232,6 +240,107 @@ def interpolant_quantiles(x: FloatArray, m: FloatArray, u: FloatArray) -> FloatA
     return np.clip(x[i] + np.clip(y, 0.0, hi), x[0], x[-1])
 
 
+SAMPLING_ROUNDS = 64
+"""Rounds of candidates :func:`sample_initial_particles_2d` draws before it gives up."""
+
+
+def sample_initial_particles_2d(problem: Problem2D, n: int, seed: int) -> FloatArray:
+    """n particles (n, 2) drawn from m0 in the room, from the uniforms of the Philox stream
+    (seed, r, STREAM_INIT) of round r = 0, 1, …: the same particles for every backend and
+    thread count.
+
+    Each round draws n candidates, three uniforms (u_x, u_y, u_c) each; candidates in an
+    obstacle's cell are rejected and the first n accepted are kept (rejection sampling of m0
+    restricted to the free part of the room).
+
+    * gaussian and mixture (products of 1-D gaussians) are sampled exactly, restricted to the
+      rectangle: u_c picks component k with probability ∝ w_k·M_k (M_k its mass in the
+      rectangle), then x and y invert the component's 1-D truncated CDFs at u_x and u_y (as in
+      :func:`sample_initial_particles`); "uniform" is x_lo + u_x·(x_hi − x_lo), likewise y;
+    * any other m0 (values, a callable) is known at the nodes only: u_c picks a node with
+      probability w·m0 (its cell mass), and (u_x, u_y) a point uniform in its cell (half cells
+      at walls) — which adds about (dx² + dy²)/12 to the variance.
+    """
+    from mfg_ensemble.game.problem import Gaussian as Gaussian1D
+
+    nodes = problem.nodes()
+    x_lo, x_hi, y_lo, y_hi = problem.box
+    components = problem.m0.components() if hasattr(problem.m0, "components") else None
+    out = np.empty((n, 2))
+    filled = 0
+    for r in range(SAMPLING_ROUNDS):
+        ux, uy, uc = rng.uniforms(seed, r, rng.STREAM_INIT, 3 * n).reshape(n, 3).T
+        if components is not None:
+            cand = np.empty((n, 2))
+            mass = []
+            for w, (mx, my), (sx, sy) in components:
+                gx, gy = Gaussian1D(mean=mx, std=sx), Gaussian1D(mean=my, std=sy)
+                mass.append(w * _box_mass(gx, x_lo, x_hi) * _box_mass(gy, y_lo, y_hi))
+            k = np.minimum(np.searchsorted(np.cumsum(mass) / sum(mass), uc, side="right"), len(mass) - 1)
+            for c, (_, (mx, my), (sx, sy)) in enumerate(components):
+                pick = k == c
+                for axis, (u, mu, sd, lo, hi) in enumerate(((ux, mx, sx, x_lo, x_hi), (uy, my, sy, y_lo, y_hi))):
+                    cand[pick, axis] = _truncated_gaussian(u[pick], Gaussian1D(mean=mu, std=sd), lo, hi)
+        elif problem.m0.kind == "uniform":
+            cand = np.column_stack([x_lo + ux * (x_hi - x_lo), y_lo + uy * (y_hi - y_lo)])
+        else:
+            cand = _cell_samples(problem, ux, uy, uc)
+        take = cand[~in_obstacle(problem, nodes, cand)][: n - filled]
+        out[filled : filled + take.shape[0]] = take
+        filled += take.shape[0]
+        if filled == n:
+            return out
+    raise ValueError(
+        f"m0 puts too little mass outside the obstacles: {filled} of {n} particles after {SAMPLING_ROUNDS} rounds"
+    )
+
+
+def _box_mass(family: Any, lo: float, hi: float) -> float:
+    """The mass of the 1-D ``family`` in [lo, hi]."""
+    return float(family.mass(lo, np.float64(hi), lo, hi))
+
+
+def _truncated_gaussian(u: FloatArray, family: Any, lo: float, hi: float) -> FloatArray:
+    """The quantiles at u of the 1-D ``family`` restricted to [lo, hi] (Newton–bisection)."""
+    total = _box_mass(family, lo, hi)
+
+    def residual(y: FloatArray, idx: FloatArray) -> FloatArray:
+        return family.mass(lo, y, lo, hi) / total - u[idx]
+
+    return _invert_monotone(residual, lambda y: family(y, lo, hi) / total, lo + u * (hi - lo), lo, hi)
+
+
+def _cell_samples(problem: Problem2D, ux: FloatArray, uy: FloatArray, uc: FloatArray) -> FloatArray:
+    """Points uniform in the cells of nodes picked with probability w·m0 (u_c), at (u_x, u_y)."""
+    cdf = np.cumsum((problem.initial_density() * problem.quadrature_weights()).ravel())
+    node = np.minimum(np.searchsorted(cdf / cdf[-1], uc, side="right"), cdf.size - 1)
+    j, i = np.divmod(node, problem.nx)
+    x, y = problem.grid()
+    out = []
+    for u, c, d, lo, hi, bc in (
+        (ux, x[i], problem.dx, problem.x_lo, problem.x_hi, problem.bc[0]),
+        (uy, y[j], problem.dy, problem.y_lo, problem.y_hi, problem.bc[1]),
+    ):
+        if bc == "periodic":
+            out.append(lo + np.mod(c + (u - 0.5) * d - lo, hi - lo))
+        else:
+            a, b = np.maximum(c - 0.5 * d, lo), np.minimum(c + 0.5 * d, hi)
+            out.append(a + u * (b - a))
+    return np.column_stack(out)
+
+
+def in_obstacle(problem: Problem2D, nodes: np.ndarray, points: FloatArray) -> np.ndarray:
+    """Whether each point (n, 2) lies in an obstacle node's cell (the nearest node is an obstacle)."""
+    idx = []
+    for col, lo, d, n, bc in (
+        (0, problem.x_lo, problem.dx, problem.nx, problem.bc[0]),
+        (1, problem.y_lo, problem.dy, problem.ny, problem.bc[1]),
+    ):
+        k = np.floor((points[:, col] - lo) / d + 0.5).astype(np.int64)
+        idx.append(np.mod(k, n) if bc == "periodic" else np.clip(k, 0, n - 1))
+    return nodes[idx[1], idx[0]] == 1
+
+
 FLOOR_RESETS = (0.5, 0.05)
 """Residuals at which the sub-step floors are reset to the counts of the current iterate (each
 once, the first time the residual of an evaluation of G falls below it)."""
@@ -280,12 +389,16 @@ class FixedPointMap:
     ``floor_resets`` lists the evaluations (1-based) after which a reset was made.
     """
 
-    def __init__(self, problem: Problem, opts: SolverOptions, backend: str | None) -> None:
+    def __init__(self, problem: Problem | Problem2D, opts: SolverOptions, backend: str | None) -> None:
         self.problem, self.opts, self.backend = problem, opts, backend
         self.grid = problem.grid()
-        self.common = dict(sigma=problem.sigma, T=problem.T, bc=problem.bc, backend=backend)
+        self.common: dict[str, Any] = dict(sigma=problem.sigma, T=problem.T, bc=problem.bc, backend=backend)
+        if isinstance(problem, Problem2D):
+            self.common.update(dy=problem.dy, nodes=problem.nodes())
         self.terminal = problem.terminal_values()
         self.m0 = problem.initial_density()
+        self.exited: FloatArray | None = np.zeros(problem.nt) if problem.ndim == 2 else None
+        """The mass that has left through the exits by each output time (2-D), of the last FP march."""
         self.hjb_floors = SubstepFloors(problem.nt - 1)
         self.fp_floors = SubstepFloors(problem.nt - 1)
         self.floor_resets: list[int] = []
@@ -295,7 +408,11 @@ class FixedPointMap:
         self._u: FloatArray | None = None
         self._u_prev: FloatArray | None = None
         if opts.fp == "particles":
-            self.x0 = sample_initial_particles(problem, opts.n_particles, opts.seed)
+            self.x0 = (
+                sample_initial_particles_2d(problem, opts.n_particles, opts.seed)
+                if isinstance(problem, Problem2D)
+                else sample_initial_particles(problem, opts.n_particles, opts.seed)
+            )
 
     @property
     def hjb_floor(self) -> IntArray:
@@ -309,22 +426,20 @@ class FixedPointMap:
 
     def hjb(self, m: FloatArray) -> FloatArray:
         f = self.problem.running_cost(m)
-        u, counts = hjb_backward(
-            f,
-            self.terminal,
-            dx=self.problem.dx,
-            variant=self.opts.hjb_variant,
-            scheme=self.opts.hjb_scheme,
-            min_substeps=self.hjb_floors.next(),
-            **self.common,
-        )
+        kw = dict(dx=self.problem.dx, variant=self.opts.hjb_variant, min_substeps=self.hjb_floors.next())
+        if self.problem.ndim == 2:
+            u, counts = hjb_backward_2d(f, self.terminal, **kw, **self.common)
+        else:
+            u, counts = hjb_backward(f, self.terminal, scheme=self.opts.hjb_scheme, **kw, **self.common)
         self.hjb_floors.record(counts)
         self._m, self._u_prev, self._u = m, self._u, u
         return u
 
     def fp(self, u: FloatArray) -> FloatArray:
         floor = self.fp_floors.next()
-        if self.opts.fp == "fv":
+        if self.problem.ndim == 2:
+            m, counts = self._fp_2d(u, floor)
+        elif self.opts.fp == "fv":
             m, counts = fv_forward(
                 u, self.m0, dx=self.problem.dx, scheme=self.opts.fv_scheme, min_substeps=floor, **self.common
             )
@@ -344,6 +459,28 @@ class FixedPointMap:
         self.fp_floors.record(counts)
         self._after_evaluation(u, m)
         return m
+
+    def _fp_2d(self, u: FloatArray, floor: IntArray | None) -> tuple[FloatArray, IntArray]:
+        """The 2-D FP march (finite volumes or particles); keeps its exited mass."""
+        p = self.problem
+        assert isinstance(p, Problem2D)
+        if self.opts.fp == "fv":
+            m, counts, exited = fv_forward_2d(u, self.m0, dx=p.dx, min_substeps=floor, **self.common)
+        else:
+            common = {k: v for k, v in self.common.items() if k != "dy"}
+            m, counts, exited = particles_forward_2d(
+                self.x0,
+                u,
+                lo=(p.x_lo, p.y_lo),
+                hi=(p.x_hi, p.y_hi),
+                seed=self.opts.seed,
+                method=self.opts.kde_method,
+                bandwidth=self.opts.bandwidth,
+                min_substeps=floor,
+                **common,
+            )
+        self.exited = exited
+        return m, counts
 
     def _after_evaluation(self, u: FloatArray, g: FloatArray) -> None:
         """Count the evaluation of G and reset the floors where its residual says so."""
@@ -408,7 +545,7 @@ def iterate(
 
 
 def solve(
-    problem: Problem,
+    problem: Problem | Problem2D,
     options: SolverOptions | Mapping[str, Any] | None = None,
     *,
     backend: str | None = None,
@@ -432,37 +569,70 @@ def solve(
     """
     opts = SolverOptions.model_validate({**dict(options or {}), **overrides})
     opts.check_memory(problem)
+    check_dimension(problem, opts)
     first = _initial(problem, initial)
     active = _backend.resolve(backend)
     started = time.perf_counter()
-    u, m, history = iterate(FixedPointMap(problem, opts, active), opts, callback, first)
+    G = FixedPointMap(problem, opts, active)
+    u, m, history = iterate(G, opts, callback, first)
     wall = time.perf_counter() - started
-    return to_dataset(problem, opts, u, m, history, wall, active)
+    return to_dataset(problem, opts, u, m, history, wall, active, exited=G.exited)
 
 
-def _initial(problem: Problem, initial: ArrayLike | xr.Dataset | None) -> FloatArray | None:
-    """A warm start checked: finite, non-negative, shaped (nt, nx); ``ValueError`` otherwise."""
+TWO_D_SCHEMES = {"hjb_scheme": "imex", "fv_scheme": "muscl2"}
+"""The only schemes of the 2-D kernels."""
+
+
+def check_dimension(problem: Problem | Problem2D, opts: SolverOptions) -> None:
+    """``ValueError`` naming the option when ``opts`` asks a 2-D problem for a 1-D-only scheme."""
+    if problem.ndim != 2:
+        return
+    for name, only in TWO_D_SCHEMES.items():
+        if getattr(opts, name) != only:
+            raise ValueError(f"{name} = {getattr(opts, name)!r} is 1-D only; 2-D games use {name} = {only!r}")
+
+
+def _initial(problem: Problem | Problem2D, initial: ArrayLike | xr.Dataset | None) -> FloatArray | None:
+    """A warm start checked: finite, non-negative, shaped (nt, nx) (2-D: (nt, ny, nx));
+    ``ValueError`` otherwise."""
     if initial is None:
         return None
     values = np.asarray(initial["m"] if isinstance(initial, xr.Dataset) else initial, dtype=np.float64)
-    shape = (problem.nt, problem.nx)
+    shape, names = (problem.nt, problem.nx), "(nt, nx)"
+    if isinstance(problem, Problem2D):
+        shape, names = (problem.nt, problem.ny, problem.nx), "(nt, ny, nx)"
     if values.shape != shape:
-        raise ValueError(f"initial must be a density history of shape (nt, nx) = {shape}, got {values.shape}")
+        raise ValueError(f"initial must be a density history of shape {names} = {shape}, got {values.shape}")
     if not np.isfinite(values).all() or values.min() < 0:
         raise ValueError("initial must be finite and non-negative (a density history m(t, x))")
     return values
 
 
 def to_dataset(
-    problem: Problem, opts: SolverOptions, u: FloatArray, m: FloatArray, history: History, wall: float, backend: str
+    problem: Problem | Problem2D,
+    opts: SolverOptions,
+    u: FloatArray,
+    m: FloatArray,
+    history: History,
+    wall: float,
+    backend: str,
+    exited: FloatArray | None = None,
 ) -> xr.Dataset:
-    """The labelled result of one solve (layout: :mod:`mfg_ensemble.schema`)."""
+    """The labelled result of one solve (layout: :mod:`mfg_ensemble.schema`): fields over (t, x),
+    or over (t, y, x) with the coordinate ``nodes`` (y, x) and ``exited`` (t) in 2-D."""
     n = len(history.residual_m)
+    grid = schema.grid_dims(False, problem.ndim)
     coords = {
         schema.T: (schema.T, problem.times(), schema.attrs(schema.T)),
-        schema.X: (schema.X, problem.grid(), schema.attrs(schema.X)),
         schema.ITERATION: (schema.ITERATION, np.arange(1, n + 1), schema.attrs(schema.ITERATION)),
     }
+    if isinstance(problem, Problem2D):
+        x, y = problem.grid()
+        coords[schema.X] = (schema.X, x, schema.attrs(schema.X))
+        coords[schema.Y] = (schema.Y, y, schema.attrs(schema.Y))
+        coords[schema.NODES] = ((schema.Y, schema.X), problem.nodes().astype(np.int8), schema.attrs(schema.NODES))
+    else:
+        coords[schema.X] = (schema.X, problem.grid(), schema.attrs(schema.X))
     values = {
         "u": u,
         "m": m,
@@ -470,7 +640,9 @@ def to_dataset(
         "residual_u": history.residual_u,
         "residual_m": history.residual_m,
     }
-    data = {name: (schema.T, schema.X) for name in schema.FIELDS} | {name: schema.ITERATION for name in schema.HISTORY}
+    data = {name: grid for name in schema.FIELDS} | {name: (schema.ITERATION,) for name in schema.HISTORY}
+    if exited is not None:
+        values[schema.EXITED], data[schema.EXITED] = exited, (schema.T,)
     attrs: dict[str, Any] = {
         "converged": int(history.converged),
         "reason": history.reason,
@@ -483,5 +655,7 @@ def to_dataset(
         **opts.to_attrs(),
         **schema.versions(),
     }
-    variables = {name: (dims, np.asarray(values[name]), schema.attrs(name)) for name, dims in data.items()}
+    variables = {
+        name: (dims, np.asarray(values[name]), schema.field_attrs(name, problem.ndim)) for name, dims in data.items()
+    }
     return xr.Dataset(variables, coords=coords, attrs=attrs)

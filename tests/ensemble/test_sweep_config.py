@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfg_ensemble import ConfigError, Problem, Sweep
+from mfg_ensemble import ConfigError, Problem, Problem2D, Sweep
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -490,7 +490,7 @@ def test_fingerprint_ignores_layout_and_sees_values(tmp_path: Path) -> None:
 def test_every_shipped_config_loads(config: Path) -> None:
     sweep = Sweep.from_file(config)
     assert len(sweep) >= 1
-    assert all(isinstance(m.problem, Problem) for m in sweep.members())
+    assert all(isinstance(m.problem, (Problem, Problem2D)) for m in sweep.members())
 
 
 def test_shipped_configs_are_a_sweep_of_the_expected_size() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfg_ensemble import Problem, solve
+from mfg_ensemble import Problem, Sweep, solve
 from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_every_config_converges_with_its_own_settings(path: Path) -> None:
     member), particles included."""
     with open(path, "rb") as fh:
         solver = tomllib.load(fh).get("solver", {})
-    ds = solve(Problem.from_file(path), solver)
+    ds = solve(Sweep.from_file(path).base_problem, solver)
     assert ds.attrs["converged"] == 1, (ds.attrs["reason"], ds.residual.values[-3:])
 
 
