@@ -32,7 +32,8 @@ Named families (a TOML table with ``kind``), the 1-D families with points p = (x
   "wells" (s/2)·min_k |p − c_k|²; "values" (ny rows of nx values);
 * m0 — "gaussian" N(mean, diag(std²)) (``std`` one value or one per direction); "uniform";
   "mixture" of gaussians; "values"; normalised to mass one over the free nodes;
-* coupling F — the local couplings of 1-D: "zero", "linear", "log", "power".
+* coupling F — the local couplings of 1-D: "zero", "linear", "log", "power"; and
+  "mean_quadratic" (κ/2)|p − p̄(t)|², p̄ the players' mean position (the LQ game's).
 
 From Python, V, g and m0 may also be (ny, nx) arrays or callables f(X, Y) of the node arrays.
 Units as in 1-D (x, y in length, m in 1/length²).
@@ -247,9 +248,25 @@ class Exit(_Family):
         return self
 
 
+class MeanQuadratic(_Family):
+    """(κ/2)|p − p̄(t)|² with p̄ = ∫∫ q m(t, q) dq / ∫∫ m: the nonlocal coupling of the
+    linear-quadratic game (the mean over the players still in the room)."""
+
+    kind: Literal["mean_quadratic"] = "mean_quadratic"
+    strength: Finite = 1.0
+
+    def __call__(self, m: FloatArray, mesh: tuple[FloatArray, FloatArray], w: FloatArray) -> FloatArray:
+        X, Y = mesh
+        mass = np.einsum("tji,ji->t", m, w)
+        safe = np.where(mass > 0, mass, 1.0)
+        mx = np.einsum("tji,ji->t", m, w * X) / safe
+        my = np.einsum("tji,ji->t", m, w * Y) / safe
+        return 0.5 * self.strength * ((X[None] - mx[:, None, None]) ** 2 + (Y[None] - my[:, None, None]) ** 2)
+
+
 FunctionOfXY = Annotated[Zero | Constant | Quadratic | Wells | Values | Function, Field(discriminator="kind")]
 Density = Annotated[Gaussian | Uniform | Mixture | Values | Function, Field(discriminator="kind")]
-Coupling = Annotated[ZeroCoupling | Linear | Log | Power, Field(discriminator="kind")]
+Coupling = Annotated[ZeroCoupling | Linear | Log | Power | MeanQuadratic, Field(discriminator="kind")]
 Obstacle = Annotated[Rectangle | Disc | Mask, Field(discriminator="kind")]
 BC = Literal["reflect", "periodic"]
 
@@ -432,7 +449,7 @@ class Problem2D(BaseModel):
 
     def running_cost(self, m: FloatArray) -> FloatArray:
         """f = V + F(m(t)) for a density history m of shape (nt, ny, nx)."""
-        return self.potential_values()[None] + self.coupling(m, self.grid()[0], self.quadrature_weights())
+        return self.potential_values()[None] + self.coupling(m, self.mesh(), self.quadrature_weights())
 
     def to_attrs(self) -> dict[str, Any]:
         """Flat, netCDF/Zarr-safe attrs ``problem.<field>``: scalars as they are, families as

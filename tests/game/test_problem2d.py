@@ -82,7 +82,7 @@ def test_weights_are_the_trapezoid_products_without_obstacles_and_m0_has_mass_on
             "positive mass",
         ),
         (dict(terminal={"kind": "values", "values": [[1.0, 2.0]]}), "has shape"),
-        (dict(coupling={"kind": "mean_quadratic"}), "coupling"),
+        (dict(coupling={"kind": "cosine"}), "coupling"),
     ],
 )
 def test_bad_rooms_are_refused_naming_what_is_wrong(change: dict, message: str) -> None:
