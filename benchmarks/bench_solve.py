@@ -16,21 +16,32 @@ iterations, seconds to converge (median and min of repeats) and ms per iteration
 cost slope: one converged FV solve at nx = 201, 401, 801, 1601 with nt fixed at 101, wall
 time and the log–log slope of wall time against nx, before vs after. Run it with
 RAYON_NUM_THREADS=1 for the one-core numbers (the thread count is printed).
+
+``--room`` (issue 12): the 2-D room of configs/room.toml at nx = ny = 101, nt = 101, finite
+volumes and 10⁵ particles: iterations, seconds to converge and ms per iteration for Rust with
+1 and 2 Rayon threads (each in its own process: the pool is sized once per process) and for
+the NumPy reference (ms per iteration over a few iterations); then the cost growth of a
+converged FV solve from 51² to 201² nodes (2 threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from mfg_ensemble import Problem, backend_info, solve
+from mfg_ensemble import Problem, Problem2D, Sweep, backend_info, solve
 from mfg_ensemble.game import solver as solver_mod
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "crowd_log.toml"
+ROOM = Path(__file__).resolve().parent.parent / "configs" / "room.toml"
 
 
 def timed_solve(problem: Problem, **kw: object) -> tuple[float, dict[str, float], object]:
@@ -71,7 +82,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     ap.add_argument("--issue11-only", action="store_true", help="only the before/after and cost-slope tables")
+    ap.add_argument("--room", action="store_true", help="only the 2-D room (issue 12)")
+    ap.add_argument("--room-run", help=argparse.SUPPRESS)  # one measurement, in a child process (JSON)
     args = ap.parse_args()
+    if args.room_run:
+        print(json.dumps(room_run(**json.loads(args.room_run))))
+        return
+    if args.room:
+        room(args.quick)
+        return
     if args.issue11_only:
         print(f"- {backend_info()}")
         issue11(args.quick)
@@ -196,6 +215,75 @@ def issue11(quick: bool) -> None:
     before_after(problem, 1 if quick else 3)
     sizes = (81, 161) if quick else (201, 401, 801, 1601)
     cost_slope(problem, sizes, 1 if quick else 2, before_max_nx=161 if quick else 801)
+
+
+def room_problem(n: int, nt: int) -> Problem2D:
+    problem = Sweep.from_file(ROOM).base_problem
+    assert isinstance(problem, Problem2D)
+    return problem.replace(nx=n, ny=n, nt=nt)
+
+
+def room_run(n: int, nt: int, fp: str, backend: str, iterations: int | None, n_particles: int) -> dict[str, object]:
+    """One measurement (run in a child process): a solve to tol, or ``iterations`` iterations."""
+    kw: dict[str, object] = dict(fp=fp, n_particles=n_particles, backend=backend, damping=0.5)
+    kw |= dict(tol=1e-300, max_iter=iterations) if iterations else dict(tol=1e-6 if fp == "fv" else 1e-4, max_iter=100)
+    problem = room_problem(n, nt)
+    solve(problem, **{**kw, "max_iter": 1, "tol": 1e-300})  # warm-up: imports, first calls
+    t0 = time.perf_counter()
+    ds = solve(problem, **kw)
+    wall = time.perf_counter() - t0
+    its = int(ds.attrs["iterations"])
+    return {"wall": wall, "iterations": its, "converged": int(ds.attrs["converged"]), "per_iter": wall / its}
+
+
+def _child(threads: int, **kw: object) -> dict[str, object]:
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--room-run", json.dumps(kw)], env=env, capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def room(quick: bool) -> None:
+    """The 2-D benchmark of issue 12 (see the module docstring)."""
+    n, nt, particles = (51, 51, 20_000) if quick else (101, 101, 100_000)
+    print(f"# one 2-D solve: {ROOM.name}, nx = ny = {n}, nt = {nt}; {backend_info()}")
+    print("- Rust: solve to tol (FV 1e-6, particles 1e-4); NumPy reference: 2 iterations\n")
+    print(
+        "| FP | Rust 1 thread: iterations / s / ms per iter | Rust 2 threads: iterations / s / ms per iter "
+        "| 1 → 2 threads | NumPy ms per iter | NumPy / Rust (1 thread) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for fp in ("fv", "particles"):
+        common = dict(n=n, nt=nt, fp=fp, n_particles=particles)
+        runs = {t: _child(t, backend="rust", iterations=None, **common) for t in (1, 2)}
+        ref = _child(1, backend="numpy", iterations=2, **common)
+
+        def cell(r: dict[str, object]) -> str:
+            conv = "" if r["converged"] else " (not converged)"
+            return f"{r['iterations']}{conv} / {r['wall']:.2f} / {1e3 * float(r['per_iter']):.0f}"
+
+        speedup = float(runs[1]["per_iter"]) / float(runs[2]["per_iter"])
+        ratio = float(ref["per_iter"]) / float(runs[1]["per_iter"])
+        label = fp if fp == "fv" else f"particles ({particles:,})"
+        print(
+            f"| {label} | {cell(runs[1])} | {cell(runs[2])} | {speedup:.2f}× "
+            f"| {1e3 * float(ref['per_iter']):.0f} | {ratio:.0f}× |",
+            flush=True,
+        )
+    sizes = (31, 51) if quick else (51, 101, 201)
+    print(f"\n# cost growth: converged FV solve of the room, nt = {nt}, 2 threads\n")
+    print("| nodes | iterations | s | ms per iteration |")
+    print("|---|---|---|---|")
+    times = []
+    for size in sizes:
+        r = _child(2, n=size, nt=nt, fp="fv", backend="rust", iterations=None, n_particles=particles)
+        times.append(float(r["wall"]))
+        print(f"| {size}² | {r['iterations']} | {r['wall']:.2f} | {1e3 * float(r['per_iter']):.0f} |", flush=True)
+    xs, ys = [math.log(s * s) for s in sizes], [math.log(t) for t in times]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    print(f"- log–log slope of wall time against the number of nodes: {slope:.2f}")
 
 
 if __name__ == "__main__":
