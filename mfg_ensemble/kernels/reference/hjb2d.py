@@ -45,9 +45,11 @@ c²λxλy/((1 − cλx)(1 − cλy)) ∈ [0, 1): the sweeps contract. From U = 0
 is Mᴷ A⁻¹R: a mode of wave numbers (kx, ky) keeps the fraction
 ρᴷ ≈ (c²kx²ky²)ᴷ = O(dt²ᴷ) of its exact value, O(dt⁶) for K = 3 — far below the third-order
 time error; the stiff modes (cλ ≫ 1, ρ → 1) are those the exact solve damps to
-|R|/(1 + c|λx| + c|λy|) anyway. Measured (tests/kernels/test_hjb2d.py): on the Cole–Hopf
-solutions the order by refinement is unchanged between K = 3 and an exact solve (the
-difference of u at K = 3 and K = 6 is ≲ 1e-9 of the error).
+|R|/(1 + c|λx| + c|λy|) anyway. Measured on the Cole–Hopf solutions of tests/kernels/test_hjb2d.py
+(σ = 0.2, n = 16, 32, 64, dt ∝ dx), max |u_K − u_6| for K = 1, 2, 3: reflect 2.5e-6, 5.3e-10,
+7.2e-13 (n = 16) … 6.5e-7, 9.8e-12, 1.3e-15 (n = 64), periodic alike, against discretisation
+errors 2.4e-5 … 5.6e-8: K = 1 would spoil the order, K = 2 is within 2e-4 of the error and
+K = 3 within 3e-8 of it (the sweeps cost two line solves per direction each).
 
 Sub-steps as in 1-D with the step limit δ = cfl/(px/dx + py/dy), px, py the largest |dx±|, |dy±|
 over the FREE nodes; the same restart and ``Diverged`` rules, floors ``min_substeps``, counts
