@@ -24,9 +24,11 @@ from mfg_ensemble.kernels.checks import FloatArray
 from mfg_ensemble.kernels.quadrature import quadrature_weights
 from mfg_ensemble.kernels.reference import fv as _fv
 from mfg_ensemble.kernels.reference import hjb as _hjb
+from mfg_ensemble.kernels.reference import hjb2d as _hjb2d
 from mfg_ensemble.kernels.reference import kde as _kde
 from mfg_ensemble.kernels.reference import particles as _particles
 from mfg_ensemble.kernels.reference import weno as _weno
+from mfg_ensemble.kernels.reference.grid2d import check_nodes
 from mfg_ensemble.kernels.reference.kde import BANDWIDTH_RULES, bandwidth_rule
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors
 from mfg_ensemble.kernels.reference.weno import MIN_NODES
@@ -36,6 +38,7 @@ __all__ = [
     "evolve_particles",
     "fv_forward",
     "hjb_backward",
+    "hjb_backward_2d",
     "kde",
     "particles_forward",
     "quadrature_weights",
@@ -306,3 +309,65 @@ def particles_forward(
     if _backend.resolve(backend) == "rust":
         return _backend.rust().particles_forward(xa, ua, ga, bandwidth=h, rule=rule or "scott", **kw)
     return _particles.particles_forward(xa, ua, ga, bandwidth=h if rule is None else rule, **kw)
+
+
+# --- 2-D HJB (issue 12; hjb2d) ---------------------------------------------------------------
+
+
+def _bc_pair(bc: object) -> tuple[str, str]:
+    if isinstance(bc, str) or not isinstance(bc, (tuple, list)) or len(bc) != 2:
+        raise ValueError(f"bc must be a pair (bc_x, bc_y) of 'reflect' or 'periodic', got {bc!r}")
+    return (v.choice("bc", bc[0], SOLVER_BCS), v.choice("bc", bc[1], SOLVER_BCS))
+
+
+def hjb_backward_2d(
+    f: ArrayLike,
+    g: ArrayLike,
+    *,
+    dx: float,
+    dy: float,
+    sigma: float,
+    T: float,
+    bc: tuple[str, str] = ("reflect", "reflect"),
+    nodes: ArrayLike | None = None,
+    variant: str = "js",
+    eps: float = 1e-6,
+    cfl: float = 0.4,
+    min_substeps: ArrayLike | None = None,
+    backend: str | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """Solve the 2-D HJB equation backward from u(T) = g for the running cost f (the maths:
+    :mod:`mfg_ensemble.kernels.reference.hjb2d`; grid conventions: SPEC2D).
+
+    ``f`` has shape (nt, ny, nx) on the output times t_j = j·T/(nt − 1); ``g`` (ny, nx), both
+    ignored at exit and obstacle nodes (u = 0 there). ``bc`` = (bc_x, bc_y), each "reflect" or
+    "periodic"; ``nodes``: None (all free) or uint8 (ny, nx) of FREE/OBSTACLE/EXIT. Returns u of
+    shape (nt, ny, nx) and the sub-steps taken in each output interval (int64, (nt − 1,)).
+    Raises :class:`~mfg_ensemble.errors.Diverged` if the solution blows up.
+    """
+    ga = v.float_array("g", g, ndim=2)
+    ny, nx = ga.shape
+    if nx < MIN_NODES or ny < MIN_NODES:
+        raise ValueError(f"g must have at least {MIN_NODES} nodes along each axis (the WENO5 stencil), got {ga.shape}")
+    fa = v.float_array("f", f, ndim=3)
+    if fa.shape[0] < 2:
+        raise ValueError(f"f needs at least 2 output times, got shape {fa.shape}")
+    if fa.shape[1:] != (ny, nx):
+        raise ValueError(f"f must have shape (nt, ny, nx) = (nt, {ny}, {nx}) like g, got {fa.shape}")
+    bcs = _bc_pair(bc)
+    kind = check_nodes(np.zeros((ny, nx), dtype=np.uint8) if nodes is None else nodes, ny, nx, bcs)
+    kw = dict(
+        dx=v.positive("dx", dx),
+        dy=v.positive("dy", dy),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        bc=bcs,
+        nodes=kind,
+        variant=v.choice("variant", variant, ("js", "z")),
+        eps=v.positive("eps", eps),
+        cfl=_cfl(cfl),
+        min_substeps=_floors(min_substeps, fa.shape[0]),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().hjb_backward_2d(fa, ga, **kw)
+    return _hjb2d.hjb_backward_2d(fa, ga, **kw)

@@ -154,3 +154,102 @@ class StencilSolver:
             for b in range(4):
                 x -= z[b] * s[b]
         return x
+
+
+class PentaBatch:
+    """:class:`Penta` for a batch of b matrices of the same size n: the diagonals have shape
+    (b, n) (row i of matrix k holds ``m2[k, i]`` … ``p2[k, i]`` in columns i − 2 … i + 2; entries
+    outside the matrix are ignored). The same operations as :class:`Penta` (and Rust's
+    ``Penta``) element by element, vectorised over the batch: the 2-D HJB's line solves."""
+
+    def __init__(self, m2, m1, d, p1, p2) -> None:
+        b, n = d.shape
+        l2, l1, u0, u1, u2 = (np.zeros((n, b)) for _ in range(5))
+        zero = np.zeros(b)
+        for i in range(n):
+            bb = m1[:, i].copy() if i >= 1 else zero.copy()
+            c = d[:, i].copy()
+            if i >= 2:
+                l2[i] = m2[:, i] / u0[i - 2]
+                bb -= l2[i] * u1[i - 2]
+                c -= l2[i] * u2[i - 2]
+            e = p1[:, i].copy() if i + 1 < n else zero.copy()
+            if i >= 1:
+                l1[i] = bb / u0[i - 1]
+                c -= l1[i] * u1[i - 1]
+                e -= l1[i] * u2[i - 1]
+            u0[i], u1[i] = c, e
+            u2[i] = p2[:, i] if i + 2 < n else zero
+        self.l2, self.l1, self.u0, self.u1, self.u2 = l2, l1, u0, u1, u2
+
+    def solve(self, r: FloatArray) -> FloatArray:
+        """A⁻¹r for every matrix of the batch; ``r`` has shape (b, n)."""
+        x = np.array(r, dtype=float).T.copy()  # (n, b)
+        n = x.shape[0]
+        l2, l1, u0, u1, u2 = self.l2, self.l1, self.u0, self.u1, self.u2
+        for i in range(1, n):
+            y = x[i] - l1[i] * x[i - 1]
+            if i >= 2:
+                y -= l2[i] * x[i - 2]
+            x[i] = y
+        for i in range(n - 1, -1, -1):
+            y = x[i].copy()
+            if i + 1 < n:
+                y -= u1[i] * x[i + 1]
+            if i + 2 < n:
+                y -= u2[i] * x[i + 2]
+            x[i] = y / u0[i]
+        return x.T.copy()
+
+
+class CyclicPentaBatch:
+    """A batch of cyclic pentadiagonal matrices (n ≥ 6): row i holds ``m2[k, i]`` … ``p2[k, i]``
+    in the columns (i − 2 … i + 2) mod n. Solved as :class:`StencilSolver` does for "periodic":
+    the band B by :class:`PentaBatch`, the wrapped entries as the 4 × 4 corner block C of the
+    rows and columns 0, 1, n − 2, n − 1, and A⁻¹r = y − Z (I + C PᵀZ)⁻¹ C Pᵀy (Z = B⁻¹P,
+    y = B⁻¹r; the 4 × 4 systems by the same elimination with partial pivoting)."""
+
+    def __init__(self, m2, m1, d, p1, p2) -> None:
+        b, n = d.shape
+        if n < 6:
+            raise ValueError("a cyclic five-point solve needs at least 6 nodes")
+        self.band = PentaBatch(m2, m1, d, p1, p2)
+        idx = [0, 1, n - 2, n - 1]
+        corner = np.zeros((b, 4, 4))
+        diags = (m2, m1, d, p1, p2)
+        for a, i in enumerate(idx):
+            for k in range(5):
+                node = i + k - 2
+                if 0 <= node < n:
+                    continue
+                corner[:, a, idx.index(node % n)] += diags[k][:, i]
+        z = []
+        for c in range(4):
+            col = np.zeros((b, n))
+            col[:, idx[c]] = 1.0
+            z.append(self.band.solve(col))
+        self.idx, self.corner, self.z = idx, corner, z
+        self.small = []
+        for k in range(b):
+            m = [
+                [
+                    (1.0 if a == c else 0.0) + sum(corner[k, a, q] * float(z[c][k, idx[q]]) for q in range(4))
+                    for c in range(4)
+                ]
+                for a in range(4)
+            ]
+            self.small.append(_small_factor(m))
+
+    def solve(self, r: FloatArray) -> FloatArray:
+        """A⁻¹r for every matrix of the batch; ``r`` has shape (b, n)."""
+        x = self.band.solve(r)
+        idx, corner, z = self.idx, self.corner, self.z
+        for k in range(x.shape[0]):
+            t = [0.0] * 4
+            for a in range(4):
+                for c in range(4):
+                    t[a] += corner[k, a, c] * float(x[k, idx[c]])
+            s = _small_solve(*self.small[k], t)
+            for c in range(4):
+                x[k] -= z[c][k] * s[c]
+        return x
