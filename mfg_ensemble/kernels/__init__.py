@@ -23,6 +23,7 @@ from mfg_ensemble.kernels.backend import backend_info
 from mfg_ensemble.kernels.checks import FloatArray
 from mfg_ensemble.kernels.quadrature import quadrature_weights
 from mfg_ensemble.kernels.reference import fv as _fv
+from mfg_ensemble.kernels.reference import fv2d as _fv2d
 from mfg_ensemble.kernels.reference import hjb as _hjb
 from mfg_ensemble.kernels.reference import hjb2d as _hjb2d
 from mfg_ensemble.kernels.reference import kde as _kde
@@ -37,6 +38,7 @@ __all__ = [
     "backend_info",
     "evolve_particles",
     "fv_forward",
+    "fv_forward_2d",
     "hjb_backward",
     "hjb_backward_2d",
     "kde",
@@ -371,3 +373,58 @@ def hjb_backward_2d(
     if _backend.resolve(backend) == "rust":
         return _backend.rust().hjb_backward_2d(fa, ga, **kw)
     return _hjb2d.hjb_backward_2d(fa, ga, **kw)
+
+
+# -- 2-D finite-volume Fokker–Planck (fv2d) ------------------------------------------------------
+
+
+def fv_forward_2d(
+    u: ArrayLike,
+    m0: ArrayLike,
+    *,
+    dx: float,
+    dy: float,
+    sigma: float,
+    T: float,
+    bc: tuple[str, str] = ("reflect", "reflect"),
+    nodes: ArrayLike | None = None,
+    cfl: float = 0.9,
+    min_substeps: ArrayLike | None = None,
+    backend: str | None = None,
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """Solve the 2-D Fokker–Planck equation forward from m0 (ny, nx) with the drift −∇u by finite
+    volumes (see :mod:`mfg_ensemble.kernels.reference.fv2d`). ``u``: (nt, ny, nx) on the output
+    times. ``bc`` = (bc_x, bc_y); ``nodes``: None (all free) or the node kinds (ny, nx) of
+    :mod:`~mfg_ensemble.kernels.reference.grid2d` (m0 is taken as 0 at obstacle and exit nodes).
+    ``min_substeps``: None, or nt − 1 integers ≥ 1. Returns m (nt, ny, nx), the sub-steps taken
+    in each output interval (int64, (nt − 1,)) and the mass that has left by the exits by each
+    output time (nt,), with Σ w·m[k] + exited[k] = Σ w·m[0] to rounding."""
+    m0a = v.float_array("m0", m0, ndim=2)
+    ny, nx = m0a.shape
+    if nx < 3 or ny < 3:
+        raise ValueError(f"m0 needs at least 3 x 3 nodes for the finite-volume scheme, got shape {m0a.shape}")
+    ua = v.float_array("u", u, ndim=3)
+    if ua.shape[0] < 2:
+        raise ValueError(f"u needs at least 2 output times, got shape {ua.shape}")
+    if ua.shape[1:] != (ny, nx):
+        raise ValueError(f"u must have shape (nt, ny, nx) = (nt, {ny}, {nx}) like m0, got {ua.shape}")
+    v.check_finite("m0", m0a.ravel())
+    v.check_finite("u", ua.ravel())
+    if (m0a < 0).any():
+        j, i = map(int, np.argwhere(m0a < 0)[0])
+        raise ValueError(f"m0 must be >= 0, m0[{j}, {i}] = {m0a[j, i]}")
+    bcs = _bc_pair(bc)
+    kinds = np.zeros((ny, nx), dtype=np.uint8) if nodes is None else check_nodes(nodes, ny, nx, bcs)
+    kw = dict(
+        dx=v.positive("dx", dx),
+        dy=v.positive("dy", dy),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        bc=bcs,
+        nodes=kinds,
+        cfl=_cfl(cfl),
+        min_substeps=_floors(min_substeps, ua.shape[0]),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().fv_forward_2d(ua, m0a, **kw)
+    return _fv2d.fv_forward_2d(ua, m0a, **kw)
