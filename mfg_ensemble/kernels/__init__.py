@@ -42,7 +42,9 @@ __all__ = [
     "hjb_backward",
     "hjb_backward_2d",
     "kde",
+    "kde_2d",
     "particles_forward",
+    "particles_forward_2d",
     "quadrature_weights",
     "smoothness_indicators",
     "weno5_derivatives",
@@ -428,3 +430,154 @@ def fv_forward_2d(
     if _backend.resolve(backend) == "rust":
         return _backend.rust().fv_forward_2d(ua, m0a, **kw)
     return _fv2d.fv_forward_2d(ua, m0a, **kw)
+
+
+# -- 2-D particles and KDE (issue 12; the maths: reference/kde2d.py, reference/particles2d.py) --------
+
+
+def _pair(name: str, value: object) -> tuple[object, object]:
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a pair (x, y), got {value!r}")
+    return value[0], value[1]  # type: ignore[index]
+
+
+def _bandwidth_2d(bandwidth: object) -> tuple[float, float] | str:
+    """A rule name, or (hx, hy) from a float (both) or a pair."""
+    if isinstance(bandwidth, str):
+        return v.choice("bandwidth", bandwidth, BANDWIDTH_RULES)
+    if np.ndim(bandwidth) == 0:
+        h = v.positive("bandwidth", bandwidth)
+        return h, h
+    hx, hy = _pair("bandwidth", bandwidth)
+    return v.positive("bandwidth[0]", hx), v.positive("bandwidth[1]", hy)
+
+
+def _nodes_2d(nodes: ArrayLike | None, ny: int, nx: int, bc: tuple[str, str]) -> np.ndarray:
+    if nodes is None:
+        return np.zeros((ny, nx), dtype=np.uint8)  # all FREE
+    return check_nodes(nodes, ny, nx, bc)
+
+
+def _particles_2d(name: str, value: ArrayLike) -> FloatArray:
+    arr = v.float_array(name, value, ndim=2)
+    if arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (n, 2) with n >= 1 (columns x, y), got {arr.shape}")
+    return arr
+
+
+def _axis_2d(name: str, values: ArrayLike, bc: str) -> tuple[float, float, int]:
+    """(lo, spacing, n) of a uniform increasing axis of nodes (``name`` is "x" or "y")."""
+    from mfg_ensemble.kernels.reference.kde import uniform_spacing
+
+    g = v.float_array(name, values)
+    v.min_length(name, g, 2, "a density")
+    v.check_finite(name, g)
+    steps = np.diff(g)
+    if (steps <= 0).any():
+        i = int(np.argmax(steps <= 0))
+        raise ValueError(f"{name} must be strictly increasing, {name}[{i}] = {g[i]} >= {name}[{i + 1}] = {g[i + 1]}")
+    try:
+        d = uniform_spacing(g, f"kde_2d (the nodes {name})")
+    except ValueError as err:
+        raise ValueError(str(err).replace("grid", name, 1)) from None
+    return float(g[0]), d, g.shape[0]
+
+
+def kde_2d(
+    particles: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
+    bandwidth: float | tuple[float, float] | str,
+    *,
+    method: str = "exact",
+    bc: tuple[str, str] = ("reflect", "reflect"),
+    nodes: ArrayLike | None = None,
+    backend: str | None = None,
+) -> FloatArray:
+    """Product-Gaussian kernel density (ny, nx) of ``particles`` (n, 2) on the uniform nodes ``x``
+    (nx,) × ``y`` (ny,) (see :mod:`mfg_ensemble.kernels.reference.kde2d`), with Σ w·m = 1 over the
+    SPEC2D quadrature weights and m = 0 at obstacle and exit nodes.
+
+    ``bandwidth``: a float (both dimensions), a pair (hx, hy), or "scott" / "silverman" (per
+    dimension σ̂_d·n^(−1/6); the two coincide in 2-D). ``method``: "exact" (direct sum truncated
+    at 8h) or "binned" (bilinear binning + separable convolution). ``bc``: per dimension "reflect"
+    (walls at the end nodes, image particles) or "periodic" (the nodes hold one period)."""
+    p = _particles_2d("particles", particles)
+    bcs = _bc_pair(bc)
+    axes = (_axis_2d("x", x, bcs[0]), _axis_2d("y", y, bcs[1]))
+    kinds = _nodes_2d(nodes, axes[1][2], axes[0][2], bcs)
+    method = v.choice("method", method, ("exact", "binned"))
+    v.check_finite("particles", p.ravel())
+    for a, (lo, d, n) in enumerate(axes):
+        hi = lo + (n if bcs[a] == "periodic" else n - 1) * d
+        col = p[:, a]
+        bad = (col < lo) | (col > hi)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"particles[{i}, {a}] = {col[i]} lies outside the nodes' domain [{lo}, {hi}]")
+    bw = _bandwidth_2d(bandwidth)
+    if isinstance(bw, str):
+        from mfg_ensemble.kernels.reference.kde2d import bandwidth_rule_2d
+
+        rule_h = bandwidth_rule_2d(p, bw)
+        if rule_h is None:
+            raise ValueError(
+                f"bandwidth={bw!r} needs at least 2 particles spread in both x and y; pass a float bandwidth instead"
+            )
+        bw = rule_h
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().kde_2d(p, axes[0], axes[1], bw, method, bcs, kinds)
+    from mfg_ensemble.kernels.reference import kde2d as _kde2d
+
+    return _kde2d.kde_2d(p, axes, bw, method, bcs, kinds)
+
+
+def particles_forward_2d(
+    x0: ArrayLike,
+    u: ArrayLike,
+    *,
+    lo: tuple[float, float],
+    hi: tuple[float, float],
+    sigma: float,
+    T: float,
+    seed: int,
+    bc: tuple[str, str] = ("reflect", "reflect"),
+    nodes: ArrayLike | None = None,
+    method: str = "binned",
+    bandwidth: float | tuple[float, float] | str = "scott",
+    min_substeps: ArrayLike | None = None,
+    backend: str | None = None,
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """The 2-D particle Fokker–Planck march (see :mod:`mfg_ensemble.kernels.reference.particles2d`):
+    the particles ``x0`` (n, 2) moved by the drift −∇u (u of shape (nt, ny, nx)) with Euler–Maruyama
+    steps (noise from the Philox streams of ``seed``), reflected at walls and obstacles, removed at
+    exits; at every output time the KDE of the alive particles (Σ w·m = alive fraction).
+    Returns m (nt, ny, nx), the sub-steps of each output interval (int64, (nt − 1,)) and
+    exited (nt,), the fraction of particles removed by each output time."""
+    xa = _particles_2d("x0", x0)
+    ua = v.float_array("u", u, ndim=3)
+    nt, ny, nx = ua.shape
+    if nt < 2 or ny < 3 or nx < 3:
+        raise ValueError(f"u must have shape (nt, ny, nx) with nt >= 2 and ny, nx >= 3, got {ua.shape}")
+    lo_x, lo_y = _pair("lo", lo)
+    hi_x, hi_y = _pair("hi", hi)
+    lx, hx_ = v.interval(lo_x, hi_x)
+    ly, hy_ = v.interval(lo_y, hi_y)
+    bcs = _bc_pair(bc)
+    kw = dict(
+        lo=(lx, ly),
+        hi=(hx_, hy_),
+        sigma=v.non_negative("sigma", sigma),
+        T=v.positive("T", T),
+        seed=v.uint64("seed", seed),
+        bc=bcs,
+        kinds=_nodes_2d(nodes, ny, nx, bcs),
+        method=v.choice("method", method, ("exact", "binned")),
+        bandwidth=_bandwidth_2d(bandwidth),
+        min_substeps=_floors(min_substeps, nt),
+    )
+    if _backend.resolve(backend) == "rust":
+        return _backend.rust().particles_forward_2d(xa, ua, **kw)
+    from mfg_ensemble.kernels.reference import particles2d as _particles2d
+
+    return _particles2d.particles_forward_2d(xa, ua, **kw)

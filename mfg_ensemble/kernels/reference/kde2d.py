@@ -1,0 +1,174 @@
+"""Two-dimensional Gaussian kernel density estimation: the NumPy reference of ``rust_core/src/kde2d.rs``.
+
+Particles (n, 2) (columns x, y) give the density on the nodes (x_i, y_j) = (x_lo + i·dx, y_lo + j·dy)
+of a field (ny, nx) (see SPEC2D: index [j, i]) with the product Gaussian kernel of bandwidths (hx, hy):
+
+    m(x, y) ∝ Σ_p Σ_images exp(−(x − s_x)²/(2hx²)) · exp(−(y − s_y)²/(2hy²)),
+
+a factor dropped where |x − s_x| > 8hx, and likewise in y (the 1-D truncation of
+:mod:`~mfg_ensemble.kernels.reference.kde`, per dimension). Images, per dimension: "reflect" →
+s = p, 2lo − p, 2hi − p (walls at the end nodes, hi = lo + (n − 1)·d); "periodic" → s = p, p ± L
+(L = n·d, one period of nodes). One image per side: exact while h ≤ L/16.
+
+* "exact": the direct truncated sum. It factorises per particle: m[j, i] = Σ_p Ay[p, j]·Ax[p, i]
+  with Ax[p, i] the sum over p's x-sources of the truncated 1-D kernel at x_i (and Ay likewise).
+* "binned": bilinear binning (a particle at fractions (fx, fy) of the lattice cell with lower-left
+  node (i, j) puts (1 − fx)(1 − fy), fx(1 − fy), (1 − fx)fy, fx·fy on the four corners; periodic
+  dimensions wrap the cell after the last node onto node 0), then the separable truncated
+  convolution with exp(−(k·d)²/(2h²)), |k| ≤ ⌊8h/d⌋ (capped at 2n): along the rows (x) then along
+  the columns (y), the weights of a line mirrored about its end nodes ("reflect": node k's weight
+  also sits at −k and 2(n − 1) − k) or wrapped (± n) as in 1-D.
+
+Then m = 0 at OBSTACLE and EXIT nodes (see :mod:`~mfg_ensemble.kernels.reference.grid2d`), and m is
+scaled so that Σ w·m = ``mass`` with the quadrature weights w of SPEC2D (w = wy ⊗ wx, 0 at obstacle
+nodes): ``mass`` = 1 for :func:`kde_2d` (the facade), the alive fraction in the particle march.
+
+Bandwidth rules (per dimension, σ̂_d the sample standard deviation of column d with ddof = 1; scipy's
+factors for d = 2 dimensions): "scott" h_d = σ̂_d·n^(−1/(d+4)) = σ̂_d·n^(−1/6); "silverman"
+h_d = σ̂_d·(n(d + 2)/4)^(−1/(d+4)) = σ̂_d·n^(−1/6) too: for d = 2 the two rules coincide. Unlike
+``scipy.stats.gaussian_kde`` (full covariance), the kernel is diagonal (no correlation term).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mfg_ensemble.kernels.checks import FloatArray
+from mfg_ensemble.kernels.quadrature import quadrature_weights
+from mfg_ensemble.kernels.reference.grid2d import EXIT, OBSTACLE
+from mfg_ensemble.kernels.reference.kde import CUTOFF
+
+BANDWIDTH_RULES = ("scott", "silverman")
+_CHUNK = 4096
+
+
+def bandwidth_rule_2d(particles: FloatArray, rule: str) -> tuple[float, float] | None:
+    """(hx, hy) of ``rule`` ("scott" or "silverman": both σ̂_d·n^(−1/6) in 2-D) for the particles
+    (n, 2), or None when a column has no spread (fewer than 2 particles, or all on one line)."""
+    n = particles.shape[0]
+    if n < 2:
+        return None
+    factor = float(n) ** (-1.0 / 6.0)
+    out = []
+    for d in range(2):
+        std = float(np.std(particles[:, d], ddof=1))
+        if not std > 0.0:
+            return None
+        out.append(std * factor)
+    return out[0], out[1]
+
+
+def weights_2d(nx: int, dx: float, ny: int, dy: float, bc: tuple[str, str], kinds: np.ndarray) -> FloatArray:
+    """Quadrature weights w[j, i] = wy[j]·wx[i], 0 at OBSTACLE nodes (SPEC2D)."""
+    w = np.outer(quadrature_weights(ny, dy, bc[1]), quadrature_weights(nx, dx, bc[0]))
+    return np.where(kinds == OBSTACLE, 0.0, w)
+
+
+def _sources(p: FloatArray, lo: float, d: float, n: int, bc: str) -> list[FloatArray]:
+    if bc == "periodic":
+        length = n * d
+        return [p, p - length, p + length]
+    hi = lo + (n - 1) * d
+    return [p, 2.0 * lo - p, 2.0 * hi - p]
+
+
+def axis_kernel(p: FloatArray, lo: float, d: float, n: int, h: float, bc: str) -> FloatArray:
+    """Ax[q, i] = Σ over the sources s of particle q of exp(−(g_i − s)²/(2h²)), |g_i − s| ≤ 8h,
+    g_i = lo + i·d."""
+    g = lo + np.arange(n) * d
+    cut = CUTOFF * h
+    out = np.zeros((p.shape[0], n))
+    for s in _sources(p, lo, d, n, bc):
+        diff = g[None, :] - s[:, None]
+        z = diff / h
+        out += np.where(np.abs(diff) <= cut, np.exp(-0.5 * (z * z)), 0.0)
+    return out
+
+
+def raw_exact(particles: FloatArray, axes: tuple, h: tuple[float, float], bc: tuple[str, str]) -> FloatArray:
+    (lox, dx, nx), (loy, dy, ny) = axes
+    m = np.zeros((ny, nx))
+    for start in range(0, particles.shape[0], _CHUNK):
+        p = particles[start : start + _CHUNK]
+        ax = axis_kernel(p[:, 0], lox, dx, nx, h[0], bc[0])
+        ay = axis_kernel(p[:, 1], loy, dy, ny, h[1], bc[1])
+        m += ay.T @ ax
+    return m
+
+
+def _cell(p: FloatArray, lo: float, d: float, n: int, wrap: bool) -> tuple[np.ndarray, FloatArray]:
+    t = (p - lo) / d
+    k = np.minimum(np.maximum(np.floor(t), 0.0).astype(np.int64), n - 1 if wrap else n - 2)
+    return k, t - k
+
+
+def bilinear_binning(particles: FloatArray, axes: tuple, bc: tuple[str, str]) -> FloatArray:
+    """The binning weights (ny, nx) of the particles (see the module docstring)."""
+    (lox, dx, nx), (loy, dy, ny) = axes
+    i, fx = _cell(particles[:, 0], lox, dx, nx, bc[0] == "periodic")
+    j, fy = _cell(particles[:, 1], loy, dy, ny, bc[1] == "periodic")
+    i1, j1 = (i + 1) % nx, (j + 1) % ny
+    size = nx * ny
+    w = np.zeros(size)
+    corners = ((j, i, (1.0 - fx) * (1.0 - fy)), (j, i1, fx * (1.0 - fy)), (j1, i, (1.0 - fx) * fy), (j1, i1, fx * fy))
+    for jj, ii, wt in corners:
+        w += np.bincount(jj * nx + ii, weights=wt, minlength=size)
+    return w.reshape(ny, nx)
+
+
+def convolution_matrix(n: int, d: float, h: float, bc: str) -> FloatArray:
+    """C[i, k] = Σ over the images e of node k of exp(−((i − e)·d)²/(2h²)), |i − e| ≤ ⌊8h/d⌋ (capped at 2n)."""
+    reach = min(int(np.floor(CUTOFF * h / d)), 2 * n)
+    z = np.arange(reach + 1) * d / h
+    kernel = np.exp(-0.5 * (z * z))
+    k = np.arange(n)
+    images = [k, -k, 2 * (n - 1) - k] if bc == "reflect" else [k, k - n, k + n]
+    c = np.zeros((n, n))
+    i = np.arange(n)[:, None]
+    for e in images:
+        off = np.abs(i - e[None, :])
+        c += np.where(off <= reach, kernel[np.minimum(off, reach)], 0.0)
+    return c
+
+
+def raw_binned(particles: FloatArray, axes: tuple, h: tuple[float, float], bc: tuple[str, str]) -> FloatArray:
+    (lox, dx, nx), (loy, dy, ny) = axes
+    w = bilinear_binning(particles, axes, bc)
+    rows = w @ convolution_matrix(nx, dx, h[0], bc[0]).T
+    return convolution_matrix(ny, dy, h[1], bc[1]) @ rows
+
+
+def density(
+    particles: FloatArray,
+    axes: tuple,
+    h: tuple[float, float],
+    method: str,
+    bc: tuple[str, str],
+    kinds: np.ndarray,
+    mass: float = 1.0,
+) -> FloatArray:
+    """The KDE (ny, nx) of ``particles`` on the nodes of ``axes`` = ((x_lo, dx, nx), (y_lo, dy, ny)),
+    zero at obstacle and exit nodes, scaled to Σ w·m = ``mass`` (see the module docstring)."""
+    (_, dx, nx), (_, dy, ny) = axes
+    if particles.shape[0] == 0:
+        return np.zeros((ny, nx))
+    raw = (raw_exact if method == "exact" else raw_binned)(particles, axes, h, bc)
+    raw = np.where((kinds == OBSTACLE) | (kinds == EXIT), 0.0, raw)
+    total = float(np.sum(weights_2d(nx, dx, ny, dy, bc, kinds) * raw))
+    if not (total > 0 and np.isfinite(total)):
+        raise ValueError(
+            f"bandwidth ({h[0]}, {h[1]}) is too small for this grid: the density vanishes at every free node"
+        )
+    return raw * (mass / total)
+
+
+def kde_2d(
+    particles: FloatArray,
+    axes: tuple,
+    h: tuple[float, float],
+    method: str,
+    bc: tuple[str, str],
+    kinds: np.ndarray,
+) -> FloatArray:
+    """The facade's KDE: unit mass Σ w·m = 1 (arguments as :func:`density`)."""
+    return density(particles, axes, h, method, bc, kinds, 1.0)

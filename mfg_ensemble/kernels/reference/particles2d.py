@@ -1,0 +1,334 @@
+"""Euler–Maruyama particles in 2-D with walls, obstacles and exits: the NumPy reference of
+``rust_core/src/particles2d.rs``.
+
+Grid, node kinds and geometry: SPEC2D (/ :mod:`~mfg_ensemble.kernels.reference.grid2d`). Particles
+are (n, 2) (columns x, y); u is (nt, ny, nx) on the output times t_k = k·T/(nt − 1).
+
+**Drift.** α = −∇u. At the nodes, ∂x u along each row (∂y u along each column) by central
+differences (u_{i+1} − u_{i−1})/(2dx) with the SPEC2D ghosts where a neighbour is not in the run:
+beyond a domain wall the mirror about the end node (u_{−1} = u_1: zero slope at a wall node),
+an obstacle neighbour the mirror about the face (the ghost is the node's own value), and at an
+EXIT end node the odd ghost 2u_0 − u_1 (a one-sided slope); a one-node run has slope 0. Periodic
+lines wrap. At OBSTACLE nodes ∇u = 0 (u is not defined there). Between nodes: bilinear in space
+(a = (1 − fx)g[j, i] + fx·g[j, i+1], b likewise on row j + 1, g = (1 − fy)a + fy·b); between output
+rows: linear in t, node by node ((1 − θ)g_k + θ·g_{k+1}, θ = s/k_j).
+
+**Step.** P = X + α·dt + σ√dt·ξ, ξ = (ξx, ξy): ξx is normal p (the particle's index) of the Philox
+sequence (seed, step, STREAM_EM) — the 1-D noise of particle p — and ξy normal p of (seed, step,
+STREAM_EM_Y = 2): different Philox counters, so independent. Sub-step s of output interval j uses
+the Philox step :func:`~mfg_ensemble.kernels.reference.particles.noise_step` (j, s), as in 1-D.
+
+**Exits.** If the straight segment X → P leaves the rectangle through a "reflect" side, the first
+crossing (smallest segment parameter; ties: x-low, x-high, y-low, y-high in that order) is judged:
+the crossing point's coordinate along the side (wrapped if that direction is periodic) picks the
+node whose cell face covers it (nearest node, ⌊t + ½⌋); if that node is an EXIT, the particle is
+removed (alive = False; a removed particle never moves again and ``exited`` counts it). Only the
+first crossing is judged (a particle reflected at a plain wall is not judged again at a second
+wall within the same step).
+
+**Walls.** Otherwise each coordinate is folded back as in 1-D (:func:`fold_into`: reflect or wrap).
+
+**Obstacles.** If the folded point Q lies in a blocked cell (nearest node ⌊t + ½⌋ is an OBSTACLE;
+the cell is [x_i ± dx/2] × [y_j ± dy/2] clipped to the domain), it is reflected about the face
+through which the straight path X → Q (periodic directions: Q's image nearest to X) entered the
+cell: by the slab method, the face of the axis with the latest entry time (ties: x). If the
+reflected point is still blocked or leaves the domain in a "reflect" direction, the particle stays
+at X for this step. (Paths crossing a blocked cell and ending in a free one are not caught: the
+sub-steps keep the drift below a cell per step, the noise may not.)
+
+**Sub-steps.** Output interval j (length Δt) takes k_j = max(min_substeps[j], ⌈Δt·(Gx/dx + Gy/dy)⌉)
+steps, Gx (Gy) the max |∂x u| (|∂y u|) at the nodes of the rows at both ends of the interval.
+
+**Density.** At every output time the KDE (:mod:`~mfg_ensemble.kernels.reference.kde2d`) of the
+alive particles scaled to Σ w·m = alive/n, so Σ w·m + exited = 1 up to rounding. A bandwidth
+rule is applied to the alive particles at each output time; when they have no spread (fewer than
+2 alive, or all on a line) the previous output time's bandwidth is kept (at t = 0: ValueError).
+``exited[k]`` = (particles removed by t_k)/n.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mfg_ensemble.kernels.checks import FloatArray, check_finite
+from mfg_ensemble.kernels.reference import rng
+from mfg_ensemble.kernels.reference.grid2d import EXIT, OBSTACLE
+from mfg_ensemble.kernels.reference.kde2d import bandwidth_rule_2d, density
+from mfg_ensemble.kernels.reference.particles import fold_into, noise_step
+from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit, substeps
+
+STREAM_EM_Y = 2
+"""Stream tag of the y noise of the 2-D particles (x uses ``rng.STREAM_EM``)."""
+
+
+def spacing(lo: float, hi: float, n: int, bc: str) -> float:
+    return (hi - lo) / (n if bc == "periodic" else n - 1)
+
+
+def line_gradient(u: FloatArray, kinds: np.ndarray, d: float, periodic: bool) -> FloatArray:
+    """∂u along the last axis of ``u`` (lines, n) with the ghosts of the module docstring."""
+    obst = kinds == OBSTACLE
+    if periodic:
+        right = np.where(np.roll(obst, -1, axis=-1), u, np.roll(u, -1, axis=-1))
+        left = np.where(np.roll(obst, 1, axis=-1), u, np.roll(u, 1, axis=-1))
+    else:
+        # neighbours inside the line (obstacle → the node's own value); at the walls: the inner one
+        r_in = np.where(obst[..., 1:], u[..., :-1], u[..., 1:])  # right neighbour of nodes 0..n-2
+        l_in = np.where(obst[..., :-1], u[..., 1:], u[..., :-1])  # left neighbour of nodes 1..n-1
+        exit_ = kinds == EXIT
+        first_ghost = np.where(exit_[..., 0], 2.0 * u[..., 0] - r_in[..., 0], r_in[..., 0])
+        last_ghost = np.where(exit_[..., -1], 2.0 * u[..., -1] - l_in[..., -1], l_in[..., -1])
+        right = np.concatenate([r_in, last_ghost[..., None]], axis=-1)
+        left = np.concatenate([first_ghost[..., None], l_in], axis=-1)
+    grad = (right - left) / (2.0 * d)
+    return np.where(obst, 0.0, grad)
+
+
+def node_gradients(
+    u: FloatArray, dx: float, dy: float, bc: tuple[str, str], kinds: np.ndarray
+) -> tuple[FloatArray, FloatArray]:
+    """(∂x u, ∂y u) at the nodes of one field (ny, nx)."""
+    gx = line_gradient(u, kinds, dx, bc[0] == "periodic")
+    gy = line_gradient(u.T, kinds.T, dy, bc[1] == "periodic").T
+    return gx, gy
+
+
+def interpolate(g: FloatArray, lox: float, dx: float, loy: float, dy: float, p: FloatArray, bc) -> FloatArray:
+    """Bilinear interpolation of node values g (ny, nx) at the points p (n, 2)."""
+    ny, nx = g.shape
+    tx = (p[:, 0] - lox) / dx
+    i = np.minimum(np.maximum(np.floor(tx), 0.0).astype(np.int64), nx - 1 if bc[0] == "periodic" else nx - 2)
+    fx = tx - i
+    ty = (p[:, 1] - loy) / dy
+    j = np.minimum(np.maximum(np.floor(ty), 0.0).astype(np.int64), ny - 1 if bc[1] == "periodic" else ny - 2)
+    fy = ty - j
+    i1, j1 = (i + 1) % nx, (j + 1) % ny
+    a = (1.0 - fx) * g[j, i] + fx * g[j, i1]
+    b = (1.0 - fx) * g[j1, i] + fx * g[j1, i1]
+    return (1.0 - fy) * a + fy * b
+
+
+def nearest_node(v: FloatArray, lo: float, d: float, n: int, periodic: bool) -> np.ndarray:
+    """The node whose cell [lo + k·d ± d/2] holds v: ⌊(v − lo)/d + ½⌋ (wrapped, or capped to n − 1)."""
+    k = np.floor((v - lo) / d + 0.5).astype(np.int64)
+    return np.mod(k, n) if periodic else np.clip(k, 0, n - 1)
+
+
+class Geometry:
+    """The grid of a march: lows, highs, spacings, sizes, bcs and node kinds."""
+
+    def __init__(self, lo, hi, nx: int, ny: int, bc: tuple[str, str], kinds: np.ndarray) -> None:
+        self.lo, self.hi, self.n, self.bc, self.kinds = lo, hi, (nx, ny), bc, kinds
+        self.d = (spacing(lo[0], hi[0], nx, bc[0]), spacing(lo[1], hi[1], ny, bc[1]))
+        self.periodic = (bc[0] == "periodic", bc[1] == "periodic")
+        self.has_exits = bool((kinds == EXIT).any())
+        self.has_obstacles = bool((kinds == OBSTACLE).any())
+
+    def cell(self, p: FloatArray) -> tuple[np.ndarray, np.ndarray]:
+        i = nearest_node(p[:, 0], self.lo[0], self.d[0], self.n[0], self.periodic[0])
+        j = nearest_node(p[:, 1], self.lo[1], self.d[1], self.n[1], self.periodic[1])
+        return j, i
+
+    def blocked(self, p: FloatArray) -> np.ndarray:
+        j, i = self.cell(p)
+        return self.kinds[j, i] == OBSTACLE
+
+    def exits(self, x: FloatArray, p: FloatArray) -> np.ndarray:
+        """Which straight steps x → p leave through an exit (see the module docstring)."""
+        n = x.shape[0]
+        best = np.full(n, np.inf)
+        side = np.full(n, -1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for a in range(2):
+                if self.periodic[a]:
+                    continue
+                for s, wall in enumerate((self.lo[a], self.hi[a])):
+                    crossed = p[:, a] < wall if s == 0 else p[:, a] > wall
+                    t = (wall - x[:, a]) / (p[:, a] - x[:, a])
+                    take = crossed & (t < best)
+                    best = np.where(take, t, best)
+                    side = np.where(take, 2 * a + s, side)
+        out = np.zeros(n, dtype=bool)
+        for code in range(4):
+            sel = side == code
+            if not sel.any():
+                continue
+            a, s = divmod(code, 2)
+            b = 1 - a
+            t = best[sel]
+            c = x[sel, b] + t * (p[sel, b] - x[sel, b])
+            if self.periodic[b]:
+                c = fold_into(c, self.lo[b], self.hi[b], "periodic")
+            else:
+                c = np.clip(c, self.lo[b], self.hi[b])
+            k = nearest_node(c, self.lo[b], self.d[b], self.n[b], self.periodic[b])
+            end = 0 if s == 0 else self.n[a] - 1
+            kinds = self.kinds[k, end] if a == 0 else self.kinds[end, k]
+            out[sel] = kinds == EXIT
+        return out
+
+    def fold(self, p: FloatArray) -> FloatArray:
+        return np.stack([fold_into(p[:, a], self.lo[a], self.hi[a], self.bc[a]) for a in range(2)], axis=1)
+
+    def bounce(self, x: FloatArray, q: FloatArray) -> FloatArray:
+        """Obstacle handling of the folded points q of the steps from x (module docstring)."""
+        hit = self.blocked(q)
+        if not hit.any():
+            return q
+        xs, qs = x[hit], q[hit].copy()
+        j, i = self.cell(qs)
+        centre = [self.lo[0] + i * self.d[0], self.lo[1] + j * self.d[1]]
+        enter = np.empty((qs.shape[0], 2))
+        face = np.empty((qs.shape[0], 2))
+        qn = qs.copy()
+        for a in range(2):
+            lo_a, hi_a, d = self.lo[a], self.hi[a], self.d[a]
+            c = centre[a]
+            if self.periodic[a]:
+                length = hi_a - lo_a
+                diff = qs[:, a] - xs[:, a]
+                near = xs[:, a] + (diff - length * np.floor(diff / length + 0.5))
+                c = c + (near - qs[:, a])
+                qn[:, a] = near
+                b0, b1 = c - 0.5 * d, c + 0.5 * d
+            else:
+                b0, b1 = np.maximum(c - 0.5 * d, lo_a), np.minimum(c + 0.5 * d, hi_a)
+            step = qn[:, a] - xs[:, a]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(step > 0, (b0 - xs[:, a]) / step, np.where(step < 0, (b1 - xs[:, a]) / step, -np.inf))
+            enter[:, a] = t
+            face[:, a] = np.where(step > 0, b0, b1)
+        axis = np.where(enter[:, 1] > enter[:, 0], 1, 0)
+        valid = np.isfinite(np.max(enter, axis=1))
+        r = qn.copy()
+        rows = np.arange(qs.shape[0])
+        r[rows, axis] = 2.0 * face[rows, axis] - qn[rows, axis]
+        ok = valid.copy()
+        for a in range(2):
+            if self.periodic[a]:
+                r[:, a] = fold_into(r[:, a], self.lo[a], self.hi[a], "periodic")
+            else:
+                ok &= (r[:, a] >= self.lo[a]) & (r[:, a] <= self.hi[a])
+        safe = np.where(ok[:, None], r, xs)
+        ok &= ~self.blocked(safe)
+        out = q.copy()
+        out[hit] = np.where(ok[:, None], r, xs)
+        return out
+
+
+def check_x0(x0: FloatArray, geo: Geometry) -> None:
+    """ValueError naming x0 unless every particle is inside the domain and not in a blocked cell."""
+    check_finite("x0", x0.ravel())
+    for a, name in enumerate("xy"):
+        bad = (x0[:, a] < geo.lo[a]) | (x0[:, a] > geo.hi[a])
+        if bad.any():
+            p = int(np.argmax(bad))
+            raise ValueError(
+                f"x0 must lie in the domain: x0[{p}] = ({x0[p, 0]}, {x0[p, 1]}) has {name} outside "
+                f"[{geo.lo[a]}, {geo.hi[a]}]"
+            )
+    if geo.has_obstacles:
+        bad = geo.blocked(x0)
+        if bad.any():
+            p = int(np.argmax(bad))
+            raise ValueError(f"x0 must not lie in an obstacle: x0[{p}] = ({x0[p, 0]}, {x0[p, 1]}) is in a blocked cell")
+
+
+def step_particles(x, alive, gx, gy, dt, sigma, seed, step, geo: Geometry):
+    """One step of all alive particles; returns (new positions, new alive mask)."""
+    n = x.shape[0]
+    lox, loy = geo.lo
+    dx, dy = geo.d
+    xi_x = rng.normals(seed, step, rng.STREAM_EM, n)
+    xi_y = rng.normals(seed, step, STREAM_EM_Y, n)
+    scale = sigma * np.sqrt(dt)
+    bx = -interpolate(gx, lox, dx, loy, dy, x, geo.bc)
+    by = -interpolate(gy, lox, dx, loy, dy, x, geo.bc)
+    p = np.stack([x[:, 0] + bx * dt + scale * xi_x, x[:, 1] + by * dt + scale * xi_y], axis=1)
+    gone = geo.exits(x, p) if geo.has_exits else np.zeros(n, dtype=bool)
+    q = geo.fold(p)
+    if geo.has_obstacles:
+        q = geo.bounce(x, q)
+    keep = alive & ~gone
+    return np.where(keep[:, None], q, x), keep
+
+
+def drive(x0, u, geo: Geometry, *, sigma, T, seed, min_substeps, at_output):
+    """The particle motion; ``at_output(k, x, alive)`` at every output time. Returns the sub-step counts."""
+    nt = u.shape[0]
+    floor = floors(min_substeps, nt - 1)
+    dx, dy = geo.d
+    dt_out = T / (nt - 1)
+    x = np.array(x0, dtype=np.float64)
+    alive = np.ones(x.shape[0], dtype=bool)
+    at_output(0, x, alive)
+    g_now = node_gradients(u[0], dx, dy, geo.bc, geo.kinds)
+    counts = np.zeros(nt - 1, dtype=np.int64)
+    for j in range(nt - 1):
+        g_next = node_gradients(u[j + 1], dx, dy, geo.bc, geo.kinds)
+        gxm = float(max(np.max(np.abs(g_now[0])), np.max(np.abs(g_next[0]))))
+        gym = float(max(np.max(np.abs(g_now[1])), np.max(np.abs(g_next[1]))))
+        rate = gxm / dx + gym / dy
+        k, dt = substeps(dt_out, step_limit(1.0, rate), f"FP particles near t = {j * dt_out}", int(floor[j]))
+        for s in range(k):
+            theta = s / k
+            gx = (1.0 - theta) * g_now[0] + theta * g_next[0]
+            gy = (1.0 - theta) * g_now[1] + theta * g_next[1]
+            x, alive = step_particles(x, alive, gx, gy, dt, sigma, seed, noise_step(j, s), geo)
+        counts[j] = k
+        at_output(j + 1, x, alive)
+        g_now = g_next
+    return counts
+
+
+def particles_forward_2d(
+    x0: FloatArray,
+    u: FloatArray,
+    *,
+    lo: tuple[float, float],
+    hi: tuple[float, float],
+    sigma: float,
+    T: float,
+    seed: int,
+    bc: tuple[str, str],
+    kinds: np.ndarray,
+    method: str,
+    bandwidth: tuple[float, float] | str,
+    min_substeps: IntArray | None = None,
+    positions: bool = False,
+):
+    """The 2-D particle Fokker–Planck march (module docstring). Returns (m (nt, ny, nx), counts
+    (nt − 1,), exited (nt,)); with ``positions``, also the final positions (n, 2) and alive mask."""
+    check_finite("u", u.ravel())
+    nt, ny, nx = u.shape
+    geo = Geometry(lo, hi, nx, ny, bc, kinds)
+    check_x0(x0, geo)
+    n = x0.shape[0]
+    axes = ((lo[0], geo.d[0], nx), (lo[1], geo.d[1], ny))
+    m = np.full((nt, ny, nx), np.nan)
+    exited = np.zeros(nt)
+    state: dict = {"h": None, "x": None, "alive": None}
+
+    def output(k: int, x: FloatArray, alive: np.ndarray) -> None:
+        live = x[alive]
+        if isinstance(bandwidth, str):
+            h = bandwidth_rule_2d(live, bandwidth)
+            if h is None:
+                h = state["h"]
+                if h is None:
+                    raise ValueError(
+                        f"bandwidth={bandwidth!r} needs at least 2 particles spread in both x and y; "
+                        "pass a float bandwidth instead"
+                    )
+            state["h"] = h
+        else:
+            h = bandwidth
+        n_alive = int(alive.sum())
+        m[k] = density(live, axes, h, method, bc, kinds, n_alive / n)
+        exited[k] = (n - n_alive) / n
+        state["x"], state["alive"] = x, alive
+
+    counts = drive(x0, u, geo, sigma=sigma, T=T, seed=seed, min_substeps=min_substeps, at_output=output)
+    if positions:
+        return m, counts, exited, state["x"], state["alive"]
+    return m, counts, exited

@@ -1,0 +1,275 @@
+"""2-D particles: Rust = NumPy (positions, densities, exits), thread-count independence, walls and
+obstacles that hold, pure-diffusion statistics, exact mass accounting with exits, the sub-step
+rule, transposition symmetry and the facade's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mfg_ensemble.kernels import backend as _backend
+from mfg_ensemble.kernels import particles_forward_2d
+from mfg_ensemble.kernels.reference import particles2d as ref
+from mfg_ensemble.kernels.reference.grid2d import EXIT, OBSTACLE
+from mfg_ensemble.kernels.reference.kde2d import weights_2d
+
+from conftest import max_rel, run_python
+
+
+def has_rust() -> bool:
+    try:
+        return hasattr(_backend.rust(), "particles_forward_2d")
+    except Exception:
+        return False
+
+
+needs_rust = pytest.mark.skipif(not has_rust(), reason="Rust extension without particles_forward_2d")
+
+NX, NY, NT = 21, 17, 5
+LO, HI = (0.0, 0.0), (1.0, 0.8)
+
+
+def coords(bc=("reflect", "reflect"), nx=NX, ny=NY, lo=LO, hi=HI):
+    dx = ref.spacing(lo[0], hi[0], nx, bc[0])
+    dy = ref.spacing(lo[1], hi[1], ny, bc[1])
+    return lo[0] + np.arange(nx) * dx, lo[1] + np.arange(ny) * dy
+
+
+def room(bc=("reflect", "reflect"), nx=NX, ny=NY) -> np.ndarray:
+    """A pillar in the middle and exits on the right wall (and the bottom if it is a wall)."""
+    nodes = np.zeros((ny, nx), dtype=np.uint8)
+    nodes[6:10, 9:12] = OBSTACLE
+    if bc[0] == "reflect":
+        nodes[5:11, -1] = EXIT
+    if bc[1] == "reflect":
+        nodes[0, 3:6] = EXIT
+    return nodes
+
+
+def value(bc=("reflect", "reflect"), nt=NT, strength=1.0):
+    """A value function falling towards the right exit (and rising in time)."""
+    x, y = coords(bc)
+    X, Y = np.meshgrid(x, y)
+    base = strength * ((X - 1.0) ** 2 + 0.5 * (Y - 0.4) ** 2)
+    return np.stack([(1.0 + 0.1 * k) * base for k in range(nt)])
+
+
+def start(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform([0.05, 0.05], [0.4, 0.75], (n, 2))
+
+
+def march(backend: str, positions: bool = False, **kw):
+    args = dict(lo=LO, hi=HI, sigma=0.2, T=0.5, seed=11, nodes=room(), method="binned", bandwidth="scott") | kw
+    x0, u = args.pop("x0", start(3000)), args.pop("u", value(args.get("bc", ("reflect", "reflect"))))
+    if not positions:
+        return particles_forward_2d(x0, u, backend=backend, **args)
+    from mfg_ensemble.kernels import _bandwidth_2d, _bc_2d, _nodes_2d
+
+    args["bc"] = _bc_2d(args.get("bc", ("reflect", "reflect")))
+    args["bandwidth"] = _bandwidth_2d(args["bandwidth"])
+    args["kinds"] = _nodes_2d(args.pop("nodes"), u.shape[1], u.shape[2], args["bc"])
+    if backend == "rust":
+        return _backend.rust().particles_forward_2d(x0, u, positions=True, **args)
+    return ref.particles_forward_2d(x0, u, positions=True, **args)
+
+
+BCS = [("reflect", "reflect"), ("periodic", "reflect"), ("reflect", "periodic")]
+
+
+@needs_rust
+@pytest.mark.parametrize("method", ["exact", "binned"])
+@pytest.mark.parametrize("bc", BCS)
+def test_rust_matches_numpy_reference(bc: tuple[str, str], method: str) -> None:
+    kw = dict(bc=bc, nodes=room(bc), u=value(bc, strength=3.0), method=method, sigma=0.3)
+    rust = march("rust", positions=True, **kw)
+    numpy = march("numpy", positions=True, **kw)
+    np.testing.assert_array_equal(rust[1], numpy[1])  # sub-steps
+    np.testing.assert_array_equal(rust[4], numpy[4])  # alive
+    np.testing.assert_array_equal(rust[2], numpy[2])  # exited
+    assert max_rel(rust[3], numpy[3]) <= 1e-12  # final positions
+    assert max_rel(rust[0], numpy[0]) <= 1e-11  # densities
+    assert numpy[2][-1] > 0 or bc[0] == "periodic"
+
+
+@needs_rust
+def test_bit_identical_for_one_and_two_threads() -> None:
+    code = """
+        import hashlib, numpy as np
+        from mfg_ensemble.kernels import particles_forward_2d
+        nx, ny = 31, 25
+        x = np.linspace(0, 1, nx); y = np.linspace(0, 1, ny)
+        X, Y = np.meshgrid(x, y)
+        u = np.stack([(X - 1) ** 2 + (Y - 0.5) ** 2] * 4)
+        nodes = np.zeros((ny, nx), np.uint8); nodes[8:14, 12:16] = 1; nodes[10:15, -1] = 2
+        x0 = np.random.default_rng(0).uniform(0.02, 0.3, (20_000, 2))
+        h = hashlib.sha256()
+        for method in ("binned", "exact"):
+            m, k, e = particles_forward_2d(x0, u, lo=(0, 0), hi=(1, 1), sigma=0.3, T=0.6, seed=5,
+                                           nodes=nodes, method=method, backend="rust")
+            h.update(m.tobytes()); h.update(k.tobytes()); h.update(e.tobytes())
+        print(h.hexdigest())
+    """
+    assert run_python(code, {"RAYON_NUM_THREADS": "1"}) == run_python(code, {"RAYON_NUM_THREADS": "2"})
+
+
+@pytest.mark.parametrize("bc", BCS)
+def test_no_particle_ever_inside_an_obstacle(bc: tuple[str, str], backend: str) -> None:
+    """A strong drift and noise push particles into the pillar: none ends in a blocked cell,
+    and the density vanishes there and at the exits."""
+    nodes = room(bc)
+    x, y = coords(bc)
+    X, Y = np.meshgrid(x, y)
+    u = np.stack([5.0 * ((X - 0.5) ** 2 + (Y - 0.4) ** 2)] * 3)  # drift towards the pillar
+    for T in (0.1, 0.4):
+        m, k, e, xs, alive = march(backend, positions=True, bc=bc, nodes=nodes, u=u, sigma=0.5, T=T)
+        geo = ref.Geometry(LO, HI, NX, NY, bc, nodes)
+        assert not geo.blocked(xs).any()
+        assert (xs >= LO).all() and (xs <= HI).all()
+        assert (m[:, nodes != 0] == 0).all()
+
+
+def test_pure_diffusion_mean_and_variance(backend: str) -> None:
+    """No drift, walls far away: X_T = x0 + σ√T·N(0, I) exactly in law (Euler–Maruyama is exact
+    here); mean and variance of each coordinate within 5 standard errors, coordinates uncorrelated."""
+    n, sigma, T = 20_000, 0.3, 0.5
+    lo, hi = (-5.0, -4.0), (5.0, 6.0)
+    u = np.zeros((3, 9, 11))
+    x0 = np.tile([[0.2, 1.0]], (n, 1))
+    kw = dict(x0=x0, u=u, lo=lo, hi=hi, sigma=sigma, T=T, nodes=None, bandwidth=0.5)
+    _, k, e, xs, _ = march(backend, positions=True, **kw)
+    np.testing.assert_array_equal(k, [1, 1])
+    var = sigma**2 * T
+    for a, mu in enumerate((0.2, 1.0)):
+        assert abs(xs[:, a].mean() - mu) < 5 * np.sqrt(var / n)
+        assert abs(xs[:, a].var() / var - 1.0) < 5 * np.sqrt(2 / n)
+    assert abs(np.corrcoef(xs.T)[0, 1]) < 5 / np.sqrt(n)
+
+
+@pytest.mark.parametrize("bc", BCS)
+def test_exits_account_for_all_the_mass(bc: tuple[str, str], backend: str) -> None:
+    nodes = room(bc)
+    m, k, e = march(backend, bc=bc, nodes=nodes, u=value(bc, strength=3.0), sigma=0.3, T=1.0, x0=start(1500))
+    x, y = coords(bc)
+    w = weights_2d(NX, x[1] - x[0], NY, y[1] - y[0], bc, nodes)
+    remaining = np.einsum("ji,kji->k", w, m)
+    assert e[0] == 0 and (np.diff(e) >= 0).all()
+    np.testing.assert_allclose(remaining + e, 1.0, rtol=0, atol=1e-13)
+    if bc[0] == "reflect":
+        assert e[-1] > 0.05
+
+
+def test_only_exits_remove_particles(backend: str) -> None:
+    """Without exit nodes nothing leaves, whatever the drift and the walls."""
+    nodes = room()
+    nodes[nodes == EXIT] = 0
+    _, _, e = march(backend, nodes=nodes, u=value(strength=3.0), sigma=0.5, T=1.0)
+    assert (e == 0).all()
+
+
+def test_substeps_follow_the_gradient_rule(backend: str) -> None:
+    """u = a·x + b·y: |∂x u| = a, |∂y u| = b inside, so k = ⌈Δt·(a/dx + b/dy)⌉; floors win when larger."""
+    a, b, T, nt = 3.03, 2.0, 1.0, 3
+    x, y = coords()
+    X, Y = np.meshgrid(x, y)
+    u = np.stack([a * X + b * Y] * nt)
+    dx, dy = x[1], y[1]
+    k = int(np.ceil(0.5 * (a / dx + b / dy)))
+    _, counts, _ = march(backend, u=u, nodes=None, T=T, x0=start(50))
+    np.testing.assert_array_equal(counts, [k, k])
+    _, counts, _ = march(backend, u=u, nodes=None, T=T, x0=start(50), min_substeps=[k + 5, 1])
+    np.testing.assert_array_equal(counts, [k + 5, k])
+
+
+def test_deterministic_drift_moves_particles_by_minus_grad_u(backend: str) -> None:
+    """σ = 0, u = −c·x − d·y: particles away from walls move by (c, d)·T."""
+    c, d, T = 0.2, -0.1, 1.0
+    x, y = coords()
+    X, Y = np.meshgrid(x, y)
+    u = np.stack([-c * X - d * Y] * 3)
+    x0 = np.array([[0.3, 0.5], [0.41, 0.33]])
+    *_, xs, alive = march(backend, positions=True, u=u, x0=x0, nodes=None, sigma=0.0, T=T, bandwidth=0.1)
+    np.testing.assert_allclose(xs, x0 + [c * T, d * T], atol=1e-13)
+    assert alive.all()
+
+
+def test_a_particle_pushed_into_a_pillar_is_reflected_at_its_face(backend: str) -> None:
+    """σ = 0, one step of drift (0.1, 0) from x = 0.4: the pillar's cells start at x = 0.425
+    (node 9 at 0.45); the end point 0.5 is reflected about the face to 0.35."""
+    x, y = coords()
+    nodes = np.zeros((NY, NX), np.uint8)
+    nodes[:, 9:12] = OBSTACLE
+    X, _ = np.meshgrid(x, y)
+    u = np.stack([-0.1 * X] * 2)
+    x0 = np.array([[0.1, 0.3], [0.2, 0.6]])
+    *_, xs, _ = march(backend, positions=True, u=u, x0=x0, nodes=nodes, sigma=0.0, T=1.0, bandwidth=0.1)
+    np.testing.assert_allclose(xs[:, 0], [0.2, 0.3], atol=1e-13)  # far from the pillar: free motion
+    x0 = np.array([[0.35, 0.3]])
+    u = np.stack([-0.05 * X] * 2)  # the node gradient next to the face is halved: mirror ghost
+    *_, xs, _ = march(backend, positions=True, u=u, x0=x0, nodes=nodes, sigma=0.0, T=2.0, bandwidth=0.1)
+    assert xs[0, 0] <= 0.425 and xs[0, 1] == 0.3
+
+
+def test_transposition(backend: str) -> None:
+    """Swapping x and y (u, nodes, lo/hi, bc, x0 transposed): with σ = 0 the march gives the
+    transposed result to rounding (bilinear interpolation rounds in another order); with σ > 0
+    only in law, since x draws Philox stream 0 and y stream 2 (the paths differ)."""
+    bc = ("reflect", "periodic")
+    nodes, u = room(bc), value(bc, strength=3.0)
+    x0 = start(2000, 4)
+    kw = dict(bc=bc, nodes=nodes, u=u, sigma=0.0, x0=x0, method="exact", bandwidth=(0.05, 0.07), T=0.5)
+    m, k, e = march(backend, **kw)
+    swapped = dict(
+        bc=bc[::-1], nodes=nodes.T.copy(), u=u.transpose(0, 2, 1).copy(), x0=x0[:, ::-1].copy(), bandwidth=(0.07, 0.05)
+    )
+    mt, kt, et = march(backend, **(kw | swapped), lo=LO[::-1], hi=HI[::-1])
+    np.testing.assert_array_equal(kt, k)
+    np.testing.assert_array_equal(et, e)
+    assert max_rel(mt.transpose(0, 2, 1), m) <= 1e-10
+
+
+def test_removed_particles_never_move_and_exited_counts_them(backend: str) -> None:
+    """The march to T = 2 repeats the march to T = 1 over its first two intervals (same rows of
+    u, same noise): the particles removed by T = 1 are still where they left, and still removed."""
+    u = value(nt=5, strength=3.0)
+    _, _, e1, x1, alive1 = march(backend, positions=True, u=u[:3], sigma=0.3, T=1.0)
+    _, _, e2, x2, alive2 = march(backend, positions=True, u=u, sigma=0.3, T=2.0)
+    np.testing.assert_array_equal(e2[:3], e1)
+    assert e1[-1] == np.mean(~alive1) and e2[-1] == np.mean(~alive2) and 0 < e1[-1] < e2[-1]
+    assert not alive2[~alive1].any()
+    np.testing.assert_array_equal(x2[~alive1], x1[~alive1])
+    gone = x2[~alive2]
+    assert ((gone[:, 0] > 0.85) | (gone[:, 1] < 0.15)).all()  # near the exits they left through
+
+
+X0 = start(10)
+U = value()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(x0=np.ones(4)), "x0 must be 2-dimensional"),
+        (dict(x0=np.ones((4, 3))), r"x0 must have shape \(n, 2\)"),
+        (dict(x0=np.r_[X0, [[0.5, 0.9]]]), r"x0 must lie in the domain: x0\[10\]"),
+        (dict(x0=np.r_[X0, [[0.5, 0.4]]]), r"x0 must not lie in an obstacle: x0\[10\]"),
+        (dict(x0=np.r_[X0, [[np.nan, 0.4]]]), "x0 contains NaN"),
+        (dict(u=U[:1]), r"u must have shape \(nt, ny, nx\)"),
+        (dict(u=U[0]), "u must be 3-dimensional"),
+        (dict(u=np.where(U > 0.5, np.inf, U)), "u contains NaN or inf"),
+        (dict(lo=(0.0,)), "lo must be a pair"),
+        (dict(hi=(1.0, -1.0)), "lo and hi must be finite with lo < hi"),
+        (dict(sigma=-1.0), "sigma must be finite and >= 0"),
+        (dict(T=0.0), "T must be finite and > 0"),
+        (dict(seed=-1), "seed must be in"),
+        (dict(bc=("reflect", "open")), r"bc\[1\] must be one of"),
+        (dict(nodes=np.zeros((NX, NY))), "nodes must have shape"),
+        (dict(nodes=np.pad(np.full((NY - 2, NX - 2), EXIT), 1)), "is an exit but not a boundary node"),
+        (dict(method="kde"), "method must be one of"),
+        (dict(bandwidth=-0.1), "bandwidth must be finite and > 0"),
+        (dict(bandwidth=[0.1]), "bandwidth must be a pair"),
+        (dict(min_substeps=[1]), "min_substeps must have nt - 1"),
+    ],
+)
+def test_errors_name_the_argument(kwargs: dict, match: str, backend: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        march(backend, **(dict(x0=X0) | kwargs))
