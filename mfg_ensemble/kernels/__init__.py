@@ -373,7 +373,8 @@ def hjb_backward_2d(
         min_substeps=_floors(min_substeps, fa.shape[0]),
     )
     if _backend.resolve(backend) == "rust":
-        return _backend.rust().hjb_backward_2d(fa, ga, **kw)
+        u, counts = _backend.rust().hjb_backward_2d(fa, ga, **kw)
+        return u.reshape(fa.shape), counts
     return _hjb2d.hjb_backward_2d(fa, ga, **kw)
 
 

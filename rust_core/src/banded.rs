@@ -214,6 +214,73 @@ impl StencilSolver {
     }
 }
 
+/// A cyclic pentadiagonal matrix (n ≥ 6): row i holds `m2[i]` … `p2[i]` in the columns
+/// (i − 2 … i + 2) mod n, solved as `StencilSolver` solves "periodic" (the twin of
+/// `CyclicPentaBatch` in banded.py): the band by `Penta`, the wrapped entries as the corner
+/// block, Sherman–Morrison–Woodbury.
+#[derive(Debug, Clone)]
+pub struct CyclicPenta {
+    band: Penta,
+    cy: Cyclic,
+}
+
+impl CyclicPenta {
+    #[allow(clippy::needless_range_loop)]
+    pub fn factor(m2: &[f64], m1: &[f64], d: &[f64], p1: &[f64], p2: &[f64]) -> CyclicPenta {
+        let n = d.len();
+        assert!(n >= 6, "a cyclic five-point solve needs at least 6 nodes");
+        let band = Penta::factor(m2, m1, d, p1, p2);
+        let idx = [0, 1, n - 2, n - 1];
+        let diags = [m2, m1, d, p1, p2];
+        let mut corner = [[0.0; 4]; 4];
+        for (a, &i) in idx.iter().enumerate() {
+            for (k, dg) in diags.iter().enumerate() {
+                let node = i as isize + k as isize - 2;
+                if (0..n as isize).contains(&node) {
+                    continue;
+                }
+                let col = node.rem_euclid(n as isize) as usize;
+                let b = idx.iter().position(|&c| c == col).expect("a corner column");
+                corner[a][b] += dg[i];
+            }
+        }
+        let mut z = vec![0.0; 4 * n];
+        for (b, col) in z.chunks_mut(n).enumerate() {
+            col[idx[b]] = 1.0;
+            band.solve(col);
+        }
+        let mut m = [[0.0; 4]; 4];
+        for a in 0..4 {
+            for b in 0..4 {
+                let mut s = 0.0;
+                for (c, &idx_c) in idx.iter().enumerate() {
+                    s += corner[a][c] * z[b * n + idx_c];
+                }
+                m[a][b] = (if a == b { 1.0 } else { 0.0 }) + s;
+            }
+        }
+        CyclicPenta { band, cy: Cyclic { idx, c: corner, z, m: Small::factor(m) } }
+    }
+
+    /// x ← A⁻¹ x.
+    pub fn solve(&self, x: &mut [f64]) {
+        self.band.solve(x);
+        let (cy, n) = (&self.cy, x.len());
+        let mut t = [0.0; 4];
+        for (a, ta) in t.iter_mut().enumerate() {
+            for (c, &idx_c) in cy.idx.iter().enumerate() {
+                *ta += cy.c[a][c] * x[idx_c];
+            }
+        }
+        let s = cy.m.solve(t);
+        for (b, col) in cy.z.chunks(n).enumerate() {
+            for (xi, zi) in x.iter_mut().zip(col) {
+                *xi -= zi * s[b];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +323,25 @@ mod tests {
             r[i] = m2[i] * at(i_ - 2) + m1[i] * at(i_ - 1) + d[i] * x[i] + p1[i] * at(i_ + 1) + p2[i] * at(i_ + 2);
         }
         Penta::factor(&m2, &m1, &d, &p1, &p2).solve(&mut r);
+        for i in 0..n {
+            assert!((r[i] - x[i]).abs() < 1e-13);
+        }
+    }
+
+    #[test]
+    fn a_cyclic_pentadiagonal_matrix() {
+        let n = 8;
+        let diag: Vec<Vec<f64>> = (0..5)
+            .map(|k| (0..n).map(|i| if k == 2 { 4.0 + 0.1 * i as f64 } else { 0.3 - 0.07 * (i + k) as f64 }).collect())
+            .collect();
+        let x: Vec<f64> = (0..n).map(|i| (i as f64 * 0.9).sin() + 0.2).collect();
+        let mut r = vec![0.0; n];
+        for i in 0..n {
+            for k in 0..5 {
+                r[i] += diag[k][i] * x[(i + n + k - 2) % n];
+            }
+        }
+        CyclicPenta::factor(&diag[0], &diag[1], &diag[2], &diag[3], &diag[4]).solve(&mut r);
         for i in 0..n {
             assert!((r[i] - x[i]).abs() < 1e-13);
         }

@@ -55,15 +55,16 @@ impl Scheme {
 /// 1…4 (coefficients of E₀…E₃), the implicit tableau's below-diagonal rows (coefficients of
 /// I₁…I₃), its diagonal γ, and the explicit abscissae c₀…c₃. Stiffly accurate: the last stage
 /// is the step's result.
-const ARS_EXPLICIT: [[f64; 4]; 4] = [
+pub(crate) const ARS_EXPLICIT: [[f64; 4]; 4] = [
     [0.5, 0.0, 0.0, 0.0],
     [11.0 / 18.0, 1.0 / 18.0, 0.0, 0.0],
     [5.0 / 6.0, -5.0 / 6.0, 0.5, 0.0],
     [0.25, 1.75, 0.75, -1.75],
 ];
-const ARS_IMPLICIT: [[f64; 3]; 4] = [[0.0, 0.0, 0.0], [1.0 / 6.0, 0.0, 0.0], [-0.5, 0.5, 0.0], [1.5, -1.5, 0.5]];
-const ARS_GAMMA: f64 = 0.5;
-const ARS_C: [f64; 4] = [0.0, 0.5, 2.0 / 3.0, 0.5];
+pub(crate) const ARS_IMPLICIT: [[f64; 3]; 4] =
+    [[0.0, 0.0, 0.0], [1.0 / 6.0, 0.0, 0.0], [-0.5, 0.5, 0.0], [1.5, -1.5, 0.5]];
+pub(crate) const ARS_GAMMA: f64 = 0.5;
+pub(crate) const ARS_C: [f64; 4] = [0.0, 0.5, 2.0 / 3.0, 0.5];
 
 /// max(a, b) that propagates NaN like NumPy's `maximum` (`f64::max` drops it, which would
 /// turn a blown-up derivative into a silent 0).
@@ -471,7 +472,7 @@ fn try_interval_imex(
 /// The sub-step count of a restarted interval: what the slopes ask (`wanted` = Δt/δ), but at
 /// least 2k and at most 8k — an overshot state's slopes can be far steeper than the
 /// solution's, so its limit is trusted only to grow k geometrically. `None` past the limit.
-fn more_substeps(k: usize, wanted: f64) -> Option<usize> {
+pub(crate) fn more_substeps(k: usize, wanted: f64) -> Option<usize> {
     let next = if wanted.is_finite() { (wanted.ceil() as usize).clamp(2 * k, 8 * k) } else { 8 * k };
     (next <= MAX_SUBSTEPS).then_some(next)
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fv;
 pub mod grid2d;
 pub mod hjb;
+pub mod hjb2d;
 pub mod kde;
 pub mod particles;
 pub mod rng;
@@ -218,6 +219,41 @@ mod bindings {
         out.into_pyarray(py)
     }
 
+    // --- 2-D HJB (issue 12; hjb2d) ---
+    /// u (nt, ny·nx) of the 2-D HJB equation backward from g (ny, nx) for f (nt, ny, nx); the
+    /// facade reshapes it to (nt, ny, nx).
+    #[pyfunction]
+    #[pyo3(
+        signature = (f, g, *, dx, dy, sigma, T, bc, nodes, variant, eps, cfl, min_substeps=None),
+        text_signature = "(f, g, *, dx, dy, sigma, T, bc, nodes, variant, eps, cfl, min_substeps=None)"
+    )]
+    #[allow(clippy::too_many_arguments, non_snake_case)]
+    fn hjb_backward_2d<'py>(
+        py: Python<'py>,
+        f: numpy::PyReadonlyArray3<'py, f64>,
+        g: PyReadonlyArray2<'py, f64>,
+        dx: f64,
+        dy: f64,
+        sigma: f64,
+        T: f64,
+        bc: (Bc<MarchBcs>, Bc<MarchBcs>),
+        nodes: PyReadonlyArray2<'py, u8>,
+        variant: Variant,
+        eps: f64,
+        cfl: f64,
+        min_substeps: Option<MinSubsteps>,
+    ) -> PyResult<MarchOut<'py>> {
+        let params = crate::hjb2d::Hjb2dParams { dx, dy, sigma, horizon: T, bc: [bc.0 .0, bc.1 .0], variant, eps, cfl };
+        let (nt, ny, nx) = f.as_array().dim();
+        let f: Vec<f64> = f.as_array().iter().copied().collect();
+        let (g, _, _) = slice2(&g);
+        let nodes: Vec<u8> = nodes.as_array().iter().copied().collect();
+        let floor = min_substeps.map(|m| m.0);
+        let march =
+            py.detach(|| crate::hjb2d::hjb_backward_2d(&f, &g, &nodes, nt, ny, nx, &params, floor.as_deref()))?;
+        march_to_py(py, march, nt, ny * nx)
+    }
+
     /// Size of Rayon's global pool (RAYON_NUM_THREADS, else the number of cores). Builds the
     /// pool if no kernel has yet.
     #[pyfunction]
@@ -247,6 +283,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(philox_normals, m)?)?;
         m.add_function(wrap_pyfunction!(rayon_threads, m)?)?;
         m.add_function(wrap_pyfunction!(init_rayon, m)?)?;
+        m.add_function(wrap_pyfunction!(hjb_backward_2d, m)?)?;
         Ok(())
     }
 }

@@ -107,7 +107,7 @@ fn inverse_eps(v: [f64; 5], eps: f64) -> f64 {
 /// The WENO combination of the three third-order stencils on differences v1..v5 (the
 /// reference form: weights from Sₖ/ε and τ/ε).
 #[inline(always)]
-fn weno_combine(v: [f64; 5], variant: Variant, eps: f64) -> f64 {
+pub(crate) fn weno_combine(v: [f64; 5], variant: Variant, eps: f64) -> f64 {
     let [v1, v2, v3, v4, v5] = v;
     let phi1 = v1 / 3.0 - 7.0 * v2 / 6.0 + 11.0 * v3 / 6.0;
     let phi2 = -v2 / 6.0 + 5.0 * v3 / 6.0 + v4 / 3.0;

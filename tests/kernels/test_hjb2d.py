@@ -24,7 +24,7 @@ from mfg_ensemble.kernels.reference.grid2d import EXIT, OBSTACLE
 from conftest import max_rel, run_python
 
 SIGMA, T = 0.2, 1.0
-T_ROOM = 0.3  # the room problems: short, few sub-steps
+T_ROOM = 0.1  # the room problems: short, few sub-steps
 
 
 def cole_hopf(t: float, x: np.ndarray, y: np.ndarray, kx: float, ky: float) -> np.ndarray:
@@ -57,8 +57,9 @@ def cole_hopf_error(n: int, bc: str, backend: str, nt: int = 3) -> float:
 
 
 @pytest.mark.parametrize("bc", ["periodic", "reflect"])
-def test_cole_hopf_order_at_least_three(bc: str, backend: str) -> None:
-    errors = [cole_hopf_error(n, bc, backend) for n in (16, 32, 64)]
+def test_cole_hopf_order_at_least_three(bc: str) -> None:
+    """In Rust (the NumPy twin agrees to rounding: below; it measured the same errors)."""
+    errors = [cole_hopf_error(n, bc, "rust") for n in (16, 32, 64)]
     orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert (orders >= 3.0).all(), (errors, orders)
     assert errors[-1] < 1e-6
@@ -98,14 +99,14 @@ def test_hjb2d_is_thread_count_independent() -> None:
     code = """
         import hashlib, numpy as np
         from mfg_ensemble.kernels import hjb_backward_2d
-        n = 48
+        n = 32
         x = np.linspace(0, 1, n)
         nodes = np.zeros((n, n), dtype=np.uint8)
-        nodes[20:28, 10:30] = 1
+        nodes[12:18, 8:20] = 1
         nodes[0, 5:9] = 2
         g = np.cos(3 * x)[None, :] * np.sin(2 * x + 0.4)[:, None]
         for bc in (("reflect", "reflect"), ("periodic", "reflect")):
-            u, c = hjb_backward_2d(np.ones((3, n, n)), g, dx=x[1], dy=x[1], sigma=0.3, T=0.5, bc=bc, nodes=nodes)
+            u, c = hjb_backward_2d(np.ones((3, n, n)), g, dx=x[1], dy=x[1], sigma=0.3, T=0.1, bc=bc, nodes=nodes)
             print(hashlib.sha256(u.tobytes()).hexdigest(), c)
     """
     assert run_python(code, {"RAYON_NUM_THREADS": "1"}) == run_python(code, {"RAYON_NUM_THREADS": "2"})
@@ -159,7 +160,7 @@ def test_symmetric_problems_stay_symmetric(backend: str) -> None:
 
 @pytest.mark.parametrize("bc_x", ["reflect", "periodic"])
 def test_constant_in_y_is_the_1d_march(bc_x: str, backend: str) -> None:
-    nx, ny = 32, 7
+    nx, ny = 24, 6
     x = np.arange(nx) / (nx - (bc_x == "reflect"))
     g1 = 0.3 * np.cos(2 * np.pi * x) + 0.1 * np.sin(4 * np.pi * x) ** 2
     f1 = np.outer(np.linspace(1.0, 2.0, 3), 1.0 + np.cos(2 * np.pi * x) ** 2)
