@@ -22,7 +22,7 @@ use pyo3::types::PyString;
 use crate::boundary::{Boundary, REFLECT_OR_PERIODIC};
 use crate::error::KernelError;
 use crate::substeps::{floors_from_i64, Marching};
-use crate::{fv, hjb, kde, weno};
+use crate::{fv, fv2d, hjb, kde, weno};
 
 pyo3::import_exception!(mfg_ensemble.errors, Diverged);
 
@@ -181,4 +181,38 @@ pub fn march_to_py(py: Python<'_>, march: Marching, nt: usize, nx: usize) -> PyR
     }
     let counts: Vec<i64> = march.substeps.iter().map(|&k| k as i64).collect();
     Ok((array2(py, march.values, nt, nx)?, counts.into_pyarray(py)))
+}
+
+// -- 2-D finite-volume Fokker–Planck (fv2d) ------------------------------------------------------
+
+/// A 3-D array's data (row-major) and its shape, copied only when not C-contiguous.
+pub fn slice3<'a>(a: &'a numpy::PyReadonlyArray3<'_, f64>) -> (Cow<'a, [f64]>, [usize; 3]) {
+    let (d0, d1, d2) = a.as_array().dim();
+    let data = match a.as_slice() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(a.as_array().iter().copied().collect()),
+    };
+    (data, [d0, d1, d2])
+}
+
+/// A 2-D uint8 array's data (row-major), copied only when not C-contiguous.
+pub fn slice2_u8<'a>(a: &'a PyReadonlyArray2<'_, u8>) -> Cow<'a, [u8]> {
+    match a.as_slice() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(a.as_array().iter().copied().collect()),
+    }
+}
+
+/// What `fv_forward_2d` returns: m (nt, ny, nx), sub-steps (nt − 1,) int64, exited (nt,).
+pub type March2dOut<'py> = (Bound<'py, numpy::PyArray3<f64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
+
+/// (m (nt, ny, nx), sub-steps, exited) of a 2-D march, or `Diverged` if it blew up.
+pub fn march2d_to_py(py: Python<'_>, out: fv2d::Fv2dOut, shape: [usize; 3]) -> PyResult<March2dOut<'_>> {
+    if let Some(reason) = out.march.diverged {
+        return Err(diverged(py, reason));
+    }
+    let counts: Vec<i64> = out.march.substeps.iter().map(|&k| k as i64).collect();
+    let values = numpy::ndarray::Array3::from_shape_vec((shape[0], shape[1], shape[2]), out.march.values)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((values.into_pyarray(py), counts.into_pyarray(py), out.exited.into_pyarray(py)))
 }

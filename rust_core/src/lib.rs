@@ -11,6 +11,7 @@ pub mod boundary;
 mod convert;
 pub mod error;
 pub mod fv;
+pub mod fv2d;
 pub mod grid2d;
 pub mod hjb;
 pub mod hjb2d;
@@ -268,6 +269,41 @@ mod bindings {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().is_ok()
     }
 
+    // -- 2-D finite-volume Fokker–Planck (fv2d) ------------------------------------------------
+
+    /// m (nt, ny, nx), sub-steps (nt − 1,) and exited mass (nt,) of the 2-D finite-volume
+    /// Fokker–Planck march from m0 (ny, nx) with the drift −∇u, in the room of `nodes`.
+    #[pyfunction]
+    #[pyo3(
+        signature = (u, m0, *, dx, dy, sigma, T, bc=(Bc::new(Boundary::Reflect), Bc::new(Boundary::Reflect)), nodes=None, cfl=0.9, min_substeps=None),
+        text_signature = "(u, m0, *, dx, dy, sigma, T, bc=(\"reflect\", \"reflect\"), nodes=None, cfl=0.9, min_substeps=None)"
+    )]
+    #[allow(clippy::too_many_arguments, non_snake_case)]
+    fn fv_forward_2d<'py>(
+        py: Python<'py>,
+        u: numpy::PyReadonlyArray3<'py, f64>,
+        m0: PyReadonlyArray2<'py, f64>,
+        dx: f64,
+        dy: f64,
+        sigma: f64,
+        T: f64,
+        bc: (Bc<MarchBcs>, Bc<MarchBcs>),
+        nodes: Option<PyReadonlyArray2<'py, u8>>,
+        cfl: f64,
+        min_substeps: Option<MinSubsteps>,
+    ) -> PyResult<crate::convert::March2dOut<'py>> {
+        use crate::convert::{march2d_to_py, slice2_u8, slice3};
+        let params = crate::fv2d::Fv2dParams { dx, dy, sigma, horizon: T, bc_x: bc.0 .0, bc_y: bc.1 .0, cfl };
+        let (u, shape) = slice3(&u);
+        let (m0, _, _) = slice2(&m0);
+        let kinds = nodes.as_ref().map(slice2_u8);
+        let floor = min_substeps.map(|m| m.0);
+        let [nt, ny, nx] = shape;
+        let out =
+            py.detach(|| crate::fv2d::fv_forward_2d(&u, &m0, kinds.as_deref(), nt, ny, nx, &params, floor.as_deref()))?;
+        march2d_to_py(py, out, shape)
+    }
+
     #[pymodule]
     fn _rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -284,6 +320,7 @@ mod bindings {
         m.add_function(wrap_pyfunction!(rayon_threads, m)?)?;
         m.add_function(wrap_pyfunction!(init_rayon, m)?)?;
         m.add_function(wrap_pyfunction!(hjb_backward_2d, m)?)?;
+        m.add_function(wrap_pyfunction!(fv_forward_2d, m)?)?;
         Ok(())
     }
 }
