@@ -578,7 +578,8 @@ def particles_forward_2d(
         min_substeps=_floors(min_substeps, nt),
     )
     if _backend.resolve(backend) == "rust":
-        return _backend.rust().particles_forward_2d(xa, ua, **kw)
+        m, counts, exited, _ = _backend.rust().particles_forward_2d(xa, ua, **kw)
+        return m.reshape(nt, ny, nx), counts, exited
     from mfg_ensemble.kernels.reference import particles2d as _particles2d
 
     return _particles2d.particles_forward_2d(xa, ua, **kw)

@@ -16,7 +16,9 @@ pub mod grid2d;
 pub mod hjb;
 pub mod hjb2d;
 pub mod kde;
+pub mod kde2d;
 pub mod particles;
+pub mod particles2d;
 pub mod rng;
 pub mod simd;
 pub mod substeps;
@@ -304,6 +306,105 @@ mod bindings {
         march2d_to_py(py, out, shape)
     }
 
+    // -- 2-D particles and KDE (issue 12): kde2d.rs, particles2d.rs ------------------------------
+
+    /// Per-dimension boundary conditions, as the facade checked them.
+    type Bc2 = (Bc<MarchBcs>, Bc<MarchBcs>);
+
+    /// The node kinds (ny, nx) as a slice, copied only when not C-contiguous.
+    fn kinds_slice<'a>(a: &'a numpy::PyReadonlyArray2<'_, u8>) -> std::borrow::Cow<'a, [u8]> {
+        match a.as_slice() {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => std::borrow::Cow::Owned(a.as_array().iter().copied().collect()),
+        }
+    }
+
+    /// m (ny, nx): the 2-D KDE of `particles` (n, 2) on the axes (lo, d, n) with bandwidths (hx, hy).
+    #[pyfunction]
+    #[pyo3(signature = (particles, x_axis, y_axis, bandwidth, method, bc, kinds))]
+    #[allow(clippy::too_many_arguments)]
+    fn kde_2d<'py>(
+        py: Python<'py>,
+        particles: PyReadonlyArray2<'py, f64>,
+        x_axis: (f64, f64, usize),
+        y_axis: (f64, f64, usize),
+        bandwidth: (f64, f64),
+        method: Method,
+        bc: Bc2,
+        kinds: numpy::PyReadonlyArray2<'py, u8>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        use crate::kde2d::Axis;
+        let ax = Axis { lo: x_axis.0, d: x_axis.1, n: x_axis.2, bc: bc.0 .0 };
+        let ay = Axis { lo: y_axis.0, d: y_axis.1, n: y_axis.2, bc: bc.1 .0 };
+        let (p, _, _) = slice2(&particles);
+        let kinds = kinds_slice(&kinds);
+        let m = py.detach(|| crate::kde2d::kde_2d(&p, &ax, &ay, bandwidth, method, &kinds))?;
+        array2(py, m, ay.n, ax.n)
+    }
+
+    /// The 2-D particle march: (m (nt, ny·nx), counts, exited (nt,), None or (positions (n, 2), alive (n,))).
+    #[pyfunction]
+    #[pyo3(signature = (x0, u, *, lo, hi, sigma, T, seed, bc, kinds, method, bandwidth, min_substeps=None, positions=false))]
+    #[allow(clippy::too_many_arguments, non_snake_case)]
+    fn particles_forward_2d<'py>(
+        py: Python<'py>,
+        x0: PyReadonlyArray2<'py, f64>,
+        u: numpy::PyReadonlyArray3<'py, f64>,
+        lo: (f64, f64),
+        hi: (f64, f64),
+        sigma: f64,
+        T: f64,
+        seed: u64,
+        bc: Bc2,
+        kinds: numpy::PyReadonlyArray2<'py, u8>,
+        method: Method,
+        bandwidth: &Bound<'py, PyAny>,
+        min_substeps: Option<MinSubsteps>,
+        positions: bool,
+    ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        use crate::particles2d::{self as p2d, Bandwidth2};
+        let bandwidth = match bandwidth.extract::<(f64, f64)>() {
+            Ok((hx, hy)) => Bandwidth2::Fixed(hx, hy),
+            Err(_) => {
+                let rule: String = bandwidth.extract()?;
+                density::Bandwidth::parse(&rule)?;
+                Bandwidth2::Rule
+            }
+        };
+        let (nt, ny, nx) = u.as_array().dim();
+        let u = match u.as_slice() {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => std::borrow::Cow::Owned(u.as_array().iter().copied().collect()),
+        };
+        let (x0, n, _) = slice2(&x0);
+        let kinds = kinds_slice(&kinds);
+        let params = p2d::Forward2dParams {
+            lo: [lo.0, lo.1],
+            hi: [hi.0, hi.1],
+            sigma,
+            horizon: T,
+            seed,
+            bc: [bc.0 .0, bc.1 .0],
+            method,
+            bandwidth,
+        };
+        let floor = min_substeps.map(|m| m.0);
+        let out = py.detach(|| p2d::particles_forward_2d(&x0, &u, nt, ny, nx, &kinds, &params, floor.as_deref()))?;
+        let march = crate::substeps::Marching { values: out.values, substeps: out.substeps, diverged: out.diverged };
+        let (m, counts) = march_to_py(py, march, nt, ny * nx)?;
+        let exited = out.exited.into_pyarray(py);
+        let extra = if positions {
+            let alive = numpy::PyArray1::from_vec(py, out.alive).into_any();
+            Some((array2(py, out.positions, n, 2)?, alive))
+        } else {
+            None
+        };
+        pyo3::types::PyTuple::new(
+            py,
+            [m.into_any(), counts.into_any(), exited.into_any(), extra.into_pyobject(py)?.into_any()],
+        )
+    }
+
     #[pymodule]
     fn _rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -321,6 +422,8 @@ mod bindings {
         m.add_function(wrap_pyfunction!(init_rayon, m)?)?;
         m.add_function(wrap_pyfunction!(hjb_backward_2d, m)?)?;
         m.add_function(wrap_pyfunction!(fv_forward_2d, m)?)?;
+        m.add_function(wrap_pyfunction!(kde_2d, m)?)?;
+        m.add_function(wrap_pyfunction!(particles_forward_2d, m)?)?;
         Ok(())
     }
 }

@@ -69,7 +69,8 @@ def march(backend: str, positions: bool = False, **kw):
     args["bandwidth"] = _bandwidth_2d(args["bandwidth"])
     args["kinds"] = _nodes_2d(args.pop("nodes"), u.shape[1], u.shape[2], args["bc"])
     if backend == "rust":
-        return _backend.rust().particles_forward_2d(x0, u, positions=True, **args)
+        m, counts, exited, (xs, alive) = _backend.rust().particles_forward_2d(x0, u, positions=True, **args)
+        return m.reshape(u.shape), counts, exited, xs, alive
     return ref.particles_forward_2d(x0, u, positions=True, **args)
 
 

@@ -1,0 +1,385 @@
+//! Two-dimensional Gaussian kernel density estimation (product kernel, bandwidths (hx, hy)) of
+//! particles onto the nodes of a 2-D field (ny, nx): "exact" (direct truncated sum with images)
+//! or "binned" (bilinear binning, then a separable convolution), zero at obstacle and exit
+//! nodes, scaled to a given mass Σ w·m over the SPEC2D quadrature weights.
+//!
+//! The maths: see mfg_ensemble/kernels/reference/kde2d.py.
+//!
+//! Implementation, independent of the thread count: both methods work over fixed-size blocks of
+//! particles, each summing into its own array, the blocks added in block order; the convolution
+//! runs in parallel over lines (rows, then columns), each line by the same operations.
+
+use rayon::prelude::*;
+
+use crate::boundary::Boundary;
+use crate::error::{KernelError, KernelResult};
+use crate::grid2d::{EXIT, OBSTACLE};
+use crate::kde::{Method, CUTOFF};
+
+/// Particles per block of the exact sum and of the binning.
+const BLOCK: usize = 4096;
+
+/// One dimension of the grid: nodes lo + i·d (i < n); "reflect" walls at the end nodes or one
+/// period of length n·d.
+#[derive(Debug, Clone, Copy)]
+pub struct Axis {
+    pub lo: f64,
+    pub d: f64,
+    pub n: usize,
+    pub bc: Boundary,
+}
+
+impl Axis {
+    pub fn periodic(&self) -> bool {
+        self.bc == Boundary::Periodic
+    }
+
+    /// The upper end of the domain: the last node ("reflect") or lo + period ("periodic").
+    pub fn hi(&self) -> f64 {
+        if self.periodic() {
+            self.lo + self.n as f64 * self.d
+        } else {
+            self.lo + (self.n - 1) as f64 * self.d
+        }
+    }
+
+    /// The positions through which a particle at `p` contributes (itself and one image per side).
+    #[inline]
+    fn sources(&self, p: f64) -> [f64; 3] {
+        if self.periodic() {
+            let length = self.n as f64 * self.d;
+            [p, p - length, p + length]
+        } else {
+            let hi = self.lo + (self.n - 1) as f64 * self.d;
+            [p, 2.0 * self.lo - p, 2.0 * hi - p]
+        }
+    }
+
+    /// The 1-D quadrature weights: d inside, d/2 at the end nodes of a "reflect" axis.
+    pub fn weights(&self) -> Vec<f64> {
+        (0..self.n)
+            .map(|i| if !self.periodic() && (i == 0 || i == self.n - 1) { 0.5 * self.d } else { self.d })
+            .collect()
+    }
+
+    /// The lattice cell [k, k + 1] holding `p` and the fraction f of the way across it.
+    #[inline]
+    fn cell(&self, p: f64) -> (usize, f64) {
+        let t = (p - self.lo) / self.d;
+        let last = if self.periodic() { self.n - 1 } else { self.n - 2 };
+        let k = (t.floor().max(0.0) as usize).min(last);
+        (k, t - k as f64)
+    }
+
+    /// Σ over the sources of `p` of exp(−(g_i − s)²/(2h²)) for |g_i − s| ≤ 8h, into `out`
+    /// (zeroed first); returns the range of indices written.
+    fn kernel_row(&self, p: f64, h: f64, out: &mut [f64]) -> (usize, usize) {
+        let cut = CUTOFF * h;
+        let (mut first, mut last) = (usize::MAX, 0usize);
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for s in self.sources(p) {
+            let a = ((s - cut - self.lo) / self.d).floor() - 1.0;
+            let b = ((s + cut - self.lo) / self.d).ceil() + 1.0;
+            if b < 0.0 || a > (self.n - 1) as f64 {
+                continue;
+            }
+            let (a, b) = (a.max(0.0) as usize, (b as usize).min(self.n - 1));
+            for (i, o) in out.iter_mut().enumerate().take(b + 1).skip(a) {
+                let diff = (self.lo + i as f64 * self.d) - s;
+                if diff.abs() <= cut {
+                    let z = diff / h;
+                    *o += (-0.5 * (z * z)).exp();
+                    first = first.min(i);
+                    last = last.max(i);
+                }
+            }
+        }
+        (first, last)
+    }
+}
+
+/// The quadrature weights w[j, i] = wy[j]·wx[i], 0 at OBSTACLE nodes (SPEC2D), row-major.
+pub fn weights_2d(ax: &Axis, ay: &Axis, kinds: &[u8]) -> Vec<f64> {
+    let (wx, wy) = (ax.weights(), ay.weights());
+    let mut w = vec![0.0; ay.n * ax.n];
+    for ((row, krow), &wyj) in w.chunks_exact_mut(ax.n).zip(kinds.chunks_exact(ax.n)).zip(&wy) {
+        for ((o, &k), &wxi) in row.iter_mut().zip(krow).zip(&wx) {
+            *o = if k == OBSTACLE { 0.0 } else { wyj * wxi };
+        }
+    }
+    w
+}
+
+/// The bandwidth rule for 2-D particles (interleaved x, y): "scott" and "silverman" are both
+/// σ̂_d·n^(−1/6) per dimension; `None` when a column has no spread (or fewer than 2 particles).
+pub fn bandwidth_rule_2d(particles: &[f64]) -> Option<(f64, f64)> {
+    let n = particles.len() / 2;
+    if n < 2 {
+        return None;
+    }
+    let factor = (n as f64).powf(-1.0 / 6.0);
+    let mut h = [0.0; 2];
+    for (a, ha) in h.iter_mut().enumerate() {
+        let mean = particles.iter().skip(a).step_by(2).sum::<f64>() / n as f64;
+        let var = particles.iter().skip(a).step_by(2).map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+        let std = var.sqrt();
+        if std.is_nan() || std <= 0.0 {
+            return None;
+        }
+        *ha = std * factor;
+    }
+    Some((h[0], h[1]))
+}
+
+/// Sum of the per-block arrays in block order.
+fn add_in_order(parts: Vec<Vec<f64>>, size: usize) -> Vec<f64> {
+    let mut total = vec![0.0; size];
+    for part in &parts {
+        total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    total
+}
+
+/// The direct truncated sum: m[j, i] = Σ_p Ay[p, j]·Ax[p, i] (`Axis::kernel_row`).
+fn raw_exact(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
+    let (nx, ny) = (ax.n, ay.n);
+    let parts: Vec<Vec<f64>> = particles
+        .par_chunks(2 * BLOCK)
+        .map(|block| {
+            let mut m = vec![0.0; ny * nx];
+            let (mut rx, mut ry) = (vec![0.0; nx], vec![0.0; ny]);
+            for p in block.chunks_exact(2) {
+                let (i0, i1) = ax.kernel_row(p[0], h.0, &mut rx);
+                let (j0, j1) = ay.kernel_row(p[1], h.1, &mut ry);
+                if i0 > i1 || j0 > j1 {
+                    continue;
+                }
+                for j in j0..=j1 {
+                    let (yv, row) = (ry[j], &mut m[j * nx..(j + 1) * nx]);
+                    for (o, &xv) in row[i0..=i1].iter_mut().zip(&rx[i0..=i1]) {
+                        *o += yv * xv;
+                    }
+                }
+            }
+            m
+        })
+        .collect();
+    add_in_order(parts, ny * nx)
+}
+
+/// Bilinear binning weights (ny, nx) of the particles.
+fn bilinear_binning(particles: &[f64], ax: &Axis, ay: &Axis) -> Vec<f64> {
+    let (nx, ny) = (ax.n, ay.n);
+    let parts: Vec<Vec<f64>> = particles
+        .par_chunks(2 * BLOCK)
+        .map(|block| {
+            let mut w = vec![0.0; ny * nx];
+            for p in block.chunks_exact(2) {
+                let (i, fx) = ax.cell(p[0]);
+                let (j, fy) = ay.cell(p[1]);
+                let (i1, j1) = ((i + 1) % nx, (j + 1) % ny);
+                w[j * nx + i] += (1.0 - fx) * (1.0 - fy);
+                w[j * nx + i1] += fx * (1.0 - fy);
+                w[j1 * nx + i] += (1.0 - fx) * fy;
+                w[j1 * nx + i1] += fx * fy;
+            }
+            w
+        })
+        .collect();
+    add_in_order(parts, ny * nx)
+}
+
+/// The truncated kernel exp(−(k·d)²/(2h²)), k = 0 ..= ⌊8h/d⌋ (capped at 2n).
+fn line_kernel(axis: &Axis, h: f64) -> Vec<f64> {
+    let reach = ((CUTOFF * h / axis.d).floor() as usize).min(2 * axis.n);
+    (0..=reach)
+        .map(|k| {
+            let z = k as f64 * axis.d / h;
+            (-0.5 * (z * z)).exp()
+        })
+        .collect()
+}
+
+/// One line's weights `w` with their images (mirrored about the end nodes, or wrapped),
+/// convolved with the symmetric `kernel`, into `out`; `ext` is scratch of n + 2·reach values.
+fn convolve_line(w: &[f64], out: &mut [f64], kernel: &[f64], bc: Boundary, ext: &mut [f64]) {
+    let n = w.len() as i64;
+    let r = kernel.len() - 1;
+    let images: [(i64, i64); 3] =
+        if bc == Boundary::Periodic { [(1, 0), (1, -n), (1, n)] } else { [(1, 0), (-1, 0), (-1, 2 * (n - 1))] };
+    ext.iter_mut().for_each(|e| *e = 0.0);
+    for (sign, offset) in images {
+        for (j, &wj) in w.iter().enumerate() {
+            let e = sign * j as i64 + offset + r as i64;
+            if e >= 0 && (e as usize) < ext.len() {
+                ext[e as usize] += wj;
+            }
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        let c = i + r;
+        let mut acc = kernel[0] * ext[c];
+        for (k, &kv) in kernel.iter().enumerate().skip(1) {
+            acc += kv * (ext[c - k] + ext[c + k]);
+        }
+        *o = acc;
+    }
+}
+
+/// Convolve every line of `lines` (rows of length `axis.n`) in parallel.
+fn convolve_lines(lines: &[f64], axis: &Axis, h: f64) -> Vec<f64> {
+    let kernel = line_kernel(axis, h);
+    let mut out = vec![0.0; lines.len()];
+    out.par_chunks_mut(axis.n).zip(lines.par_chunks(axis.n)).for_each_init(
+        || vec![0.0; axis.n + 2 * (kernel.len() - 1)],
+        |ext, (o, w)| convolve_line(w, o, &kernel, axis.bc, ext),
+    );
+    out
+}
+
+fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0.0; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Binning, then the separable convolution: along the rows (x), then along the columns (y).
+fn raw_binned(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
+    let w = bilinear_binning(particles, ax, ay);
+    let rows = convolve_lines(&w, ax, h.0);
+    let cols = convolve_lines(&transpose(&rows, ay.n, ax.n), ay, h.1);
+    transpose(&cols, ax.n, ay.n)
+}
+
+/// The KDE (ny, nx, row-major) of `particles` (interleaved x, y) with bandwidths `h`, zero at
+/// obstacle and exit nodes, scaled to Σ w·m = `mass` (all zeros for no particles).
+pub fn density(
+    particles: &[f64],
+    ax: &Axis,
+    ay: &Axis,
+    h: (f64, f64),
+    method: Method,
+    kinds: &[u8],
+    mass: f64,
+) -> KernelResult<Vec<f64>> {
+    if particles.is_empty() {
+        return Ok(vec![0.0; ax.n * ay.n]);
+    }
+    let mut m = match method {
+        Method::Exact => raw_exact(particles, ax, ay, h),
+        Method::Binned => raw_binned(particles, ax, ay, h),
+    };
+    for (v, &k) in m.iter_mut().zip(kinds) {
+        if k == OBSTACLE || k == EXIT {
+            *v = 0.0;
+        }
+    }
+    let total: f64 = weights_2d(ax, ay, kinds).iter().zip(&m).map(|(w, v)| w * v).sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return Err(KernelError(format!(
+            "bandwidth ({}, {}) is too small for this grid: the density vanishes at every free node",
+            h.0, h.1
+        )));
+    }
+    let scale = mass / total;
+    m.iter_mut().for_each(|v| *v *= scale);
+    Ok(m)
+}
+
+/// Check what the kernels assume of a grid and its particles (the facade checks them first,
+/// with its own messages): sizes, positive finite spacings and bandwidths, particles finite
+/// and inside the domain, `kinds` of size ny·nx.
+pub fn validate(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64), kinds: &[u8]) -> KernelResult<()> {
+    for (name, a) in [("x", ax), ("y", ay)] {
+        if a.n < 2 || !(a.d.is_finite() && a.d > 0.0 && a.lo.is_finite()) {
+            return Err(KernelError(format!("{name} must have >= 2 uniform nodes, got n={}, d={}", a.n, a.d)));
+        }
+    }
+    if kinds.len() != ax.n * ay.n {
+        return Err(KernelError(format!("nodes must have shape (ny, nx) = ({}, {})", ay.n, ax.n)));
+    }
+    for (name, v) in [("bandwidth[0]", h.0), ("bandwidth[1]", h.1)] {
+        crate::error::check_positive(name, v)?;
+    }
+    if particles.len() % 2 != 0 {
+        return Err(KernelError("particles must have shape (n, 2)".into()));
+    }
+    crate::error::check_finite("particles", particles)?;
+    for (k, &v) in particles.iter().enumerate() {
+        let a = if k % 2 == 0 { ax } else { ay };
+        if v < a.lo || v > a.hi() {
+            return Err(KernelError(format!(
+                "particles[{}, {}] = {v} lies outside the nodes' domain [{}, {}]",
+                k / 2,
+                k % 2,
+                a.lo,
+                a.hi()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The facade's KDE: unit mass.
+pub fn kde_2d(
+    particles: &[f64],
+    ax: &Axis,
+    ay: &Axis,
+    h: (f64, f64),
+    method: Method,
+    kinds: &[u8],
+) -> KernelResult<Vec<f64>> {
+    validate(particles, ax, ay, h, kinds)?;
+    if particles.is_empty() {
+        return Err(KernelError("particles must not be empty".into()));
+    }
+    density(particles, ax, ay, h, method, kinds, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn axis(n: usize, bc: Boundary) -> Axis {
+        let d = if bc == Boundary::Periodic { 1.0 / n as f64 } else { 1.0 / (n - 1) as f64 };
+        Axis { lo: 0.0, d, n, bc }
+    }
+
+    fn cloud(n: usize) -> Vec<f64> {
+        let mut z = vec![0.0; 2 * n];
+        crate::rng::fill_normals(4, 0, 9, 0, &mut z);
+        z.iter().map(|v| crate::particles::fold_into(0.4 + 0.2 * v, 0.0, 1.0, Boundary::Reflect)).collect()
+    }
+
+    #[test]
+    fn unit_mass_and_binned_close_to_exact() {
+        for bc in [Boundary::Reflect, Boundary::Periodic] {
+            let (ax, ay) = (axis(41, bc), axis(33, Boundary::Reflect));
+            let kinds = vec![0u8; 41 * 33];
+            let p = cloud(5000);
+            let w = weights_2d(&ax, &ay, &kinds);
+            let exact = kde_2d(&p, &ax, &ay, (0.06, 0.08), Method::Exact, &kinds).unwrap();
+            let binned = kde_2d(&p, &ax, &ay, (0.06, 0.08), Method::Binned, &kinds).unwrap();
+            for m in [&exact, &binned] {
+                let mass: f64 = w.iter().zip(m.iter()).map(|(a, b)| a * b).sum();
+                assert!((mass - 1.0).abs() < 1e-13);
+            }
+            let top = exact.iter().fold(0.0f64, |a, &b| a.max(b));
+            assert!(exact.iter().zip(&binned).all(|(a, b)| (a - b).abs() < 0.01 * top));
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let (ax, ay) = (axis(5, Boundary::Reflect), axis(4, Boundary::Reflect));
+        let kinds = vec![0u8; 20];
+        assert!(kde_2d(&[0.5, 1.5], &ax, &ay, (0.1, 0.1), Method::Exact, &kinds).is_err());
+        assert!(kde_2d(&[0.5, 0.5], &ax, &ay, (0.0, 0.1), Method::Exact, &kinds).is_err());
+        assert!(kde_2d(&[0.5, 0.5], &ax, &ay, (0.1, 0.1), Method::Exact, &kinds[1..]).is_err());
+        assert!(bandwidth_rule_2d(&[0.5, 0.5, 0.6, 0.5]).is_none());
+    }
+}

@@ -1,0 +1,523 @@
+//! Euler–Maruyama particles in 2-D for the Fokker–Planck equation: drift −∇u (central
+//! differences with the SPEC2D ghosts, bilinear in space, linear in time), walls folded per
+//! coordinate, steps into obstacle cells reflected about the face they entered by, particles
+//! removed when their step leaves through an exit, the KDE of the alive particles (scaled to
+//! the alive fraction) at every output time.
+//!
+//! The maths: see mfg_ensemble/kernels/reference/particles2d.py.
+//!
+//! Implementation: particles (interleaved x, y) are moved in fixed chunks (`CHUNK`, in
+//! parallel), each chunk's x and y normals made in two batches by `rng::fill_normals` from the
+//! particles' indices, so the result does not depend on how Rayon splits the work.
+
+use rayon::prelude::*;
+
+use crate::boundary::Boundary;
+use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
+use crate::grid2d::{EXIT, OBSTACLE};
+use crate::kde::Method;
+use crate::kde2d::{bandwidth_rule_2d, density, Axis};
+use crate::particles::{fold_into, noise_step};
+use crate::rng::{fill_normals, STREAM_EM};
+use crate::substeps::{floors, substeps};
+
+/// Stream tag of the y noise (x uses `STREAM_EM`): other Philox counters, independent normals.
+pub const STREAM_EM_Y: u64 = 2;
+/// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
+const CHUNK: usize = 4096;
+
+/// The bandwidth of the march's KDE: fixed (hx, hy), or a rule applied at every output time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bandwidth2 {
+    Fixed(f64, f64),
+    Rule,
+}
+
+/// Parameters of `particles_forward_2d` that are not arrays.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward2dParams {
+    pub lo: [f64; 2],
+    pub hi: [f64; 2],
+    pub sigma: f64,
+    pub horizon: f64,
+    pub seed: u64,
+    pub bc: [Boundary; 2],
+    pub method: Method,
+    pub bandwidth: Bandwidth2,
+}
+
+/// What the march returns: densities (nt, ny, nx) row-major, sub-steps per output interval,
+/// exited fraction per output time, the final positions (interleaved) and alive mask, and why
+/// the march blew up, if it did.
+#[derive(Debug, Clone)]
+pub struct Marching2d {
+    pub values: Vec<f64>,
+    pub substeps: Vec<usize>,
+    pub exited: Vec<f64>,
+    pub positions: Vec<f64>,
+    pub alive: Vec<bool>,
+    pub diverged: Option<String>,
+}
+
+/// The grid of a march: the two axes, the domain's ends and the node kinds (ny, nx).
+pub struct Geometry<'a> {
+    pub axes: [Axis; 2],
+    pub lo: [f64; 2],
+    pub hi: [f64; 2],
+    pub kinds: &'a [u8],
+    pub has_exits: bool,
+    pub has_obstacles: bool,
+}
+
+impl<'a> Geometry<'a> {
+    pub fn new(lo: [f64; 2], hi: [f64; 2], nx: usize, ny: usize, bc: [Boundary; 2], kinds: &'a [u8]) -> Self {
+        let axis = |a: usize, n: usize| {
+            let cells = if bc[a] == Boundary::Periodic { n } else { n - 1 };
+            Axis { lo: lo[a], d: (hi[a] - lo[a]) / cells as f64, n, bc: bc[a] }
+        };
+        Geometry {
+            axes: [axis(0, nx), axis(1, ny)],
+            lo,
+            hi,
+            kinds,
+            has_exits: kinds.contains(&EXIT),
+            has_obstacles: kinds.contains(&OBSTACLE),
+        }
+    }
+
+    fn periodic(&self, a: usize) -> bool {
+        self.axes[a].bc == Boundary::Periodic
+    }
+
+    /// The node whose cell [lo + k·d ± d/2] holds `v` along axis `a`: ⌊(v − lo)/d + ½⌋, wrapped or capped.
+    #[inline]
+    fn nearest(&self, v: f64, a: usize) -> usize {
+        let ax = &self.axes[a];
+        let k = ((v - ax.lo) / ax.d + 0.5).floor() as i64;
+        if self.periodic(a) {
+            k.rem_euclid(ax.n as i64) as usize
+        } else {
+            k.clamp(0, ax.n as i64 - 1) as usize
+        }
+    }
+
+    #[inline]
+    fn kind(&self, j: usize, i: usize) -> u8 {
+        self.kinds[j * self.axes[0].n + i]
+    }
+
+    #[inline]
+    pub fn blocked(&self, p: [f64; 2]) -> bool {
+        self.kind(self.nearest(p[1], 1), self.nearest(p[0], 0)) == OBSTACLE
+    }
+
+    /// Whether the straight step x → p leaves through an exit (first crossing of a "reflect" side).
+    fn exits(&self, x: [f64; 2], p: [f64; 2]) -> bool {
+        let mut best = f64::INFINITY;
+        let mut side = None;
+        for a in 0..2 {
+            if self.periodic(a) {
+                continue;
+            }
+            for (s, wall) in [self.lo[a], self.hi[a]].into_iter().enumerate() {
+                let crossed = if s == 0 { p[a] < wall } else { p[a] > wall };
+                if crossed {
+                    let t = (wall - x[a]) / (p[a] - x[a]);
+                    if t < best {
+                        best = t;
+                        side = Some((a, s));
+                    }
+                }
+            }
+        }
+        let Some((a, s)) = side else { return false };
+        let b = 1 - a;
+        let c = x[b] + best * (p[b] - x[b]);
+        let c = if self.periodic(b) {
+            fold_into(c, self.lo[b], self.hi[b], Boundary::Periodic)
+        } else {
+            c.max(self.lo[b]).min(self.hi[b])
+        };
+        let k = self.nearest(c, b);
+        let end = if s == 0 { 0 } else { self.axes[a].n - 1 };
+        let kind = if a == 0 { self.kind(k, end) } else { self.kind(end, k) };
+        kind == EXIT
+    }
+
+    /// The folded end point `q` of a step from `x`, reflected out of an obstacle cell (or `x`).
+    fn bounce(&self, x: [f64; 2], q: [f64; 2]) -> [f64; 2] {
+        if !self.blocked(q) {
+            return q;
+        }
+        let cell = [self.nearest(q[0], 0), self.nearest(q[1], 1)];
+        let mut enter = [0.0; 2];
+        let mut face = [0.0; 2];
+        let mut qn = q;
+        for a in 0..2 {
+            let (lo, hi, d) = (self.lo[a], self.hi[a], self.axes[a].d);
+            let mut c = lo + cell[a] as f64 * d;
+            let (b0, b1) = if self.periodic(a) {
+                let length = hi - lo;
+                let diff = q[a] - x[a];
+                let near = x[a] + (diff - length * (diff / length + 0.5).floor());
+                c += near - q[a];
+                qn[a] = near;
+                (c - 0.5 * d, c + 0.5 * d)
+            } else {
+                ((c - 0.5 * d).max(lo), (c + 0.5 * d).min(hi))
+            };
+            let step = qn[a] - x[a];
+            enter[a] = if step > 0.0 {
+                (b0 - x[a]) / step
+            } else if step < 0.0 {
+                (b1 - x[a]) / step
+            } else {
+                f64::NEG_INFINITY
+            };
+            face[a] = if step > 0.0 { b0 } else { b1 };
+        }
+        let axis = if enter[1] > enter[0] { 1 } else { 0 };
+        if !enter[0].max(enter[1]).is_finite() {
+            return x;
+        }
+        let mut r = qn;
+        r[axis] = 2.0 * face[axis] - qn[axis];
+        for (a, ra) in r.iter_mut().enumerate() {
+            if self.periodic(a) {
+                *ra = fold_into(*ra, self.lo[a], self.hi[a], Boundary::Periodic);
+            } else if !(*ra >= self.lo[a] && *ra <= self.hi[a]) {
+                return x;
+            }
+        }
+        if self.blocked(r) {
+            x
+        } else {
+            r
+        }
+    }
+}
+
+/// ∂u along one line (values `u(k)`, kinds `kind(k)`, k < n) with the SPEC2D ghosts, into `out(k, g)`.
+fn line_gradient(
+    n: usize,
+    d: f64,
+    periodic: bool,
+    u: impl Fn(usize) -> f64,
+    kind: impl Fn(usize) -> u8,
+    mut out: impl FnMut(usize, f64),
+) {
+    let obst = |k: usize| kind(k) == OBSTACLE;
+    // neighbour inside the line; an obstacle neighbour gives the node's own value
+    let inner = |i: usize, k: usize| if obst(k) { u(i) } else { u(k) };
+    for i in 0..n {
+        let (right, left) = if periodic {
+            (inner(i, (i + 1) % n), inner(i, (i + n - 1) % n))
+        } else {
+            let ghost = |other: f64| if kind(i) == EXIT { 2.0 * u(i) - other } else { other };
+            let right = if i + 1 < n { inner(i, i + 1) } else { ghost(inner(i, i - 1)) };
+            let left = if i > 0 { inner(i, i - 1) } else { ghost(inner(i, i + 1)) };
+            (right, left)
+        };
+        out(i, if obst(i) { 0.0 } else { (right - left) / (2.0 * d) });
+    }
+}
+
+/// (∂x u, ∂y u) at the nodes of one field (ny, nx), row-major.
+pub fn node_gradients(u: &[f64], geo: &Geometry) -> (Vec<f64>, Vec<f64>) {
+    let (ax, ay) = (&geo.axes[0], &geo.axes[1]);
+    let (nx, ny) = (ax.n, ay.n);
+    let mut gx = vec![0.0; nx * ny];
+    let mut gy = vec![0.0; nx * ny];
+    gx.par_chunks_mut(nx).enumerate().for_each(|(j, row)| {
+        let base = j * nx;
+        line_gradient(
+            nx,
+            ax.d,
+            ax.bc == Boundary::Periodic,
+            |k| u[base + k],
+            |k| geo.kinds[base + k],
+            |k, g| row[k] = g,
+        );
+    });
+    let cols: Vec<Vec<f64>> = (0..nx)
+        .into_par_iter()
+        .map(|i| {
+            let mut col = vec![0.0; ny];
+            line_gradient(
+                ny,
+                ay.d,
+                ay.bc == Boundary::Periodic,
+                |k| u[k * nx + i],
+                |k| geo.kinds[k * nx + i],
+                |k, g| col[k] = g,
+            );
+            col
+        })
+        .collect();
+    for (i, col) in cols.iter().enumerate() {
+        for (j, &g) in col.iter().enumerate() {
+            gy[j * nx + i] = g;
+        }
+    }
+    (gx, gy)
+}
+
+/// Bilinear interpolation of node values `g` (ny, nx) at `p`.
+#[inline]
+fn interpolate(g: &[f64], geo: &Geometry, p: [f64; 2]) -> f64 {
+    let (ax, ay) = (&geo.axes[0], &geo.axes[1]);
+    let nx = ax.n;
+    let (i, fx) = cell(ax, p[0]);
+    let (j, fy) = cell(ay, p[1]);
+    let (i1, j1) = ((i + 1) % nx, (j + 1) % ay.n);
+    let a = (1.0 - fx) * g[j * nx + i] + fx * g[j * nx + i1];
+    let b = (1.0 - fx) * g[j1 * nx + i] + fx * g[j1 * nx + i1];
+    (1.0 - fy) * a + fy * b
+}
+
+#[inline]
+fn cell(axis: &Axis, v: f64) -> (usize, f64) {
+    let t = (v - axis.lo) / axis.d;
+    let last = if axis.bc == Boundary::Periodic { axis.n - 1 } else { axis.n - 2 };
+    let k = (t.floor().max(0.0) as usize).min(last);
+    (k, t - k as f64)
+}
+
+/// One Euler–Maruyama step of the alive particles; returns how many were removed.
+#[allow(clippy::too_many_arguments)]
+fn step_all(
+    x: &mut [f64],
+    alive: &mut [bool],
+    gx: &[f64],
+    gy: &[f64],
+    dt: f64,
+    sigma: f64,
+    seed: u64,
+    step: u64,
+    geo: &Geometry,
+) -> usize {
+    let scale = sigma * dt.sqrt();
+    x.par_chunks_mut(2 * CHUNK)
+        .zip(alive.par_chunks_mut(CHUNK))
+        .enumerate()
+        .map(|(c, (xs, live))| {
+            let start = (c * CHUNK) as u64;
+            let len = live.len();
+            let (mut nx_, mut ny_) = (vec![0.0; len], vec![0.0; len]);
+            fill_normals(seed, step, STREAM_EM, start, &mut nx_);
+            fill_normals(seed, step, STREAM_EM_Y, start, &mut ny_);
+            let mut removed = 0;
+            for (k, (pos, ok)) in xs.chunks_exact_mut(2).zip(live.iter_mut()).enumerate() {
+                if !*ok {
+                    continue;
+                }
+                let from = [pos[0], pos[1]];
+                let bx = -interpolate(gx, geo, from);
+                let by = -interpolate(gy, geo, from);
+                let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
+                if geo.has_exits && geo.exits(from, p) {
+                    *ok = false;
+                    removed += 1;
+                    continue;
+                }
+                let mut q = [0.0; 2];
+                for a in 0..2 {
+                    q[a] = fold_into(p[a], geo.lo[a], geo.hi[a], geo.axes[a].bc);
+                }
+                if geo.has_obstacles {
+                    q = geo.bounce(from, q);
+                }
+                pos[0] = q[0];
+                pos[1] = q[1];
+            }
+            removed
+        })
+        .sum()
+}
+
+/// `Err` naming x0 unless every particle is inside the domain and not in a blocked cell.
+pub fn check_x0(x0: &[f64], geo: &Geometry) -> KernelResult<()> {
+    check_finite("x0", x0)?;
+    for (p, pos) in x0.chunks_exact(2).enumerate() {
+        for (a, name) in ["x", "y"].into_iter().enumerate() {
+            if pos[a] < geo.lo[a] || pos[a] > geo.hi[a] {
+                return Err(KernelError(format!(
+                    "x0 must lie in the domain: x0[{p}] = ({}, {}) has {name} outside [{}, {}]",
+                    pos[0], pos[1], geo.lo[a], geo.hi[a]
+                )));
+            }
+        }
+        if geo.has_obstacles && geo.blocked([pos[0], pos[1]]) {
+            return Err(KernelError(format!(
+                "x0 must not lie in an obstacle: x0[{p}] = ({}, {}) is in a blocked cell",
+                pos[0], pos[1]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The 2-D particle Fokker–Planck march (see the reference module): from `x0` (interleaved x, y)
+/// with u of shape (nt, ny, nx) and node kinds (ny, nx); returns densities, sub-step counts,
+/// exited fractions and the final particles.
+#[allow(clippy::too_many_arguments)]
+pub fn particles_forward_2d(
+    x0: &[f64],
+    u: &[f64],
+    nt: usize,
+    ny: usize,
+    nx: usize,
+    kinds: &[u8],
+    p: &Forward2dParams,
+    min_substeps: Option<&[usize]>,
+) -> KernelResult<Marching2d> {
+    if nt < 2 || ny < 3 || nx < 3 || u.len() != nt * ny * nx {
+        return Err(KernelError(format!(
+            "u must have shape (nt, ny, nx) with nt >= 2 and ny, nx >= 3, got {} values for ({nt}, {ny}, {nx})",
+            u.len()
+        )));
+    }
+    if kinds.len() != ny * nx {
+        return Err(KernelError(format!("nodes must have shape (ny, nx) = ({ny}, {nx})")));
+    }
+    if x0.is_empty() || x0.len() % 2 != 0 {
+        return Err(KernelError("x0 must have shape (n, 2) with n >= 1".into()));
+    }
+    check_positive("T", p.horizon)?;
+    check_non_negative("sigma", p.sigma)?;
+    for a in 0..2 {
+        if !(p.lo[a].is_finite() && p.hi[a].is_finite() && p.lo[a] < p.hi[a]) {
+            return Err(KernelError(format!(
+                "lo and hi must be finite with lo < hi, got lo={}, hi={}",
+                p.lo[a], p.hi[a]
+            )));
+        }
+    }
+    if let Bandwidth2::Fixed(hx, hy) = p.bandwidth {
+        check_positive("bandwidth[0]", hx)?;
+        check_positive("bandwidth[1]", hy)?;
+    }
+    check_finite("u", u)?;
+    let geo = Geometry::new(p.lo, p.hi, nx, ny, p.bc, kinds);
+    check_x0(x0, &geo)?;
+    let floor = floors(min_substeps, nt - 1)?;
+    let n = x0.len() / 2;
+    let field = ny * nx;
+    let (dx, dy) = (geo.axes[0].d, geo.axes[1].d);
+    let dt_out = p.horizon / (nt - 1) as f64;
+    let mut out = Marching2d {
+        values: vec![f64::NAN; nt * field],
+        substeps: vec![0; nt - 1],
+        exited: vec![0.0; nt],
+        positions: x0.to_vec(),
+        alive: vec![true; n],
+        diverged: None,
+    };
+    let mut removed = 0usize;
+    let mut h_prev: Option<(f64, f64)> = None;
+    let mut output = |k: usize, x: &[f64], alive: &[bool], removed: usize, values: &mut [f64]| -> KernelResult<()> {
+        let live: Vec<f64> = x.chunks_exact(2).zip(alive).filter(|(_, &a)| a).flat_map(|(q, _)| [q[0], q[1]]).collect();
+        let h = match p.bandwidth {
+            Bandwidth2::Fixed(hx, hy) => (hx, hy),
+            Bandwidth2::Rule => match bandwidth_rule_2d(&live).or(h_prev) {
+                Some(h) => h,
+                None => return Err(KernelError(
+                    "bandwidth rule needs at least 2 particles spread in both x and y; pass a float bandwidth instead"
+                        .into(),
+                )),
+            },
+        };
+        h_prev = Some(h);
+        let mass = (n - removed) as f64 / n as f64;
+        let m = density(&live, &geo.axes[0], &geo.axes[1], h, p.method, kinds, mass)?;
+        values[k * field..(k + 1) * field].copy_from_slice(&m);
+        Ok(())
+    };
+    let mut x = x0.to_vec();
+    let mut alive = vec![true; n];
+    output(0, &x, &alive, 0, &mut out.values)?;
+    let mut g_now = node_gradients(&u[..field], &geo);
+    for j in 0..nt - 1 {
+        let g_next = node_gradients(&u[(j + 1) * field..(j + 2) * field], &geo);
+        let amax = |a: &[f64], b: &[f64]| a.iter().chain(b).fold(0.0f64, |m, v| m.max(v.abs()));
+        let rate = amax(&g_now.0, &g_next.0) / dx + amax(&g_now.1, &g_next.1) / dy;
+        let Some((k, dt)) = substeps(dt_out, 1.0 / rate, floor[j]) else {
+            out.diverged = Some(format!("FP particles: the drift blew up near t = {}", j as f64 * dt_out));
+            return Ok(out);
+        };
+        for s in 0..k {
+            let theta = s as f64 / k as f64;
+            let mix = |a: &[f64], b: &[f64]| -> Vec<f64> {
+                a.iter().zip(b).map(|(u0, u1)| (1.0 - theta) * u0 + theta * u1).collect()
+            };
+            let (gx, gy) = (mix(&g_now.0, &g_next.0), mix(&g_now.1, &g_next.1));
+            removed += step_all(&mut x, &mut alive, &gx, &gy, dt, p.sigma, p.seed, noise_step(j, s), &geo);
+        }
+        out.substeps[j] = k;
+        output(j + 1, &x, &alive, removed, &mut out.values)?;
+        out.exited[j + 1] = removed as f64 / n as f64;
+        g_now = g_next;
+    }
+    out.positions = x;
+    out.alive = alive;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(bc: [Boundary; 2]) -> Forward2dParams {
+        Forward2dParams {
+            lo: [0.0, 0.0],
+            hi: [1.0, 1.0],
+            sigma: 0.3,
+            horizon: 0.5,
+            seed: 3,
+            bc,
+            method: Method::Binned,
+            bandwidth: Bandwidth2::Rule,
+        }
+    }
+
+    #[test]
+    fn obstacles_hold_and_exits_account_for_the_mass() {
+        let (nx, ny, nt) = (21, 21, 4);
+        let mut kinds = vec![0u8; nx * ny];
+        for j in 8..13 {
+            for i in 8..13 {
+                kinds[j * nx + i] = OBSTACLE;
+            }
+            kinds[j * nx + nx - 1] = EXIT;
+        }
+        let u: Vec<f64> = (0..nt * nx * ny)
+            .map(|k| {
+                let (i, j) = ((k % nx) as f64 / 20.0, ((k / nx) % ny) as f64 / 20.0);
+                3.0 * ((i - 1.0).powi(2) + (j - 0.5).powi(2))
+            })
+            .collect();
+        let mut x0 = vec![0.0; 4000];
+        crate::rng::fill_normals(1, 0, 7, 0, &mut x0);
+        x0.iter_mut().for_each(|v| *v = fold_into(0.2 + 0.05 * *v, 0.0, 1.0, Boundary::Reflect));
+        let p = params([Boundary::Reflect, Boundary::Reflect]);
+        let out = particles_forward_2d(&x0, &u, nt, ny, nx, &kinds, &p, None).unwrap();
+        let geo = Geometry::new(p.lo, p.hi, nx, ny, p.bc, &kinds);
+        assert!(out.positions.chunks_exact(2).all(|q| !geo.blocked([q[0], q[1]])));
+        let w = crate::kde2d::weights_2d(&geo.axes[0], &geo.axes[1], &kinds);
+        for k in 0..nt {
+            let mass: f64 = w.iter().zip(&out.values[k * nx * ny..(k + 1) * nx * ny]).map(|(a, b)| a * b).sum();
+            assert!((mass + out.exited[k] - 1.0).abs() < 1e-13);
+        }
+        assert!(out.exited[nt - 1] > 0.0);
+        assert!(out.exited.windows(2).all(|e| e[1] >= e[0]));
+    }
+
+    #[test]
+    fn x0_in_an_obstacle_is_an_error() {
+        let kinds = [0, 0, 0, 0, 1, 0, 0, 0, 0];
+        let u = vec![0.0; 18];
+        let p = params([Boundary::Reflect, Boundary::Reflect]);
+        let e = particles_forward_2d(&[0.5, 0.5, 0.1, 0.1], &u, 2, 3, 3, &kinds, &p, None).unwrap_err();
+        assert!(e.0.starts_with("x0 must not lie in an obstacle: x0[0]"), "{}", e.0);
+    }
+}
