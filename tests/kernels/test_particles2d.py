@@ -300,3 +300,14 @@ def test_x_only_drift_reproduces_the_1d_march(backend: str) -> None:
     assert (e2 == 0).all()
     marginal = np.einsum("j,kji->ki", quadrature_weights(NY, y[1], "reflect"), m2)
     assert max_rel(marginal, m1) <= 1e-12
+
+
+@pytest.mark.parametrize("bandwidth", ["scott", 0.1])
+def test_when_everyone_has_left_the_density_is_zero(bandwidth: object, backend: str) -> None:
+    """Particles next to the exit with a strong pull: all leave; m = 0 and exited = 1 from then
+    on (a bandwidth rule keeps its last value once fewer than 2 particles remain)."""
+    x0 = np.c_[np.linspace(0.9, 0.97, 5), np.linspace(0.35, 0.45, 5)]
+    m, _, e = march(backend, x0=x0, u=value(nt=3, strength=4.0), sigma=0.05, T=0.6, bandwidth=bandwidth)
+    assert e[-1] == 1.0 and (np.diff(e) >= 0).all()
+    assert e[1] == 0.8  # one particle left at t_1: the rule falls back to the previous bandwidth
+    assert (m[-1] == 0).all()
