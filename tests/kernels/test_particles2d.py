@@ -47,10 +47,16 @@ def room(bc=("reflect", "reflect"), nx=NX, ny=NY) -> np.ndarray:
 
 
 def value(bc=("reflect", "reflect"), nt=NT, strength=1.0):
-    """A value function falling towards the right exit (and rising in time)."""
+    """A value function falling towards the right exit (and rising in time): (x − 1)² + (y − 0.4)²/2,
+    or its smooth periodic cousin L²·sin²(π(·)/L)/π² along a periodic direction."""
     x, y = coords(bc)
     X, Y = np.meshgrid(x, y)
-    base = strength * ((X - 1.0) ** 2 + 0.5 * (Y - 0.4) ** 2)
+
+    def bowl(v, centre, length, periodic):
+        return (length * np.sin(np.pi * (v - centre) / length) / np.pi) ** 2 if periodic else (v - centre) ** 2
+
+    periodic = (bc[0] == "periodic", bc[1] == "periodic")
+    base = strength * (bowl(X, 1.0, HI[0], periodic[0]) + 0.5 * bowl(Y, 0.4, HI[1], periodic[1]))
     return np.stack([(1.0 + 0.1 * k) * base for k in range(nt)])
 
 
@@ -102,7 +108,7 @@ def test_bit_identical_for_one_and_two_threads() -> None:
         X, Y = np.meshgrid(x, y)
         u = np.stack([(X - 1) ** 2 + (Y - 0.5) ** 2] * 4)
         nodes = np.zeros((ny, nx), np.uint8); nodes[8:14, 12:16] = 1; nodes[10:15, -1] = 2
-        x0 = np.random.default_rng(0).uniform(0.02, 0.3, (20_000, 2))
+        x0 = np.random.default_rng(0).uniform(0.02, 0.3, (12_000, 2))
         h = hashlib.sha256()
         for method in ("binned", "exact"):
             m, k, e = particles_forward_2d(x0, u, lo=(0, 0), hi=(1, 1), sigma=0.3, T=0.6, seed=5,
@@ -274,3 +280,34 @@ U = value()
 def test_errors_name_the_argument(kwargs: dict, match: str, backend: str) -> None:
     with pytest.raises(ValueError, match=match):
         march(backend, **(dict(x0=X0) | kwargs))
+
+
+def test_x_only_drift_reproduces_the_1d_march(backend: str) -> None:
+    """u = u(t, x), no nodes: the x noise is the 1-D noise (stream STREAM_EM, index p), the node
+    slopes and sub-steps are the 1-D ones, so the x coordinates follow the 1-D particles_forward
+    march and the x-marginal Σ_j wy[j]·m[j, i] of the 2-D density is its 1-D exact KDE (the
+    y-kernel integrates to one by the trapezoid rule with its images; measured 2e-15)."""
+    from mfg_ensemble.kernels import particles_forward, quadrature_weights
+
+    x, y = coords()
+    u1 = np.stack([(1.0 + 0.2 * k) * np.sin(3.0 * x) for k in range(NT)])
+    u2 = np.repeat(u1[:, None, :], NY, axis=1)
+    x0 = start(2000, 6)
+    kw = dict(sigma=0.25, T=0.8, seed=21, method="exact")
+    m1, k1 = particles_forward(x0[:, 0], u1, x, lo=LO[0], hi=HI[0], bandwidth=0.05, backend=backend, **kw)
+    m2, k2, e2 = particles_forward_2d(x0, u2, lo=LO, hi=HI, bandwidth=(0.05, 0.1), backend=backend, **kw)
+    np.testing.assert_array_equal(k2, k1)
+    assert (e2 == 0).all()
+    marginal = np.einsum("j,kji->ki", quadrature_weights(NY, y[1], "reflect"), m2)
+    assert max_rel(marginal, m1) <= 1e-12
+
+
+@pytest.mark.parametrize("bandwidth", ["scott", 0.1])
+def test_when_everyone_has_left_the_density_is_zero(bandwidth: object, backend: str) -> None:
+    """Particles next to the exit with a strong pull: all leave; m = 0 and exited = 1 from then
+    on (a bandwidth rule keeps its last value once fewer than 2 particles remain)."""
+    x0 = np.c_[np.linspace(0.9, 0.97, 5), np.linspace(0.35, 0.45, 5)]
+    m, _, e = march(backend, x0=x0, u=value(nt=3, strength=4.0), sigma=0.05, T=0.6, bandwidth=bandwidth)
+    assert e[-1] == 1.0 and (np.diff(e) >= 0).all()
+    assert e[1] == 0.8  # one particle left at t_1: the rule falls back to the previous bandwidth
+    assert (m[-1] == 0).all()
