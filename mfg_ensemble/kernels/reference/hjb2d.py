@@ -279,8 +279,8 @@ class Grid:
     def implicit_solve(self, c: float, r: FloatArray) -> FloatArray:
         """U ≈ (I − c(Lx + Ly))⁻¹ r by ADI_SWEEPS factorised defect-correction sweeps from U = 0."""
         u = np.zeros_like(r)
-        for _ in range(ADI_SWEEPS):
-            defect = r - (u - c * self.diffusion(u))
+        for sweep in range(ADI_SWEEPS):
+            defect = r if sweep == 0 else r - (u - c * self.diffusion(u))  # r − (0 − c·0) = r exactly
             xy = self.y.solve(c, np.ascontiguousarray(self.x.solve(c, defect).T)).T
             yx = self.x.solve(c, np.ascontiguousarray(self.y.solve(c, np.ascontiguousarray(defect.T)).T))
             u = u + 0.5 * (xy + yx)
