@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mfg_ensemble.errors import Diverged
 from mfg_ensemble.kernels import hjb_backward, hjb_backward_2d
 from mfg_ensemble.kernels.reference.grid2d import EXIT, OBSTACLE
 
@@ -205,3 +206,18 @@ def test_facade_errors() -> None:
         hjb_backward_2d(f, g, **{**kw, "dy": 0.0})
     with pytest.raises(ValueError, match="min_substeps"):
         hjb_backward_2d(f, g, min_substeps=[1], **kw)
+
+
+def test_collapsing_sub_steps_raise_diverged(backend: str) -> None:
+    g = np.zeros((8, 9))
+    g[4, 4] = 1e12  # slopes of 1e13: the step limit asks for far more than 10⁶ sub-steps
+    with pytest.raises(Diverged, match="sub-step collapsed"):
+        hjb_backward_2d(np.zeros((3, 8, 9)), g, dx=0.1, dy=0.1, sigma=0.2, T=1.0, backend=backend)
+
+
+def test_floors_are_kept(backend: str) -> None:
+    f, g, nodes = room()
+    kw = dict(dx=0.1, dy=0.1, sigma=0.3, T=T_ROOM, nodes=nodes, backend=backend)
+    _, free = hjb_backward_2d(f, g, **kw)
+    _, floored = hjb_backward_2d(f, g, min_substeps=free + 3, **kw)
+    assert (floored == free + 3).all()
