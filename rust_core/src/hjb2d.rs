@@ -298,15 +298,54 @@ impl Lines {
         self.solver = Some((c, factors));
     }
 
-    /// (I − cΔ₄)⁻¹ r line by line, run by run (0 at obstacle nodes), after `prepare(c)`.
+    /// (I − cΔ₄)⁻¹ r line by line, run by run (0 at obstacle nodes), after `prepare(c)`. Lines
+    /// go in fixed groups of four; when the four have runs of the same lengths, their solves
+    /// are interleaved (`Penta::solve4`: the same operations per line).
     fn solve(&self, r: &[f64], out: &mut [f64]) {
+        const GROUP: usize = 4;
         let n = self.n;
         let factors = &self.solver.as_ref().expect("prepared").1;
-        out.par_chunks_mut(n).zip(r.par_chunks(n)).zip(self.runs.par_iter().zip(factors.par_iter())).for_each(
-            |((out, line), (runs, facs))| {
-                out.fill(0.0);
-                let mut buf = Vec::new();
-                for (run, fac) in runs.iter().zip(facs) {
+        out.par_chunks_mut(GROUP * n).zip(r.par_chunks(GROUP * n)).enumerate().for_each(|(gi, (out, rr))| {
+            out.fill(0.0);
+            let lines = out.len() / n;
+            let runs = &self.runs[gi * GROUP..gi * GROUP + lines];
+            let facs = &factors[gi * GROUP..gi * GROUP + lines];
+            let alike = lines == GROUP
+                && runs.iter().all(|rs| {
+                    rs.len() == runs[0].len()
+                        && rs.iter().zip(&runs[0]).all(|(a, b)| a.idx.len() == b.idx.len() && a.cyclic == b.cyclic)
+                });
+            let mut buf = Vec::new();
+            if alike {
+                for q in 0..runs[0].len() {
+                    let len = runs[0][q].idx.len();
+                    buf.clear();
+                    for (s, rs) in runs.iter().enumerate() {
+                        let line = &rr[s * n..(s + 1) * n];
+                        buf.extend(rs[q].idx.iter().map(|&i| line[i]));
+                    }
+                    let bands: [&Penta; GROUP] = std::array::from_fn(|s| match &facs[s][q] {
+                        Factor::Band(f) => f,
+                        Factor::Cyclic(f) => f.band(),
+                    });
+                    Penta::solve4(bands, &mut buf);
+                    for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
+                        let x = &mut buf[s * len..(s + 1) * len];
+                        if let Factor::Cyclic(f) = &fs[q] {
+                            f.correct(x);
+                        }
+                        let o = &mut out[s * n..(s + 1) * n];
+                        for (&i, &v) in rs[q].idx.iter().zip(x.iter()) {
+                            o[i] = v;
+                        }
+                    }
+                }
+                return;
+            }
+            for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
+                let line = &rr[s * n..(s + 1) * n];
+                let o = &mut out[s * n..(s + 1) * n];
+                for (run, fac) in rs.iter().zip(fs) {
                     buf.clear();
                     buf.extend(run.idx.iter().map(|&i| line[i]));
                     match fac {
@@ -314,11 +353,11 @@ impl Lines {
                         Factor::Cyclic(f) => f.solve(&mut buf),
                     }
                     for (&i, &x) in run.idx.iter().zip(&buf) {
-                        out[i] = x;
+                        o[i] = x;
                     }
                 }
-            },
-        );
+            }
+        });
     }
 }
 
