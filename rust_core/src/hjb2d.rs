@@ -15,7 +15,7 @@ use crate::error::{check_finite, check_non_negative, check_positive, KernelError
 use crate::grid2d::{EXIT, FREE, OBSTACLE};
 use crate::hjb::{godunov, laplacian4, more_substeps, ARS_C, ARS_EXPLICIT, ARS_GAMMA, ARS_IMPLICIT};
 use crate::substeps::{floors, substeps, Marching};
-use crate::weno::{weno_combine, Variant, MIN_NODES};
+use crate::weno::{derivatives_extended_into, weno_combine, Variant, Workspace, MIN_NODES};
 
 /// K, the defect-correction sweeps of each implicit stage.
 pub const ADI_SWEEPS: usize = 3;
@@ -227,14 +227,27 @@ impl Lines {
             .map(|(((dm, dp), line), runs)| {
                 dm.fill(0.0);
                 dp.fill(0.0);
-                let mut e = Vec::new();
+                let (mut e, mut rm, mut rp) = (Vec::new(), Vec::new(), Vec::new());
+                let mut ws = Workspace::new();
+                let inv_d = 1.0 / d;
                 let mut pmax = 0.0_f64;
                 for run in runs {
                     fill_ext(run, line, &mut e);
+                    let len = run.idx.len();
+                    rm.resize(len, 0.0);
+                    rp.resize(len, 0.0);
+                    if len >= MIN_NODES {
+                        // the SIMD blocks of the 1-D kernel: the same bits as the scalar form below
+                        derivatives_extended_into(&e, d, variant, eps, &mut rm, &mut rp, &mut ws);
+                    } else {
+                        for p in 0..len {
+                            let w: [f64; 6] = std::array::from_fn(|t| (e[p + t + 1] - e[p + t]) * inv_d);
+                            rm[p] = weno_combine([w[0], w[1], w[2], w[3], w[4]], variant, eps);
+                            rp[p] = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
+                        }
+                    }
                     for (p, &i) in run.idx.iter().enumerate() {
-                        let w: [f64; 6] = std::array::from_fn(|t| (e[p + t + 1] - e[p + t]) / d);
-                        let m = weno_combine([w[0], w[1], w[2], w[3], w[4]], variant, eps);
-                        let pl = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
+                        let (m, pl) = (rm[p], rp[p]);
                         dm[i] = m;
                         dp[i] = pl;
                         if run.free[p] {

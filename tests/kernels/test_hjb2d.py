@@ -12,9 +12,10 @@ x, y = 0 and π, between the walls of the square [0, π]² (mirror ghosts exact)
 alike): periodic n = 16, 32, 64: 1.9e-4, 1.8e-5, 8.0e-7 (orders 3.4, 4.5); reflect 2.4e-5,
 9.1e-7, 5.6e-8 (orders 4.7, 4.0).
 
-Other measurements (2026-12-04): Rust and NumPy are bit-identical on the room problems below
-(max_rel 0; the tests ask 1e-12); the transposed problem gives the exactly transposed u (the
-ADI sweeps are symmetrised); a problem constant in y matches the 1-D march to 6e-16 … 1.5e-15
+Other measurements (2026-12-04): Rust and NumPy agree to 2e-16 … 6e-16 relative on the room
+problems below (the tests ask 1e-12; they were bit-identical before Rust took the SIMD WENO
+blocks of the 1-D kernel); the transposed problem gives the exactly transposed u (the ADI
+sweeps are symmetrised); a problem constant in y matches the 1-D march to 6e-16 … 1.5e-15
 relative (the tests ask 1e-13).
 """
 

@@ -202,7 +202,7 @@ class Lines:
     def derivatives(self, u: FloatArray, variant: str, eps: float) -> tuple[FloatArray, FloatArray, float]:
         """(d⁻, d⁺, their largest modulus over the free nodes); 0 at obstacle nodes."""
         e = self.E @ u.ravel()
-        v = (e[1:] - e[:-1]) / self.d
+        v = (e[1:] - e[:-1]) * (1.0 / self.d)  # as the Rust kernels (1-D too) take it
         p = self.inner
         w = [v[p + k - 3] for k in range(6)]
         dm = _combine(w[0], w[1], w[2], w[3], w[4], variant, eps)
