@@ -8,18 +8,19 @@ Two problems on the unit square, n × n nodes, nt output times, σ = 0.2, T = 1,
 g = 0, f = 1: the time to leave). Prints, per problem, the wall and CPU time per call of each
 backend, the total sub-steps, and the Rust speed-up; and the largest difference between them.
 
-Measured (2026-12-04, 2 shared cores under heavy load from other sessions, RAYON_NUM_THREADS=1,
-n = 101, nt = 21, one call each; wall times, the Rust CPU time in brackets):
+Measured (2026-12-04, 2 shared cores under heavy load from other sessions (load average 3-5),
+RAYON_NUM_THREADS=1, n = 101, nt = 21, one call each; wall times, Rust CPU time in brackets):
 
-    problem  sub-steps   rust                 numpy       speed-up   max rel diff
-    free        52       2.2 s  (1.1 s cpu)    14.4 s       6.5        0 (bit-identical)
-    room      1094      29.6 s (21.4 s cpu)   152.0 s       5.1        0 (bit-identical)
+    problem  sub-steps   rust                 numpy       speed-up (wall)   max rel diff
+    free        52       0.90 s (0.86 s cpu)   20.2 s         22.6             3.1e-15
+    room      1094      25.2 s (16.2 s cpu)   160.4 s          6.4             8.9e-16
 
-About 20 ms of Rust CPU per sub-step at 101 × 101 (≈ 2 µs per node: 5 WENO evaluations of
-both directions, and 4 implicit stages of 3 symmetrised ADI sweeps, 4 line solves each). The
-room's steep layer at the exit (u = 0 there, ≈ 1 next to it) sets its many sub-steps. The NumPy
-reference is vectorised over the lines of a direction, hence the modest ratio; the Rust twin is
-not SIMD-tuned yet (the 1-D kernel is).
+About 15 ms of Rust CPU per sub-step at 101 × 101 (≈ 1.5 µs per node): 5 WENO evaluations of
+both directions (≈ 4 ms, the 1-D kernel's SIMD blocks) and 4 implicit stages of 3 symmetrised
+ADI sweeps, 4 line solves each (≈ 10 ms; the solves of four lines interleaved). The room's
+steep layer at the exit (u = 0 there, ≈ 1 next to it) sets its many sub-steps. The NumPy
+reference is vectorised over the lines of a direction. Before the SIMD WENO and the
+interleaved solves: 21.4 s cpu for the room (≈ 20 ms per sub-step).
 """
 
 from __future__ import annotations
