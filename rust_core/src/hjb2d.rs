@@ -659,4 +659,27 @@ mod tests {
         let e = eval(&ghost_coefficients(2, End::Wall, End::Wall));
         assert_eq!(e, vec![2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0]);
     }
+
+    #[test]
+    fn a_constant_cost_accrues_exactly() {
+        // g = 1, f = 2 everywhere: u(t) = 1 + 2(T − t) (no slopes, no curvature)
+        let (nx, ny, nt) = (7, 6, 3);
+        let p = Hjb2dParams {
+            dx: 0.1,
+            dy: 0.2,
+            sigma: 0.3,
+            horizon: 1.0,
+            bc: [Boundary::Reflect, Boundary::Periodic],
+            variant: Variant::Js,
+            eps: 1e-6,
+            cfl: 0.4,
+        };
+        let out =
+            hjb_backward_2d(&vec![2.0; nt * nx * ny], &vec![1.0; nx * ny], &vec![FREE; nx * ny], nt, ny, nx, &p, None)
+                .expect("a valid problem");
+        for (j, row) in out.values.chunks(nx * ny).enumerate() {
+            let want = 1.0 + 2.0 * (1.0 - j as f64 * 0.5);
+            assert!(row.iter().all(|&u| (u - want).abs() < 1e-14), "t index {j}");
+        }
+    }
 }

@@ -30,7 +30,9 @@ Time. ARS(4,4,3) exactly as in 1-D: E = f − Ĥ explicit, I = (σ²/2)(Lx + Ly)
 stage solves (I − c(Lx + Ly)) U = R, c = γ·dt·σ²/2, approximately, by K = 3 sweeps of
 factorised (ADI) defect correction from U = 0:
 
-    D = R − (U − c(Lx U + Ly U)),   U ← U + ½ [(I − cLy)⁻¹(I − cLx)⁻¹ D + (I − cLx)⁻¹(I − cLy)⁻¹ D],
+    D = R − (U − c(Lx U + Ly U)),   U ← U + ½ [(I − cLy)⁻¹(I − cLx)⁻¹ D + (I − cLx)⁻¹(I − cLy)⁻¹ D]
+
+(the first sweep's D is R itself),
 
 the mean of the two orders of the factors, so that the march is exactly invariant under
 x ↔ y (one fixed order is not when obstacles or exits make Lx and Ly not commute: the
