@@ -30,7 +30,9 @@ Time. ARS(4,4,3) exactly as in 1-D: E = f − Ĥ explicit, I = (σ²/2)(Lx + Ly)
 stage solves (I − c(Lx + Ly)) U = R, c = γ·dt·σ²/2, approximately, by K = 3 sweeps of
 factorised (ADI) defect correction from U = 0:
 
-    D = R − (U − c(Lx U + Ly U)),   U ← U + ½ [(I − cLy)⁻¹(I − cLx)⁻¹ D + (I − cLx)⁻¹(I − cLy)⁻¹ D],
+    D = R − (U − c(Lx U + Ly U)),   U ← U + ½ [(I − cLy)⁻¹(I − cLx)⁻¹ D + (I − cLx)⁻¹(I − cLy)⁻¹ D]
+
+(the first sweep's D is R itself),
 
 the mean of the two orders of the factors, so that the march is exactly invariant under
 x ↔ y (one fixed order is not when obstacles or exits make Lx and Ly not commute: the
@@ -202,7 +204,7 @@ class Lines:
     def derivatives(self, u: FloatArray, variant: str, eps: float) -> tuple[FloatArray, FloatArray, float]:
         """(d⁻, d⁺, their largest modulus over the free nodes); 0 at obstacle nodes."""
         e = self.E @ u.ravel()
-        v = (e[1:] - e[:-1]) / self.d
+        v = (e[1:] - e[:-1]) * (1.0 / self.d)  # as the Rust kernels (1-D too) take it
         p = self.inner
         w = [v[p + k - 3] for k in range(6)]
         dm = _combine(w[0], w[1], w[2], w[3], w[4], variant, eps)
@@ -279,8 +281,8 @@ class Grid:
     def implicit_solve(self, c: float, r: FloatArray) -> FloatArray:
         """U ≈ (I − c(Lx + Ly))⁻¹ r by ADI_SWEEPS factorised defect-correction sweeps from U = 0."""
         u = np.zeros_like(r)
-        for _ in range(ADI_SWEEPS):
-            defect = r - (u - c * self.diffusion(u))
+        for sweep in range(ADI_SWEEPS):
+            defect = r if sweep == 0 else r - (u - c * self.diffusion(u))  # r − (0 − c·0) = r exactly
             xy = self.y.solve(c, np.ascontiguousarray(self.x.solve(c, defect).T)).T
             yx = self.x.solve(c, np.ascontiguousarray(self.y.solve(c, np.ascontiguousarray(defect.T)).T))
             u = u + 0.5 * (xy + yx)
