@@ -335,6 +335,9 @@ struct Grid {
     /// +1 where the face's high end is an exit, −1 where its low end is, 0 elsewhere.
     exit_x: Vec<f64>,
     exit_y: Vec<f64>,
+    /// Whether a row of x-faces / y-faces has an exit face (its exit flux is summed).
+    exit_rows_x: Vec<bool>,
+    exit_rows_y: Vec<bool>,
     slope_x: Vec<bool>,
     slope_y: Vec<bool>,
     diffusion: f64,
@@ -407,6 +410,8 @@ impl Grid {
             free,
             open_x,
             open_y,
+            exit_rows_x: exit_x.chunks(nfx).map(|r| r.iter().any(|&e| e != 0.0)).collect(),
+            exit_rows_y: exit_y.chunks(nx).map(|r| r.iter().any(|&e| e != 0.0)).collect(),
             exit_x,
             exit_y,
             slope_x,
@@ -451,94 +456,100 @@ impl Grid {
             .enumerate()
             .for_each(|(j, ((lx, rx), (ly, ry)))| {
                 let row = &m[j * nx..(j + 1) * nx];
-                let below = &m[((j + ny - 1) % ny) * nx..][..nx];
-                let above = &m[((j + 1) % ny) * nx..][..nx];
-                for i in 0..nx {
-                    let k = j * nx + i;
-                    let (sx, sy) = if limited {
-                        let minus = row[i] - row[(i + nx - 1) % nx];
-                        let plus = row[(i + 1) % nx] - row[i];
-                        let sx = van_leer(minus, plus, self.slope_x[k]);
-                        let sy = van_leer(row[i] - below[i], above[i] - row[i], self.slope_y[k]);
-                        (sx, sy)
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    if limited {
-                        lx[i] = row[i] + 0.5 * sx;
-                        rx[i] = row[i] - 0.5 * sx;
-                        ly[i] = row[i] + 0.5 * sy;
-                        ry[i] = row[i] - 0.5 * sy;
-                    } else {
-                        lx[i] = row[i];
-                        rx[i] = row[i];
-                        ly[i] = row[i];
-                        ry[i] = row[i];
+                if !limited {
+                    for out in [lx, rx, ly, ry] {
+                        out.copy_from_slice(row);
                     }
+                    return;
+                }
+                let below = &m[(if j == 0 { ny - 1 } else { j - 1 }) * nx..][..nx];
+                let above = &m[(if j + 1 == ny { 0 } else { j + 1 }) * nx..][..nx];
+                let (ok_x, ok_y) = (&self.slope_x[j * nx..(j + 1) * nx], &self.slope_y[j * nx..(j + 1) * nx]);
+                for i in 0..nx {
+                    let left = row[if i == 0 { nx - 1 } else { i - 1 }];
+                    let right = row[if i + 1 == nx { 0 } else { i + 1 }];
+                    let v = row[i];
+                    let sx = van_leer(v - left, right - v, ok_x[i]);
+                    let sy = van_leer(v - below[i], above[i] - v, ok_y[i]);
+                    lx[i] = v + 0.5 * sx;
+                    rx[i] = v - 0.5 * sx;
+                    ly[i] = v + 0.5 * sy;
+                    ry[i] = v - 0.5 * sy;
                 }
             });
+        // face fluxes: the x-faces of row j and the y-faces between rows j and j + 1
         let (lx, rx, ly, ry) = (&w.lx, &w.rx, &w.ly, &w.ry);
-        w.gx.par_chunks_mut(nfx).enumerate().for_each(|(j, g)| {
-            for (f, gf) in g.iter_mut().enumerate() {
-                let k = j * nfx + f;
-                let a = ax[k];
-                let v = a.max(0.0) * lx[j * nx + f] + a.min(0.0) * rx[j * nx + (f + 1) % nx];
-                *gf = if self.open_x[k] { v } else { 0.0 };
+        w.gx.par_chunks_mut(nfx).zip(w.gy.par_chunks_mut(nx)).enumerate().for_each(|(j, (g, h))| {
+            let (l, r) = (&lx[j * nx..(j + 1) * nx], &rx[j * nx..(j + 1) * nx]);
+            let (a, open) = (&ax[j * nfx..(j + 1) * nfx], &self.open_x[j * nfx..(j + 1) * nfx]);
+            for f in 0..nfx {
+                let right = r[if f + 1 == nx { 0 } else { f + 1 }];
+                let v = a[f].max(0.0) * l[f] + a[f].min(0.0) * right;
+                g[f] = if open[f] { v } else { 0.0 };
+            }
+            if j < nfy {
+                let up = (if j + 1 == ny { 0 } else { j + 1 }) * nx;
+                let (l, r) = (&ly[j * nx..(j + 1) * nx], &ry[up..up + nx]);
+                let (a, open) = (&ay[j * nx..(j + 1) * nx], &self.open_y[j * nx..(j + 1) * nx]);
+                for i in 0..nx {
+                    let v = a[i].max(0.0) * l[i] + a[i].min(0.0) * r[i];
+                    h[i] = if open[i] { v } else { 0.0 };
+                }
             }
         });
-        w.gy.par_chunks_mut(nx).enumerate().for_each(|(f, g)| {
-            let up = ((f + 1) % ny) * nx;
-            for (i, gf) in g.iter_mut().enumerate() {
-                let k = f * nx + i;
-                let a = ay[k];
-                let v = a.max(0.0) * ly[f * nx + i] + a.min(0.0) * ry[up + i];
-                *gf = if self.open_y[k] { v } else { 0.0 };
-            }
-        });
-        let (gx, gy) = (&w.gx, &w.gy);
+        for (r, wx) in w.rate_x.iter_mut().zip(&self.wx) {
+            *r = dt / wx;
+        }
+        for (r, wy) in w.rate_y.iter_mut().zip(&self.wy) {
+            *r = dt / wy;
+        }
+        let (gx, gy, rate_x, rate_y) = (&w.gx, &w.gy, &w.rate_x, &w.rate_y);
         let rates: Vec<f64> = to
             .par_chunks_mut(nx)
             .enumerate()
             .map(|(j, out)| {
                 let grow = &gx[j * nfx..(j + 1) * nfx];
-                for (i, o) in out.iter_mut().enumerate() {
-                    let k = j * nx + i;
-                    if !self.free[k] {
-                        *o = 0.0;
+                let after_y = (j < nfy).then(|| &gy[j * nx..(j + 1) * nx]);
+                let before_y = if j > 0 {
+                    Some(&gy[(j - 1) * nx..j * nx])
+                } else if self.py {
+                    Some(&gy[(ny - 1) * nx..ny * nx])
+                } else {
+                    None
+                };
+                let (row, free) = (&m[j * nx..(j + 1) * nx], &self.free[j * nx..(j + 1) * nx]);
+                for i in 0..nx {
+                    if !free[i] {
+                        out[i] = 0.0;
                         continue;
                     }
                     let divx = if self.px {
-                        grow[i] - grow[(i + nx - 1) % nx]
+                        grow[i] - grow[if i == 0 { nx - 1 } else { i - 1 }]
                     } else {
                         let after = if i < nfx { grow[i] } else { 0.0 };
                         let before = if i > 0 { grow[i - 1] } else { 0.0 };
                         after - before
                     };
-                    let divy = if self.py {
-                        gy[j * nx + i] - gy[((j + ny - 1) % ny) * nx + i]
-                    } else {
-                        let after = if j < nfy { gy[j * nx + i] } else { 0.0 };
-                        let before = if j > 0 { gy[(j - 1) * nx + i] } else { 0.0 };
-                        after - before
-                    };
-                    *o = m[k] - (dt / self.wx[i] * divx + dt / self.wy[j] * divy);
+                    let after = after_y.map_or(0.0, |g| g[i]);
+                    let before = before_y.map_or(0.0, |g| g[i]);
+                    let divy = after - before;
+                    out[i] = row[i] - (rate_x[i] * divx + rate_y[j] * divy);
                 }
                 // the exit fluxes of the x-faces of row j and of the y-faces of face row j
-                let mut rate_x = 0.0;
-                for (e, g) in self.exit_x[j * nfx..(j + 1) * nfx].iter().zip(grow) {
-                    rate_x += self.wy[j] * (e * g);
-                }
-                let mut rate_y = 0.0;
-                if j < nfy {
-                    for i in 0..nx {
-                        rate_y += self.wx[i] * (self.exit_y[j * nx + i] * gy[j * nx + i]);
+                let mut flow_x = 0.0;
+                if self.exit_rows_x[j] {
+                    for (e, g) in self.exit_x[j * nfx..(j + 1) * nfx].iter().zip(grow) {
+                        flow_x += self.wy[j] * (e * g);
                     }
                 }
-                (rate_x, rate_y)
+                let mut flow_y = 0.0;
+                if j < nfy && self.exit_rows_y[j] {
+                    for i in 0..nx {
+                        flow_y += self.wx[i] * (self.exit_y[j * nx + i] * gy[j * nx + i]);
+                    }
+                }
+                flow_x + flow_y
             })
-            .collect::<Vec<(f64, f64)>>()
-            .into_iter()
-            .map(|(a, b)| a + b)
             .collect();
         rates.iter().sum()
     }
@@ -561,6 +572,9 @@ struct AdvWork {
     ry: Vec<f64>,
     gx: Vec<f64>,
     gy: Vec<f64>,
+    /// δ/wx, δ/wy.
+    rate_x: Vec<f64>,
+    rate_y: Vec<f64>,
 }
 
 fn validate(
@@ -683,7 +697,10 @@ impl Work {
                 ly: vec![0.0; size],
                 ry: vec![0.0; size],
                 gx: vec![0.0; fx],
-                gy: vec![0.0; fy],
+                // one row of y-faces per row of nodes (the last unused for "reflect")
+                gy: vec![0.0; grid.ny * grid.nx],
+                rate_x: vec![0.0; grid.nx],
+                rate_y: vec![0.0; grid.ny],
             },
             ax0: vec![0.0; fx],
             ay0: vec![0.0; fy],
