@@ -50,6 +50,8 @@ struct Segment {
     exit_hi: bool,
     /// Faces of each node that carry diffusive flux (to FREE or EXIT neighbours).
     faces: Vec<f64>,
+    /// The first index if the indices are `start, start + 1, …` (no wrap).
+    start: Option<usize>,
 }
 
 impl Segment {
@@ -61,7 +63,8 @@ impl Segment {
             faces[0] = inner + if exit_lo { 1.0 } else { 0.0 };
             faces[n - 1] = inner + if exit_hi { 1.0 } else { 0.0 };
         }
-        Segment { idx, cyclic, exit_lo, exit_hi, faces }
+        let start = idx.windows(2).all(|p| p[1] == p[0] + 1).then(|| idx[0]);
+        Segment { idx, cyclic, exit_lo, exit_hi, faces, start }
     }
 
     fn has_exit(&self) -> bool {
@@ -223,6 +226,18 @@ struct LineWork {
     div: Vec<f64>,
 }
 
+impl LineWork {
+    /// The four arrays, `n` values each.
+    fn get(&mut self, n: usize) -> (&mut [f64], &mut [f64], &mut [f64], &mut [f64]) {
+        for v in [&mut self.wm, &mut self.y1, &mut self.y2, &mut self.div] {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        }
+        (&mut self.wm[..n], &mut self.y1[..n], &mut self.y2[..n], &mut self.div[..n])
+    }
+}
+
 impl Lines {
     /// `kinds`: one line per row of `n` values.
     fn new(kinds: &[u8], n: usize, widths: Vec<f64>, across: Vec<f64>, periodic: bool, ratio: f64) -> Lines {
@@ -241,6 +256,48 @@ impl Lines {
     fn sdirk2(&self, m: &mut [f64], tau: f64, solvers: &Solvers) -> f64 {
         let c = gamma() * tau * self.ratio;
         let c2 = (1.0 - gamma()) * tau * self.ratio;
+        self.sweep(m, solvers, |seg, solver, line, w| {
+            let n = seg.idx.len();
+            let (wm, y1, y2, div) = w.get(n);
+            gather(seg, &self.widths, line, wm);
+            y1.copy_from_slice(wm);
+            solver.solve(y1);
+            seg.laplacian(y1, div);
+            for p in 0..n {
+                y2[p] = wm[p] + c2 * div[p];
+            }
+            solver.solve(y2);
+            scatter(seg, y2, line);
+            if seg.has_exit() {
+                c2 * seg.exit_values(y1) + c * seg.exit_values(y2)
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// (W − τL) y = W m on every line, in place; the mass that left by exits.
+    fn backward_euler(&self, m: &mut [f64], tau: f64, solvers: &Solvers) -> f64 {
+        let c = tau * self.ratio;
+        self.sweep(m, solvers, |seg, solver, line, w| {
+            let (_, y, _, _) = w.get(seg.idx.len());
+            gather(seg, &self.widths, line, y);
+            solver.solve(y);
+            scatter(seg, y, line);
+            if seg.has_exit() {
+                c * seg.exit_values(y)
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// `step` on every segment of every line (Rayon over lines); Σ over lines, in line order,
+    /// of the face length times the exit flux `step` returns.
+    fn sweep<F>(&self, m: &mut [f64], solvers: &Solvers, step: F) -> f64
+    where
+        F: Fn(&Segment, &SegmentSolver, &mut [f64], &mut LineWork) -> f64 + Sync,
+    {
         let lost: Vec<f64> = m
             .par_chunks_mut(self.n)
             .zip(self.segments.par_iter().zip(solvers.par_iter()))
@@ -248,21 +305,9 @@ impl Lines {
             .map_init(LineWork::default, |w, (q, (line, (segs, solvers)))| {
                 let mut exited = 0.0;
                 for (seg, solver) in segs.iter().zip(solvers) {
-                    w.wm.clear();
-                    w.wm.extend(seg.idx.iter().map(|&i| self.widths[i] * line[i]));
-                    w.y1.clear();
-                    w.y1.extend_from_slice(&w.wm);
-                    solver.solve(&mut w.y1);
-                    w.div.resize(w.y1.len(), 0.0);
-                    seg.laplacian(&w.y1, &mut w.div);
-                    w.y2.clear();
-                    w.y2.extend(w.wm.iter().zip(&w.div).map(|(a, d)| a + c2 * d));
-                    solver.solve(&mut w.y2);
-                    for (&i, &v) in seg.idx.iter().zip(&w.y2) {
-                        line[i] = v;
-                    }
+                    let flux = step(seg, solver, line, w);
                     if seg.has_exit() {
-                        exited += self.across[q] * (c2 * seg.exit_values(&w.y1) + c * seg.exit_values(&w.y2));
+                        exited += self.across[q] * flux;
                     }
                 }
                 exited
@@ -270,31 +315,34 @@ impl Lines {
             .collect();
         lost.iter().sum()
     }
+}
 
-    /// (W − τL) y = W m on every line, in place; the mass that left by exits.
-    fn backward_euler(&self, m: &mut [f64], tau: f64, solvers: &Solvers) -> f64 {
-        let c = tau * self.ratio;
-        let lost: Vec<f64> = m
-            .par_chunks_mut(self.n)
-            .zip(self.segments.par_iter().zip(solvers.par_iter()))
-            .enumerate()
-            .map_init(LineWork::default, |w, (q, (line, (segs, solvers)))| {
-                let mut exited = 0.0;
-                for (seg, solver) in segs.iter().zip(solvers) {
-                    w.y1.clear();
-                    w.y1.extend(seg.idx.iter().map(|&i| self.widths[i] * line[i]));
-                    solver.solve(&mut w.y1);
-                    for (&i, &v) in seg.idx.iter().zip(&w.y1) {
-                        line[i] = v;
-                    }
-                    if seg.has_exit() {
-                        exited += self.across[q] * c * seg.exit_values(&w.y1);
-                    }
-                }
-                exited
-            })
-            .collect();
-        lost.iter().sum()
+/// `to[p]` = w·m at the segment's nodes.
+fn gather(seg: &Segment, widths: &[f64], line: &[f64], to: &mut [f64]) {
+    match seg.start {
+        Some(s) => {
+            let n = to.len();
+            for ((t, w), v) in to.iter_mut().zip(&widths[s..s + n]).zip(&line[s..s + n]) {
+                *t = w * v;
+            }
+        }
+        None => {
+            for (t, &i) in to.iter_mut().zip(&seg.idx) {
+                *t = widths[i] * line[i];
+            }
+        }
+    }
+}
+
+/// The segment's nodes of `line` ← `from`.
+fn scatter(seg: &Segment, from: &[f64], line: &mut [f64]) {
+    match seg.start {
+        Some(s) => line[s..s + from.len()].copy_from_slice(from),
+        None => {
+            for (&v, &i) in from.iter().zip(&seg.idx) {
+                line[i] = v;
+            }
+        }
     }
 }
 
