@@ -271,3 +271,43 @@ def test_bad_arguments_are_named(backend: str, change: dict, message: str) -> No
     args.update(change)
     with pytest.raises(ValueError, match=message):
         fv_forward_2d(**args, backend=backend)
+
+
+def stiff_spike(bc=("reflect", "reflect")) -> dict:
+    """A one-node spike next to an exit and an obstacle under stiff diffusion with one sub-step
+    per interval (no drift: no CFL; τD/dx² ≈ 30): SDIRK2 overshoots below 0, the fallback runs."""
+    nx, ny = 13, 11
+    nodes = np.zeros((ny, nx), dtype=np.uint8)
+    nodes[4:6, 5:8] = OBSTACLE
+    nodes[0, 3:6] = EXIT
+    m0 = np.zeros((ny, nx))
+    m0[2, 4] = 100.0
+    m0[8, 9] = 50.0
+    return dict(u=np.zeros((3, ny, nx)), m0=m0, dx=0.1, dy=0.1, sigma=1.0, T=1.2, bc=bc, nodes=nodes)
+
+
+@pytest.mark.parametrize("bc", BCS[:2])
+def test_the_positive_fallback_runs_where_sdirk2_overshoots(bc, monkeypatch) -> None:
+    from mfg_ensemble.kernels.reference import fv2d
+
+    calls = []
+    original = fv2d.first_order_imex_step
+    monkeypatch.setattr(fv2d, "first_order_imex_step", lambda *a: calls.append(1) or original(*a))
+    case = stiff_spike(bc)
+    ref, k_ref, e_ref = fv_forward_2d(**case, backend="numpy")
+    assert calls and (k_ref == 1).all()
+    rust, k_rust, e_rust = fv_forward_2d(**case, backend="rust")
+    np.testing.assert_array_equal(k_rust, k_ref)
+    assert max_rel(rust, ref) <= 1e-12 and max_rel(e_rust, e_ref) <= 1e-12
+    w = weights(*ref.shape[1:], case["dy"], case["dx"], bc, case["nodes"])
+    mass = (ref * w).sum(axis=(1, 2))
+    assert (ref >= 0).all() and (rust >= 0).all() and e_ref[-1] > 0
+    np.testing.assert_allclose(mass + e_ref, mass[0], rtol=1e-13)
+
+
+def test_the_floors_set_the_substeps_where_they_dominate(backend: str) -> None:
+    case = room(nt=4)
+    _, free, _ = fv_forward_2d(**case, backend=backend)
+    floor = np.array([free[0] + 3, 1, 2 * free[2]])
+    _, floored, _ = fv_forward_2d(**case, min_substeps=floor, backend=backend)
+    np.testing.assert_array_equal(floored, [floor[0], free[1], floor[2]])

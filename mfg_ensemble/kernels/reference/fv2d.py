@@ -51,7 +51,12 @@ IMEX step — forward-Euler upwind advection (s = 0), then backward Euler (W −
 rows, then on the columns (M-matrix solves: positive); it conserves mass and counts its exit
 fluxes the same way.
 
-Measured (tests/kernels/test_fv2d.py, 2-D Ornstein–Uhlenbeck Gaussian): see that file.
+Measured (tests/kernels/test_fv2d.py: the 2-D Ornstein–Uhlenbeck drift, exact product of
+Gaussians, σ = 0.1, walls negligible): L1 errors 3.75e-2, 8.91e-3, 2.07e-3, 4.98e-4 on n × n =
+41², 81², 161², 321² nodes, orders 2.07, 2.10, 2.06. A problem constant in y reproduces the 1-D
+march to ~2e-14; the transposed problem gives the transposed m to ~3e-15 without obstacles, and
+to the O(δ²) splitting difference with them. Unlike 1-D's tests, a stiff spike (one sub-step,
+τD/dx² ≈ 30) does trigger the fallback; the room tests (CFL sub-steps) never needed it.
 """
 
 from __future__ import annotations
