@@ -53,7 +53,7 @@ def main() -> None:
     t_np, (m_np, k_np, e_np) = timed(kw, "numpy", args.repeats)
     assert (k == k_np).all()
     steps = int(k.sum())
-    print(f"fv_forward_2d, nx = ny = {args.nx}, nt = {args.nt}, {steps} sub-steps, ")
+    print(f"fv_forward_2d, nx = ny = {args.nx}, nt = {args.nt}, {steps} sub-steps,")
     print(f"Rust {info['build_profile']} build, {info['rayon_threads']} Rayon threads\n")
     print("| backend | s per call | µs per node·sub-step |")
     print("|---|---:|---:|")

@@ -808,7 +808,7 @@ fn interval(
             lost += grid.rows.sdirk2(&mut w.y, half, rows);
             lost += grid.diffuse_y(&mut w.y, half, cols, &mut w.buf, false);
         }
-        if w.y.iter().any(|&v| v < 0.0) {
+        if lost < 0.0 || w.y.iter().any(|&v| v < 0.0) {
             if implicit && fallback.is_none() {
                 fallback = Some((grid.rows.solvers(dt * grid.rows.ratio), grid.cols.solvers(dt * grid.cols.ratio)));
             }
