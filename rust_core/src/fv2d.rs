@@ -4,10 +4,16 @@
 //! and column segments (tridiagonal solves, Dirichlet m = 0 next to exits), the first-order IMEX
 //! step as the positive fallback, and `exited` accumulated from the fluxes into exit cells.
 //!
-//! The maths: see mfg_ensemble/kernels/reference/fv2d.py (the twin; the same operations in the
-//! same order per value). Rayon over lines (diffusion) and rows (advection); every line and row
-//! is computed by the same operations whatever the thread count, and the per-line exit fluxes
-//! are added in line order, so the result is bit-identical for any number of threads.
+//! The maths: see mfg_ensemble/kernels/reference/fv2d.py (the twin). The advection does the
+//! same operations in the same order per value. The line solves differ in form only: lines are
+//! solved whole, 32 at a time with the inner loops across the lines (they vectorise; columns
+//! need no transposition), a zero coupling at every closed face and a row of 1 at every
+//! non-FREE node, which is exactly the reference's per-segment Thomas solves; a segment that
+//! wraps around a periodic line is solved by Sherman–Morrison instead of by rotating the line
+//! (the same system, equal to rounding). Rayon over blocks of lines (diffusion) and over rows
+//! (advection); every value is computed by the same operations whatever the thread count, and
+//! the per-line exit fluxes are added in line order, so the result is bit-identical for any
+//! number of threads.
 
 use rayon::prelude::*;
 
@@ -41,271 +47,355 @@ fn gamma() -> f64 {
     1.0 - 0.5_f64.sqrt()
 }
 
-/// A stretch of FREE nodes of a line (indices consecutive modulo the line length if periodic).
-#[derive(Debug, Clone)]
-struct Segment {
-    idx: Vec<usize>,
-    cyclic: bool,
-    exit_lo: bool,
-    exit_hi: bool,
+/// Lines per Rayon task of the diffusion sweeps: the lines of a block are solved together, the
+/// inner loops running across them (independent recurrences, so they vectorise).
+const BLOCK: usize = 32;
+
+/// The geometry of up to `BLOCK` lines, values laid out [p][line] (p along the lines).
+struct Block {
+    /// Lines in this block.
+    b: usize,
+    free: Vec<bool>,
     /// Faces of each node that carry diffusive flux (to FREE or EXIT neighbours).
     faces: Vec<f64>,
+    /// Faces of each node to an EXIT neighbour (Dirichlet m = 0 there).
+    exits: Vec<f64>,
+    /// 1 where the face (p, p + 1) couples two FREE nodes, else 0; at p = n − 1 the
+    /// wrap-around face of a periodic line.
+    cpl: Vec<f64>,
+    /// Face lengths across the lines.
+    across: Vec<f64>,
+    /// Whether a line is cyclic (its wrap-around face couples: Sherman–Morrison).
+    cyclic: Vec<bool>,
+    /// (line, index into the block, exit faces) of the nodes next to an exit, by line then p.
+    exit_nodes: Vec<(usize, usize, f64)>,
 }
 
-impl Segment {
-    fn new(idx: Vec<usize>, cyclic: bool, exit_lo: bool, exit_hi: bool) -> Segment {
-        let n = idx.len();
-        let mut faces = vec![2.0; n];
-        if !cyclic {
-            let inner = if n > 1 { 1.0 } else { 0.0 };
-            faces[0] = inner + if exit_lo { 1.0 } else { 0.0 };
-            faces[n - 1] = inner + if exit_hi { 1.0 } else { 0.0 };
-        }
-        Segment { idx, cyclic, exit_lo, exit_hi, faces }
-    }
-
-    fn has_exit(&self) -> bool {
-        self.exit_lo || self.exit_hi
-    }
-
-    /// Σ of y at the ends next to an exit.
-    fn exit_values(&self, y: &[f64]) -> f64 {
-        let mut out = 0.0;
-        if self.exit_lo {
-            out += y[0];
-        }
-        if self.exit_hi {
-            out += y[y.len() - 1];
-        }
-        out
-    }
-
-    /// (y_{p+1} − y_p) − (y_p − y_{p−1}), −y_p through an exit end, wrapped if cyclic.
-    fn laplacian(&self, y: &[f64], div: &mut [f64]) {
-        let n = y.len();
-        if self.cyclic {
-            for p in 0..n {
-                let flux = y[(p + 1) % n] - y[p];
-                let before = y[p] - y[(p + n - 1) % n];
-                div[p] = flux - before;
-            }
-            return;
-        }
-        for p in 0..n {
-            let after = if p + 1 < n { y[p + 1] - y[p] } else { 0.0 };
-            let before = if p > 0 { y[p] - y[p - 1] } else { 0.0 };
-            div[p] = after - before;
-        }
-        if self.exit_lo {
-            div[0] -= y[0];
-        }
-        if self.exit_hi {
-            div[n - 1] -= y[n - 1];
-        }
-    }
+/// Every line along one axis in blocks: the lines are the columns (`along_y`: p = j, line i)
+/// or the rows (p = i, line j) of the (ny, nx) field. A line's FREE nodes form segments
+/// (separated by obstacles and exits, which hold m = 0): a zero coupling between two nodes
+/// makes the tridiagonal solve of the whole line exactly the solves of its segments.
+struct LineBlocks {
+    nx: usize,
+    along_y: bool,
+    /// Nodes per line and lines.
+    n: usize,
+    k: usize,
+    widths: Vec<f64>,
+    ratio: f64,
+    blocks: Vec<Block>,
 }
 
-/// The segments of one line of node kinds.
-fn line_segments(kinds: &[u8], periodic: bool) -> Vec<Segment> {
-    let n = kinds.len();
-    let free = |i: usize| kinds[i] == FREE;
-    if periodic && (0..n).all(free) {
-        return vec![Segment::new((0..n).collect(), true, false, false)];
-    }
-    let order: Vec<usize> = if periodic {
-        let start = (0..n).position(|i| !free(i)).unwrap_or(0) + 1;
-        (0..n).map(|p| (start + p) % n).collect()
-    } else {
-        (0..n).collect()
-    };
-    let is_exit = |p: Option<usize>| p.is_some_and(|i| kinds[i] == EXIT);
-    let mut segments = Vec::new();
-    let mut first = 0; // position in `order` where the current run began
-    let mut run: Vec<usize> = Vec::new();
-    for p in 0..=n {
-        if p < n && free(order[p]) {
-            if run.is_empty() {
-                first = p;
-            }
-            run.push(order[p]);
-            continue;
-        }
-        if !run.is_empty() {
-            let last = first + run.len() - 1;
-            let before = if first > 0 { Some(order[first - 1]) } else { periodic.then(|| order[n - 1]) };
-            let after = if last + 1 < n { Some(order[last + 1]) } else { periodic.then(|| order[0]) };
-            segments.push(Segment::new(std::mem::take(&mut run), false, is_exit(before), is_exit(after)));
-        }
-    }
-    segments
-}
-
-/// The factored M = W − cL of one segment: Thomas' algorithm, Sherman–Morrison if cyclic.
-struct SegmentSolver {
-    c: f64,
+/// The factored M = W − cL of a block (diagonal wᵢ + c·faces, off-diagonal −c·cpl; rows of 1 at
+/// non-FREE nodes), with the Sherman–Morrison data of its cyclic lines.
+struct BlockSolver {
+    cf: Vec<f64>,
     inv: Vec<f64>,
     g: Vec<f64>,
-    cyclic: Option<(f64, Vec<f64>, f64)>,
+    z: Vec<f64>,
+    ratio: Vec<f64>,
+    denom: Vec<f64>,
+    /// Which lines are cyclic (`z` is empty if none is).
+    cyclic: Vec<bool>,
 }
 
-impl SegmentSolver {
-    fn new(widths: &[f64], seg: &Segment, c: f64) -> SegmentSolver {
-        let n = seg.idx.len();
-        let mut d: Vec<f64> = seg.idx.iter().zip(&seg.faces).map(|(&i, &f)| widths[i] + f * c).collect();
-        let (mut ratio, mut b0) = (0.0, 0.0);
-        if seg.cyclic {
-            b0 = d[0];
-            ratio = c / b0;
-            d[0] = b0 + b0;
-            d[n - 1] += c * ratio;
-        }
-        let mut inv = vec![0.0; n];
-        let mut g = vec![0.0; n];
-        inv[0] = 1.0 / d[0];
-        g[0] = c * inv[0];
-        for i in 1..n {
-            inv[i] = 1.0 / (d[i] - c * g[i - 1]);
-            g[i] = c * inv[i];
-        }
-        let mut t = SegmentSolver { c, inv, g, cyclic: None };
-        if seg.cyclic {
-            let mut z = vec![0.0; n];
-            z[0] = -b0;
-            z[n - 1] = -c;
-            t.thomas(&mut z);
-            let denom = 1.0 + (z[0] + ratio * z[n - 1]);
-            t.cyclic = Some((ratio, z, denom));
-        }
-        t
-    }
-
-    fn thomas(&self, x: &mut [f64]) {
-        let n = x.len();
-        x[0] *= self.inv[0];
-        for i in 1..n {
-            x[i] = (x[i] + self.c * x[i - 1]) * self.inv[i];
-        }
-        for i in (0..n - 1).rev() {
-            x[i] += self.g[i] * x[i + 1];
-        }
-    }
-
-    fn solve(&self, x: &mut [f64]) {
-        self.thomas(x);
-        if let Some((ratio, z, denom)) = &self.cyclic {
-            let n = x.len();
-            let q = (x[0] + ratio * x[n - 1]) / denom;
-            for (xi, zi) in x.iter_mut().zip(z) {
-                *xi -= q * zi;
+impl LineBlocks {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kinds: &[u8],
+        nx: usize,
+        ny: usize,
+        along_y: bool,
+        widths: Vec<f64>,
+        across: &[f64],
+        periodic: bool,
+        ratio: f64,
+    ) -> LineBlocks {
+        let (n, k) = if along_y { (ny, nx) } else { (nx, ny) };
+        let kind = |p: usize, q: usize| if along_y { kinds[p * nx + q] } else { kinds[q * nx + p] };
+        let mut blocks = Vec::new();
+        for q0 in (0..k).step_by(BLOCK) {
+            let b = BLOCK.min(k - q0);
+            let mut blk = Block {
+                b,
+                free: vec![false; n * b],
+                faces: vec![0.0; n * b],
+                exits: vec![0.0; n * b],
+                cpl: vec![0.0; n * b],
+                across: across[q0..q0 + b].to_vec(),
+                cyclic: vec![false; b],
+                exit_nodes: Vec::new(),
+            };
+            for l in 0..b {
+                let q = q0 + l;
+                for p in 0..n {
+                    if kind(p, q) != FREE {
+                        continue;
+                    }
+                    let at = p * b + l;
+                    blk.free[at] = true;
+                    let prev = if p > 0 { Some(p - 1) } else { periodic.then_some(n - 1) };
+                    let next = if p + 1 < n { Some(p + 1) } else { periodic.then_some(0) };
+                    for (side, other) in [(0, prev), (1, next)] {
+                        let Some(o) = other else { continue };
+                        match kind(o, q) {
+                            FREE => {
+                                blk.faces[at] += 1.0;
+                                if side == 1 {
+                                    blk.cpl[at] = 1.0;
+                                }
+                            }
+                            EXIT => {
+                                blk.faces[at] += 1.0;
+                                blk.exits[at] += 1.0;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                blk.cyclic[l] = periodic && blk.cpl[(n - 1) * b + l] != 0.0;
+                for p in 0..n {
+                    if blk.exits[p * b + l] != 0.0 {
+                        blk.exit_nodes.push((l, p * b + l, blk.exits[p * b + l]));
+                    }
+                }
             }
+            blocks.push(blk);
         }
-    }
-}
-
-/// The segments of every line along one axis, the widths along the lines, the face lengths
-/// across them (one per line) and D/spacing.
-struct Lines {
-    n: usize,
-    segments: Vec<Vec<Segment>>,
-    widths: Vec<f64>,
-    across: Vec<f64>,
-    ratio: f64,
-}
-
-type Solvers = Vec<Vec<SegmentSolver>>;
-
-/// Work arrays of one line.
-#[derive(Default)]
-struct LineWork {
-    wm: Vec<f64>,
-    y1: Vec<f64>,
-    y2: Vec<f64>,
-    div: Vec<f64>,
-}
-
-impl Lines {
-    /// `kinds`: one line per row of `n` values.
-    fn new(kinds: &[u8], n: usize, widths: Vec<f64>, across: Vec<f64>, periodic: bool, ratio: f64) -> Lines {
-        let segments = kinds.chunks(n).map(|line| line_segments(line, periodic)).collect();
-        Lines { n, segments, widths, across, ratio }
+        LineBlocks { nx, along_y, n, k, widths, ratio, blocks }
     }
 
-    fn solvers(&self, c: f64) -> Solvers {
-        self.segments
+    fn solvers(&self, c: f64) -> Vec<BlockSolver> {
+        let n = self.n;
+        self.blocks
             .par_iter()
-            .map(|segs| segs.iter().map(|s| SegmentSolver::new(&self.widths, s, c)).collect())
+            .map(|blk| {
+                let b = blk.b;
+                let cf: Vec<f64> = blk.cpl.iter().map(|&v| c * v).collect();
+                let mut d: Vec<f64> = (0..n * b)
+                    .map(|at| if blk.free[at] { self.widths[at / b] + blk.faces[at] * c } else { 1.0 })
+                    .collect();
+                let (mut ratio, mut b0) = (vec![0.0; b], vec![0.0; b]);
+                for l in 0..b {
+                    if blk.cyclic[l] {
+                        b0[l] = d[l];
+                        ratio[l] = c / b0[l];
+                        d[l] = b0[l] + b0[l];
+                        d[(n - 1) * b + l] += c * ratio[l];
+                    }
+                }
+                let mut inv = vec![0.0; n * b];
+                let mut g = vec![0.0; n * b];
+                for l in 0..b {
+                    inv[l] = 1.0 / d[l];
+                    g[l] = cf[l] * inv[l];
+                }
+                for p in 1..n {
+                    for l in 0..b {
+                        let at = p * b + l;
+                        inv[at] = 1.0 / (d[at] - cf[at - b] * g[at - b]);
+                        g[at] = cf[at] * inv[at];
+                    }
+                }
+                let cyclic = blk.cyclic.clone();
+                let mut s = BlockSolver { cf, inv, g, z: Vec::new(), ratio, denom: vec![1.0; b], cyclic };
+                if blk.cyclic.iter().any(|&c| c) {
+                    let mut z = vec![0.0; n * b];
+                    for l in 0..b {
+                        if blk.cyclic[l] {
+                            z[l] = -b0[l];
+                            z[(n - 1) * b + l] = -c;
+                        }
+                    }
+                    s.thomas(&mut z, n, b);
+                    for l in 0..b {
+                        if blk.cyclic[l] {
+                            s.denom[l] = 1.0 + (z[l] + s.ratio[l] * z[(n - 1) * b + l]);
+                        }
+                    }
+                    s.z = z;
+                }
+                s
+            })
             .collect()
     }
 
-    /// 𝒟_τ on every line of `m` (lines of `n` values), in place; the mass that left by exits.
-    fn sdirk2(&self, m: &mut [f64], tau: f64, solvers: &Solvers) -> f64 {
+    /// buf (blocks of [p][line]) ← the lines of `field`.
+    fn gather(&self, field: &[f64], buf: &mut [f64]) {
+        let (n, nx, along_y) = (self.n, self.nx, self.along_y);
+        buf.par_chunks_mut(n * BLOCK).enumerate().for_each(|(bi, chunk)| {
+            let q0 = bi * BLOCK;
+            let b = chunk.len() / n;
+            for p in 0..n {
+                for l in 0..b {
+                    chunk[p * b + l] = if along_y { field[p * nx + q0 + l] } else { field[(q0 + l) * nx + p] };
+                }
+            }
+        });
+    }
+
+    /// `field` ← the lines of buf.
+    fn scatter(&self, buf: &[f64], field: &mut [f64]) {
+        let (n, k, along_y) = (self.n, self.k, self.along_y);
+        field.par_chunks_mut(self.nx).enumerate().for_each(|(j, row)| {
+            if along_y {
+                // row j holds p = j of every line i
+                for (bi, out) in row.chunks_mut(BLOCK).enumerate() {
+                    let b = out.len();
+                    out.copy_from_slice(&buf[bi * BLOCK * n + j * b..][..b]);
+                }
+            } else {
+                // row j is line j
+                let (bi, l) = (j / BLOCK, j % BLOCK);
+                let b = BLOCK.min(k - bi * BLOCK);
+                let chunk = &buf[bi * BLOCK * n..];
+                for (p, v) in row.iter_mut().enumerate() {
+                    *v = chunk[p * b + l];
+                }
+            }
+        });
+    }
+
+    /// 𝒟_τ on every line of `field` (in place, through `buf`); the mass that left by exits.
+    fn sdirk2(&self, field: &mut [f64], tau: f64, solvers: &[BlockSolver], buf: &mut [f64]) -> f64 {
         let c = gamma() * tau * self.ratio;
         let c2 = (1.0 - gamma()) * tau * self.ratio;
-        let lost: Vec<f64> = m
-            .par_chunks_mut(self.n)
-            .zip(self.segments.par_iter().zip(solvers.par_iter()))
-            .enumerate()
-            .map_init(LineWork::default, |w, (q, (line, (segs, solvers)))| {
-                let mut exited = 0.0;
-                for (seg, solver) in segs.iter().zip(solvers) {
-                    w.wm.clear();
-                    w.wm.extend(seg.idx.iter().map(|&i| self.widths[i] * line[i]));
-                    w.y1.clear();
-                    w.y1.extend_from_slice(&w.wm);
-                    solver.solve(&mut w.y1);
-                    w.div.resize(w.y1.len(), 0.0);
-                    seg.laplacian(&w.y1, &mut w.div);
-                    w.y2.clear();
-                    w.y2.extend(w.wm.iter().zip(&w.div).map(|(a, d)| a + c2 * d));
-                    solver.solve(&mut w.y2);
-                    for (&i, &v) in seg.idx.iter().zip(&w.y2) {
-                        line[i] = v;
-                    }
-                    if seg.has_exit() {
-                        exited += self.across[q] * (c2 * seg.exit_values(&w.y1) + c * seg.exit_values(&w.y2));
-                    }
+        let n = self.n;
+        self.sweep(field, solvers, buf, |blk, s, x, scratch, out| {
+            let b = blk.b;
+            let size = n * b;
+            scratch.resize(3 * size, 0.0);
+            let (wm, rest) = scratch.split_at_mut(size);
+            let (y1, div) = rest.split_at_mut(size);
+            for p in 0..n {
+                for l in 0..b {
+                    wm[p * b + l] = self.widths[p] * x[p * b + l];
                 }
-                exited
-            })
-            .collect();
-        lost.iter().sum()
+            }
+            y1.copy_from_slice(wm);
+            s.solve(y1, n, b);
+            blk.laplacian(y1, n, div);
+            for ((xi, a), d) in x.iter_mut().zip(wm.iter()).zip(div.iter()) {
+                *xi = a + c2 * d;
+            }
+            s.solve(x, n, b);
+            // Σ over the exit faces of each line, in p order
+            let (mut e1, mut e2) = (vec![0.0; b], vec![0.0; b]);
+            for &(l, at, e) in &blk.exit_nodes {
+                e1[l] += e * y1[at];
+                e2[l] += e * x[at];
+            }
+            for (l, o) in out.iter_mut().enumerate() {
+                *o = c2 * e1[l] + c * e2[l];
+            }
+        })
     }
 
-    /// (W − τL) y = W m on every line, in place; the mass that left by exits.
-    fn backward_euler(&self, m: &mut [f64], tau: f64, solvers: &Solvers) -> f64 {
+    /// (W − τL) y = W m on every line of `field`; the mass that left by exits.
+    fn backward_euler(&self, field: &mut [f64], tau: f64, solvers: &[BlockSolver], buf: &mut [f64]) -> f64 {
         let c = tau * self.ratio;
-        let lost: Vec<f64> = m
-            .par_chunks_mut(self.n)
-            .zip(self.segments.par_iter().zip(solvers.par_iter()))
-            .enumerate()
-            .map_init(LineWork::default, |w, (q, (line, (segs, solvers)))| {
-                let mut exited = 0.0;
-                for (seg, solver) in segs.iter().zip(solvers) {
-                    w.y1.clear();
-                    w.y1.extend(seg.idx.iter().map(|&i| self.widths[i] * line[i]));
-                    solver.solve(&mut w.y1);
-                    for (&i, &v) in seg.idx.iter().zip(&w.y1) {
-                        line[i] = v;
-                    }
-                    if seg.has_exit() {
-                        exited += self.across[q] * c * seg.exit_values(&w.y1);
-                    }
+        let n = self.n;
+        self.sweep(field, solvers, buf, |blk, s, x, _, out| {
+            let b = blk.b;
+            for p in 0..n {
+                for l in 0..b {
+                    x[p * b + l] *= self.widths[p];
                 }
-                exited
+            }
+            s.solve(x, n, b);
+            let mut e = vec![0.0; b];
+            for &(l, at, f) in &blk.exit_nodes {
+                e[l] += f * x[at];
+            }
+            for (o, el) in out.iter_mut().zip(e) {
+                *o = c * el;
+            }
+        })
+    }
+
+    /// `step` on every block (Rayon over blocks), which leaves each line's exit flux in `out`;
+    /// returns Σ over lines, in line order, of face length × exit flux.
+    fn sweep<F>(&self, field: &mut [f64], solvers: &[BlockSolver], buf: &mut [f64], step: F) -> f64
+    where
+        F: Fn(&Block, &BlockSolver, &mut [f64], &mut Vec<f64>, &mut [f64]) + Sync,
+    {
+        self.gather(field, buf);
+        let flux: Vec<Vec<f64>> = buf
+            .par_chunks_mut(self.n * BLOCK)
+            .zip(self.blocks.par_iter().zip(solvers.par_iter()))
+            .map_init(Vec::new, |scratch, (x, (blk, s))| {
+                let mut out = vec![0.0; blk.b];
+                step(blk, s, x, scratch, &mut out);
+                for (o, a) in out.iter_mut().zip(&blk.across) {
+                    *o *= a;
+                }
+                out
             })
             .collect();
-        lost.iter().sum()
+        self.scatter(buf, field);
+        flux.iter().flatten().sum()
     }
 }
 
-/// `dst` (cols × rows) ← the transpose of `src` (rows × cols).
-fn transpose(src: &[f64], rows: usize, cols: usize, dst: &mut [f64]) {
-    dst.par_chunks_mut(rows).enumerate().for_each(|(i, out)| {
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = src[j * cols + i];
+impl Block {
+    /// (y_{p+1} − y_p) − (y_p − y_{p−1}) over the faces that couple, − y_p per exit face.
+    fn laplacian(&self, y: &[f64], n: usize, div: &mut [f64]) {
+        let b = self.b;
+        for p in 0..n {
+            let next = if p + 1 < n { (p + 1) * b } else { 0 };
+            let prev = if p > 0 { (p - 1) * b } else { (n - 1) * b };
+            let at = p * b;
+            let (yp, yn, yb) = (&y[at..at + b], &y[next..next + b], &y[prev..prev + b]);
+            let (c_after, c_before) = (&self.cpl[at..at + b], &self.cpl[prev..prev + b]);
+            let (exits, out) = (&self.exits[at..at + b], &mut div[at..at + b]);
+            for l in 0..b {
+                let after = c_after[l] * (yn[l] - yp[l]);
+                let before = c_before[l] * (yp[l] - yb[l]);
+                out[l] = (after - before) - exits[l] * yp[l];
+            }
         }
-    });
+    }
 }
+
+impl BlockSolver {
+    fn thomas(&self, x: &mut [f64], n: usize, b: usize) {
+        for (xl, inv) in x[..b].iter_mut().zip(&self.inv) {
+            *xl *= inv;
+        }
+        for p in 1..n {
+            let (done, rest) = x.split_at_mut(p * b);
+            let prev = &done[(p - 1) * b..];
+            let (cf, inv) = (&self.cf[(p - 1) * b..p * b], &self.inv[p * b..(p + 1) * b]);
+            for l in 0..b {
+                rest[l] = (rest[l] + cf[l] * prev[l]) * inv[l];
+            }
+        }
+        for p in (0..n - 1).rev() {
+            let (head, tail) = x.split_at_mut((p + 1) * b);
+            let cur = &mut head[p * b..];
+            let g = &self.g[p * b..(p + 1) * b];
+            for l in 0..b {
+                cur[l] += g[l] * tail[l];
+            }
+        }
+    }
+
+    fn solve(&self, x: &mut [f64], n: usize, b: usize) {
+        self.thomas(x, n, b);
+        if !self.z.is_empty() {
+            for l in 0..b {
+                if self.cyclic[l] {
+                    let q = (x[l] + self.ratio[l] * x[(n - 1) * b + l]) / self.denom[l];
+                    for p in 0..n {
+                        x[p * b + l] -= q * self.z[p * b + l];
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Solvers = Vec<BlockSolver>;
 
 #[inline(always)]
 fn van_leer(minus: f64, plus: f64, ok: bool) -> f64 {
@@ -335,11 +425,14 @@ struct Grid {
     /// +1 where the face's high end is an exit, −1 where its low end is, 0 elsewhere.
     exit_x: Vec<f64>,
     exit_y: Vec<f64>,
+    /// Whether a row of x-faces / y-faces has an exit face (its exit flux is summed).
+    exit_rows_x: Vec<bool>,
+    exit_rows_y: Vec<bool>,
     slope_x: Vec<bool>,
     slope_y: Vec<bool>,
     diffusion: f64,
-    rows: Lines,
-    cols: Lines,
+    rows: LineBlocks,
+    cols: LineBlocks,
 }
 
 fn face_kind(lo: u8, hi: u8) -> (bool, f64) {
@@ -385,14 +478,8 @@ impl Grid {
                 slope_y[k] = free[k] && inside_y && free[((j + ny - 1) % ny) * nx + i] && free[((j + 1) % ny) * nx + i];
             }
         }
-        let mut transposed = vec![0; nx * ny];
-        for j in 0..ny {
-            for i in 0..nx {
-                transposed[i * ny + j] = kinds[j * nx + i];
-            }
-        }
-        let rows = Lines::new(kinds, nx, wx.clone(), wy.clone(), px, diffusion / p.dx);
-        let cols = Lines::new(&transposed, ny, wy.clone(), wx.clone(), py, diffusion / p.dy);
+        let rows = LineBlocks::new(kinds, nx, ny, false, wx.clone(), &wy, px, diffusion / p.dx);
+        let cols = LineBlocks::new(kinds, nx, ny, true, wy.clone(), &wx, py, diffusion / p.dy);
         Grid {
             nx,
             ny,
@@ -407,6 +494,8 @@ impl Grid {
             free,
             open_x,
             open_y,
+            exit_rows_x: exit_x.chunks(nfx).map(|r| r.iter().any(|&e| e != 0.0)).collect(),
+            exit_rows_y: exit_y.chunks(nx).map(|r| r.iter().any(|&e| e != 0.0)).collect(),
             exit_x,
             exit_y,
             slope_x,
@@ -451,105 +540,102 @@ impl Grid {
             .enumerate()
             .for_each(|(j, ((lx, rx), (ly, ry)))| {
                 let row = &m[j * nx..(j + 1) * nx];
-                let below = &m[((j + ny - 1) % ny) * nx..][..nx];
-                let above = &m[((j + 1) % ny) * nx..][..nx];
-                for i in 0..nx {
-                    let k = j * nx + i;
-                    let (sx, sy) = if limited {
-                        let minus = row[i] - row[(i + nx - 1) % nx];
-                        let plus = row[(i + 1) % nx] - row[i];
-                        let sx = van_leer(minus, plus, self.slope_x[k]);
-                        let sy = van_leer(row[i] - below[i], above[i] - row[i], self.slope_y[k]);
-                        (sx, sy)
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    if limited {
-                        lx[i] = row[i] + 0.5 * sx;
-                        rx[i] = row[i] - 0.5 * sx;
-                        ly[i] = row[i] + 0.5 * sy;
-                        ry[i] = row[i] - 0.5 * sy;
-                    } else {
-                        lx[i] = row[i];
-                        rx[i] = row[i];
-                        ly[i] = row[i];
-                        ry[i] = row[i];
+                if !limited {
+                    for out in [lx, rx, ly, ry] {
+                        out.copy_from_slice(row);
                     }
+                    return;
+                }
+                let below = &m[(if j == 0 { ny - 1 } else { j - 1 }) * nx..][..nx];
+                let above = &m[(if j + 1 == ny { 0 } else { j + 1 }) * nx..][..nx];
+                let (ok_x, ok_y) = (&self.slope_x[j * nx..(j + 1) * nx], &self.slope_y[j * nx..(j + 1) * nx]);
+                for i in 0..nx {
+                    let left = row[if i == 0 { nx - 1 } else { i - 1 }];
+                    let right = row[if i + 1 == nx { 0 } else { i + 1 }];
+                    let v = row[i];
+                    let sx = van_leer(v - left, right - v, ok_x[i]);
+                    let sy = van_leer(v - below[i], above[i] - v, ok_y[i]);
+                    lx[i] = v + 0.5 * sx;
+                    rx[i] = v - 0.5 * sx;
+                    ly[i] = v + 0.5 * sy;
+                    ry[i] = v - 0.5 * sy;
                 }
             });
+        // face fluxes: the x-faces of row j and the y-faces between rows j and j + 1
         let (lx, rx, ly, ry) = (&w.lx, &w.rx, &w.ly, &w.ry);
-        w.gx.par_chunks_mut(nfx).enumerate().for_each(|(j, g)| {
-            for (f, gf) in g.iter_mut().enumerate() {
-                let k = j * nfx + f;
-                let a = ax[k];
-                let v = a.max(0.0) * lx[j * nx + f] + a.min(0.0) * rx[j * nx + (f + 1) % nx];
-                *gf = if self.open_x[k] { v } else { 0.0 };
+        w.gx.par_chunks_mut(nfx).zip(w.gy.par_chunks_mut(nx)).enumerate().for_each(|(j, (g, h))| {
+            let (l, r) = (&lx[j * nx..(j + 1) * nx], &rx[j * nx..(j + 1) * nx]);
+            let (a, open) = (&ax[j * nfx..(j + 1) * nfx], &self.open_x[j * nfx..(j + 1) * nfx]);
+            for f in 0..nfx {
+                let right = r[if f + 1 == nx { 0 } else { f + 1 }];
+                let v = a[f].max(0.0) * l[f] + a[f].min(0.0) * right;
+                g[f] = if open[f] { v } else { 0.0 };
+            }
+            if j < nfy {
+                let up = (if j + 1 == ny { 0 } else { j + 1 }) * nx;
+                let (l, r) = (&ly[j * nx..(j + 1) * nx], &ry[up..up + nx]);
+                let (a, open) = (&ay[j * nx..(j + 1) * nx], &self.open_y[j * nx..(j + 1) * nx]);
+                for i in 0..nx {
+                    let v = a[i].max(0.0) * l[i] + a[i].min(0.0) * r[i];
+                    h[i] = if open[i] { v } else { 0.0 };
+                }
             }
         });
-        w.gy.par_chunks_mut(nx).enumerate().for_each(|(f, g)| {
-            let up = ((f + 1) % ny) * nx;
-            for (i, gf) in g.iter_mut().enumerate() {
-                let k = f * nx + i;
-                let a = ay[k];
-                let v = a.max(0.0) * ly[f * nx + i] + a.min(0.0) * ry[up + i];
-                *gf = if self.open_y[k] { v } else { 0.0 };
-            }
-        });
-        let (gx, gy) = (&w.gx, &w.gy);
+        for (r, wx) in w.rate_x.iter_mut().zip(&self.wx) {
+            *r = dt / wx;
+        }
+        for (r, wy) in w.rate_y.iter_mut().zip(&self.wy) {
+            *r = dt / wy;
+        }
+        let (gx, gy, rate_x, rate_y) = (&w.gx, &w.gy, &w.rate_x, &w.rate_y);
         let rates: Vec<f64> = to
             .par_chunks_mut(nx)
             .enumerate()
             .map(|(j, out)| {
                 let grow = &gx[j * nfx..(j + 1) * nfx];
-                for (i, o) in out.iter_mut().enumerate() {
-                    let k = j * nx + i;
-                    if !self.free[k] {
-                        *o = 0.0;
+                let after_y = (j < nfy).then(|| &gy[j * nx..(j + 1) * nx]);
+                let before_y = if j > 0 {
+                    Some(&gy[(j - 1) * nx..j * nx])
+                } else if self.py {
+                    Some(&gy[(ny - 1) * nx..ny * nx])
+                } else {
+                    None
+                };
+                let (row, free) = (&m[j * nx..(j + 1) * nx], &self.free[j * nx..(j + 1) * nx]);
+                for i in 0..nx {
+                    if !free[i] {
+                        out[i] = 0.0;
                         continue;
                     }
                     let divx = if self.px {
-                        grow[i] - grow[(i + nx - 1) % nx]
+                        grow[i] - grow[if i == 0 { nx - 1 } else { i - 1 }]
                     } else {
                         let after = if i < nfx { grow[i] } else { 0.0 };
                         let before = if i > 0 { grow[i - 1] } else { 0.0 };
                         after - before
                     };
-                    let divy = if self.py {
-                        gy[j * nx + i] - gy[((j + ny - 1) % ny) * nx + i]
-                    } else {
-                        let after = if j < nfy { gy[j * nx + i] } else { 0.0 };
-                        let before = if j > 0 { gy[(j - 1) * nx + i] } else { 0.0 };
-                        after - before
-                    };
-                    *o = m[k] - (dt / self.wx[i] * divx + dt / self.wy[j] * divy);
+                    let after = after_y.map_or(0.0, |g| g[i]);
+                    let before = before_y.map_or(0.0, |g| g[i]);
+                    let divy = after - before;
+                    out[i] = row[i] - (rate_x[i] * divx + rate_y[j] * divy);
                 }
                 // the exit fluxes of the x-faces of row j and of the y-faces of face row j
-                let mut rate_x = 0.0;
-                for (e, g) in self.exit_x[j * nfx..(j + 1) * nfx].iter().zip(grow) {
-                    rate_x += self.wy[j] * (e * g);
-                }
-                let mut rate_y = 0.0;
-                if j < nfy {
-                    for i in 0..nx {
-                        rate_y += self.wx[i] * (self.exit_y[j * nx + i] * gy[j * nx + i]);
+                let mut flow_x = 0.0;
+                if self.exit_rows_x[j] {
+                    for (e, g) in self.exit_x[j * nfx..(j + 1) * nfx].iter().zip(grow) {
+                        flow_x += self.wy[j] * (e * g);
                     }
                 }
-                (rate_x, rate_y)
+                let mut flow_y = 0.0;
+                if j < nfy && self.exit_rows_y[j] {
+                    for i in 0..nx {
+                        flow_y += self.wx[i] * (self.exit_y[j * nx + i] * gy[j * nx + i]);
+                    }
+                }
+                flow_x + flow_y
             })
-            .collect::<Vec<(f64, f64)>>()
-            .into_iter()
-            .map(|(a, b)| a + b)
             .collect();
         rates.iter().sum()
-    }
-
-    /// 𝒟ʸ_τ (by the transposed field) or 𝒟ˣ_τ on m in place; the mass that left.
-    fn diffuse_y(&self, m: &mut [f64], tau: f64, solvers: &Solvers, buf: &mut [f64], euler: bool) -> f64 {
-        transpose(m, self.ny, self.nx, buf);
-        let lost =
-            if euler { self.cols.backward_euler(buf, tau, solvers) } else { self.cols.sdirk2(buf, tau, solvers) };
-        transpose(buf, self.nx, self.ny, m);
-        lost
     }
 }
 
@@ -561,6 +647,9 @@ struct AdvWork {
     ry: Vec<f64>,
     gx: Vec<f64>,
     gy: Vec<f64>,
+    /// δ/wx, δ/wy.
+    rate_x: Vec<f64>,
+    rate_y: Vec<f64>,
 }
 
 fn validate(
@@ -683,7 +772,10 @@ impl Work {
                 ly: vec![0.0; size],
                 ry: vec![0.0; size],
                 gx: vec![0.0; fx],
-                gy: vec![0.0; fy],
+                // one row of y-faces per row of nodes (the last unused for "reflect")
+                gy: vec![0.0; grid.ny * grid.nx],
+                rate_x: vec![0.0; grid.nx],
+                rate_y: vec![0.0; grid.ny],
             },
             ax0: vec![0.0; fx],
             ay0: vec![0.0; fy],
@@ -730,8 +822,8 @@ fn interval(
         w.y.copy_from_slice(m);
         let mut lost = 0.0;
         if let Some((rows, cols)) = &halves {
-            lost += grid.diffuse_y(&mut w.y, half, cols, &mut w.buf, false);
-            lost += grid.rows.sdirk2(&mut w.y, half, rows);
+            lost += grid.cols.sdirk2(&mut w.y, half, cols, &mut w.buf);
+            lost += grid.rows.sdirk2(&mut w.y, half, rows, &mut w.buf);
         }
         let e0 = grid.euler(&w.y, &w.ax0, &w.ay0, dt, true, &mut w.adv, &mut w.y1);
         let e1 = grid.euler(&w.y1, &w.ax1, &w.ay1, dt, true, &mut w.adv, &mut w.y2);
@@ -740,10 +832,10 @@ fn interval(
         }
         lost += 0.5 * dt * (e0 + e1);
         if let Some((rows, cols)) = &halves {
-            lost += grid.rows.sdirk2(&mut w.y, half, rows);
-            lost += grid.diffuse_y(&mut w.y, half, cols, &mut w.buf, false);
+            lost += grid.rows.sdirk2(&mut w.y, half, rows, &mut w.buf);
+            lost += grid.cols.sdirk2(&mut w.y, half, cols, &mut w.buf);
         }
-        if w.y.iter().any(|&v| v < 0.0) {
+        if lost < 0.0 || w.y.iter().any(|&v| v < 0.0) {
             if implicit && fallback.is_none() {
                 fallback = Some((grid.rows.solvers(dt * grid.rows.ratio), grid.cols.solvers(dt * grid.cols.ratio)));
             }
@@ -780,8 +872,8 @@ fn first_order_imex_step(
     let rate = grid.euler(m, ax, ay, dt, false, adv, y);
     let mut lost = dt * rate;
     if let Some((rows, cols)) = solvers {
-        lost += grid.rows.backward_euler(y, dt, rows);
-        lost += grid.diffuse_y(y, dt, cols, buf, true);
+        lost += grid.rows.backward_euler(y, dt, rows, buf);
+        lost += grid.cols.backward_euler(y, dt, cols, buf);
     }
     lost
 }
@@ -795,17 +887,18 @@ mod tests {
     }
 
     #[test]
-    fn segments_split_at_obstacles_wrap_and_see_exits() {
+    fn lines_split_at_obstacles_wrap_and_see_exits() {
+        // one row of six nodes (reflect), one periodic row of four, as x-lines of a (1, n) field
         let kinds = [EXIT, FREE, FREE, OBSTACLE, FREE, EXIT];
-        let s = line_segments(&kinds, false);
-        assert_eq!(s.len(), 2);
-        assert_eq!((s[0].idx.clone(), s[0].exit_lo, s[0].exit_hi), (vec![1, 2], true, false));
-        assert_eq!((s[1].idx.clone(), s[1].exit_lo, s[1].exit_hi), (vec![4], false, true));
-        assert_eq!(s[1].faces, vec![1.0]);
-        let s = line_segments(&[FREE, OBSTACLE, FREE, FREE], true);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].idx, vec![2, 3, 0]);
-        assert!(line_segments(&[FREE; 5], true)[0].cyclic);
+        let lines = LineBlocks::new(&kinds, 6, 1, false, vec![0.1; 6], &[1.0], false, 1.0);
+        let blk = &lines.blocks[0];
+        assert_eq!(blk.faces, vec![0.0, 2.0, 1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(blk.exits, vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(blk.cpl, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        let lines = LineBlocks::new(&[FREE, OBSTACLE, FREE, FREE], 4, 1, false, vec![0.1; 4], &[1.0], true, 1.0);
+        let blk = &lines.blocks[0];
+        assert_eq!(blk.cpl, vec![0.0, 0.0, 1.0, 1.0]); // 2–3 and the wrap 3–0
+        assert!(blk.cyclic[0]);
     }
 
     #[test]
@@ -844,16 +937,17 @@ mod tests {
     }
 
     #[test]
-    fn the_cyclic_segment_solve_inverts_the_periodic_matrix() {
+    fn the_cyclic_solve_inverts_the_periodic_matrix() {
         let n = 7;
         let widths = vec![0.1; n];
         let c = 3.7;
-        let seg = Segment::new((0..n).collect(), true, false, false);
-        let t = SegmentSolver::new(&widths, &seg, c);
+        let lines = LineBlocks::new(&[FREE; 7], n, 1, false, widths.clone(), &[1.0], true, 1.0);
+        let solver = &lines.solvers(c)[0];
         let x: Vec<f64> = (0..n).map(|i| 1.0 + (i as f64).sin()).collect();
+        // r = M x, M = diag(w + 2c) − c (neighbours, wrapping)
         let mut r: Vec<f64> =
             (0..n).map(|i| (widths[i] + 2.0 * c) * x[i] - c * (x[(i + 1) % n] + x[(i + n - 1) % n])).collect();
-        t.solve(&mut r);
+        solver.solve(&mut r, n, 1);
         assert!(r.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-12));
     }
 }

@@ -46,12 +46,18 @@ rounding; with them, the transposed problem is the other ordering, equal to seco
   diagonal of M = W − γτL. The exit flux of the step is τD/dx·((1 − γ)y¹ + γy²) at that end
   (the SDIRK2 weights of its stage fluxes), times the face length wy[j]. 𝒟ʸ: columns alike.
 
-A-posteriori fallback, as 1-D: if the sub-step made any m < 0 it is redone by the first-order
-IMEX step — forward-Euler upwind advection (s = 0), then backward Euler (W − δL)y = Wm on the
-rows, then on the columns (M-matrix solves: positive); it conserves mass and counts its exit
-fluxes the same way.
+A-posteriori fallback, as 1-D: if the sub-step made any m < 0 (or a negative net exit flux,
+possible only through an intermediate stage below 0; so ``exited`` never decreases) it is redone
+by the first-order IMEX step — forward-Euler upwind advection (s = 0), then backward Euler
+(W − δL)y = Wm on the rows, then on the columns (M-matrix solves: positive); it conserves mass
+and counts its exit fluxes (all ≥ 0) the same way.
 
-Measured (tests/kernels/test_fv2d.py, 2-D Ornstein–Uhlenbeck Gaussian): see that file.
+Measured (tests/kernels/test_fv2d.py: the 2-D Ornstein–Uhlenbeck drift, exact product of
+Gaussians, σ = 0.1, walls negligible): L1 errors 3.75e-2, 8.91e-3, 2.07e-3, 4.98e-4 on n × n =
+41², 81², 161², 321² nodes, orders 2.07, 2.10, 2.06. A problem constant in y reproduces the 1-D
+march to ~2e-14; the transposed problem gives the transposed m to ~3e-15 without obstacles, and
+to the O(δ²) splitting difference with them. Unlike 1-D's tests, a stiff spike (one sub-step,
+τD/dx² ≈ 30) does trigger the fallback; the room tests (CFL sub-steps) never needed it.
 """
 
 from __future__ import annotations
@@ -388,7 +394,7 @@ def interval(grid: Grid, m: FloatArray, now, nxt, k: int, dt: float) -> tuple[Fl
         if implicit:
             lost += grid.rows.sdirk2(y, half, row_half)
             lost += grid.cols.sdirk2(y.T, half, col_half)
-        if (y < 0.0).any():
+        if (y < 0.0).any() or lost < 0.0:
             if implicit and fallback is None:
                 fallback = (grid.rows.solvers(dt * grid.rows.ratio), grid.cols.solvers(dt * grid.cols.ratio))
             y, lost = first_order_imex_step(grid, m, ax0, ay0, dt, fallback)
