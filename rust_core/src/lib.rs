@@ -1,6 +1,7 @@
 //! mfg_ensemble's Rust kernels. The numerical modules are pure functions over slices, one per
 //! NumPy reference module of mfg_ensemble/kernels/reference/ (same stems: weno, hjb, banded, fv,
-//! particles, kde, rng, substeps), where each kernel's maths is written; `boundary`, `error`
+//! particles, kde, rng, substeps; in 2-D grid2d, hjb2d, fv2d, particles2d, kde2d), where each
+//! kernel's maths is written; `boundary`, `error`
 //! and `simd` are their shared plumbing. This file holds only the PyO3 bindings (feature
 //! "python", on in maturin builds): arguments converted by the `FromPyObject` types of
 //! `convert`, the GIL released, the kernel called, its `KernelError` raised as `ValueError`.
