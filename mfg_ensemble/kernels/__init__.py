@@ -5,8 +5,8 @@ released) or in its NumPy reference (``backend="numpy"``), which is the test ora
 of each kernel is written once, in the docstring of its reference module in
 :mod:`mfg_ensemble.kernels.reference` (``weno``, ``hjb``, ``banded``, ``fv``, ``particles``, ``kde``, ``rng``,
 ``substeps``, and in 2-D ``grid2d``, ``hjb2d``, ``fv2d``, ``particles2d``, ``kde2d``: the same stems as
-``rust_core/src``; 2-D fields are (ny, nx) arrays, see ``grid2d`` for the node kinds). ``backend=None`` picks Rust when it is built (see
-:func:`backend_info`, ``$MFG_ENSEMBLE_BACKEND``).
+``rust_core/src``; 2-D fields are (ny, nx) arrays, see ``grid2d`` for the node kinds).
+``backend=None`` picks Rust when it is built (see :func:`backend_info`, ``$MFG_ENSEMBLE_BACKEND``).
 
 Arrays are converted to C-contiguous float64 (integers and float32 are accepted; complex,
 boolean and object data raise ``TypeError``). Bad values raise ``ValueError`` naming the
