@@ -10,6 +10,9 @@
 //! Implementation: particles (interleaved x, y) are moved in fixed chunks (`CHUNK`, in
 //! parallel), each chunk's x and y normals made in two batches by `rng::fill_normals` from the
 //! particles' indices, so the result does not depend on how Rayon splits the work.
+//! A step from a node whose clearance (Chebyshev distance in cells to the nearest obstacle,
+//! precomputed) exceeds its length by 2.5 cells skips the cell walk: it cannot meet an obstacle,
+//! and the walk would give exactly exits + fold (`may_meet_obstacle`; tested against the walk).
 
 use rayon::prelude::*;
 
@@ -26,6 +29,8 @@ use crate::substeps::{floors, substeps};
 pub const STREAM_EM_Y: u64 = 2;
 /// Obstacle reflections per step; a step still blocked after them leaves the particle where it was.
 pub const MAX_BOUNCES: usize = 8;
+/// Largest clearance recorded (cells): farther obstacles are not looked for.
+const CLEARANCE_CAP: u8 = 16;
 /// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
 const CHUNK: usize = 4096;
 
@@ -70,6 +75,9 @@ pub struct Geometry<'a> {
     pub kinds: &'a [u8],
     pub has_exits: bool,
     pub has_obstacles: bool,
+    /// Per node (ny, nx): the Chebyshev distance in cells (unfolded cells mapped to nodes) to
+    /// the nearest obstacle cell, capped at `CLEARANCE_CAP`; empty without obstacles.
+    clearance: Vec<u8>,
 }
 
 impl<'a> Geometry<'a> {
@@ -78,14 +86,55 @@ impl<'a> Geometry<'a> {
             let cells = if bc[a] == Boundary::Periodic { n } else { n - 1 };
             Axis { lo: lo[a], d: (hi[a] - lo[a]) / cells as f64, n, bc: bc[a] }
         };
-        Geometry {
+        let mut geo = Geometry {
             axes: [axis(0, nx), axis(1, ny)],
             lo,
             hi,
             kinds,
             has_exits: kinds.contains(&EXIT),
             has_obstacles: kinds.contains(&OBSTACLE),
+            clearance: Vec::new(),
+        };
+        if geo.has_obstacles {
+            geo.clearance = geo.clearances(nx, ny);
         }
+        geo
+    }
+
+    /// The clearance of every node: along rows the distance to the nearest obstacle cell, then
+    /// along columns max(|dj|, row distance) minimised (a separable Chebyshev distance).
+    fn clearances(&self, nx: usize, ny: usize) -> Vec<u8> {
+        let cap = CLEARANCE_CAP as i64;
+        let mut row = vec![CLEARANCE_CAP; nx * ny];
+        for j in 0..ny {
+            for i in 0..nx {
+                let hit = (0..cap).find(|&m| {
+                    [i as i64 - m, i as i64 + m].iter().any(|&c| self.kind(j, self.node_of_cell(c, 0)) == OBSTACLE)
+                });
+                row[j * nx + i] = hit.map_or(CLEARANCE_CAP, |m| m as u8);
+            }
+        }
+        let mut out = vec![CLEARANCE_CAP; nx * ny];
+        for j in 0..ny {
+            for i in 0..nx {
+                out[j * nx + i] = (-cap + 1..cap)
+                    .map(|dj| (dj.unsigned_abs() as u8).max(row[self.node_of_cell(j as i64 + dj, 1) * nx + i]))
+                    .min()
+                    .unwrap_or(CLEARANCE_CAP)
+                    .min(CLEARANCE_CAP);
+            }
+        }
+        out
+    }
+
+    /// Whether the step x → p may meet an obstacle. Not if it moves at most R − 2.5 cells along
+    /// each axis, R the clearance of x's node: it then crosses at most R − 2 faces per axis (one
+    /// more if x lies on a face), so it only visits cells closer than R to x's, none blocked. The
+    /// walk then crosses no obstacle face and is exactly exits + fold, which is faster.
+    #[inline]
+    fn may_meet_obstacle(&self, x: [f64; 2], p: [f64; 2]) -> bool {
+        let r = self.clearance[self.nearest(x[1], 1) * self.axes[0].n + self.nearest(x[0], 0)] as f64 - 2.5;
+        !((p[0] - x[0]).abs() <= r * self.axes[0].d && (p[1] - x[1]).abs() <= r * self.axes[1].d)
     }
 
     fn periodic(&self, a: usize) -> bool {
@@ -161,7 +210,9 @@ impl<'a> Geometry<'a> {
     #[inline]
     fn node_of_cell(&self, k: i64, a: usize) -> usize {
         let n = self.axes[a].n as i64;
-        if self.periodic(a) {
+        if (0..n).contains(&k) {
+            k as usize
+        } else if self.periodic(a) {
             k.rem_euclid(n) as usize
         } else {
             let r = k.rem_euclid(2 * (n - 1));
@@ -387,7 +438,7 @@ fn step_all(
                 let (ux, uy) = interpolate2(gx, gy, geo, from);
                 let (bx, by) = (-ux, -uy);
                 let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
-                let q = if geo.has_obstacles {
+                let q = if geo.has_obstacles && geo.may_meet_obstacle(from, p) {
                     match geo.walk(from, p) {
                         Some(q) => q,
                         None => {
@@ -617,6 +668,46 @@ mod tests {
         assert!((q[0] - 0.26).abs() < 1e-13 && q[1] == 0.4, "{q:?}");
         // 0.5: ten faces, more than MAX_BOUNCES: the particle stays
         assert_eq!(geo.walk([0.25, 0.4], [0.75, 0.4]), Some([0.25, 0.4]));
+    }
+
+    #[test]
+    fn the_clearance_shortcut_is_the_walk() {
+        // where may_meet_obstacle is false, exits + fold (the shortcut) gives the walk's result
+        let (nx, ny) = (21, 17);
+        let mut kinds = vec![0u8; nx * ny];
+        for j in 6..10 {
+            for i in 9..12 {
+                kinds[j * nx + i] = OBSTACLE;
+            }
+        }
+        kinds[nx * 3 + 1] = OBSTACLE;
+        for j in 5..11 {
+            kinds[j * nx + nx - 1] = EXIT;
+        }
+        let mut noise = vec![0.0; 4 * 20000];
+        crate::rng::fill_normals(5, 0, 9, 0, &mut noise);
+        for bc in [[Boundary::Reflect, Boundary::Reflect], [Boundary::Reflect, Boundary::Periodic]] {
+            let geo = Geometry::new([0.0, 0.0], [1.0, 0.8], nx, ny, bc, &kinds);
+            let mut short = 0;
+            for z in noise.chunks_exact(4) {
+                let x = [fold_into(0.5 + 0.3 * z[0], 0.0, 1.0, bc[0]), fold_into(0.4 + 0.3 * z[1], 0.0, 0.8, bc[1])];
+                if geo.blocked(x) {
+                    continue;
+                }
+                let p = [x[0] + 0.15 * z[2], x[1] + 0.15 * z[3]];
+                if geo.may_meet_obstacle(x, p) {
+                    continue;
+                }
+                short += 1;
+                let fast = if geo.exits(x, p) {
+                    None
+                } else {
+                    Some([0, 1].map(|a| fold_fast(p[a], geo.lo[a], geo.hi[a], bc[a])))
+                };
+                assert_eq!(geo.walk(x, p), fast, "{x:?} -> {p:?}");
+            }
+            assert!(short > 5000, "{short}");
+        }
     }
 
     #[test]
