@@ -41,12 +41,14 @@ t steps (ties: x); faces with t ≤ 1 are crossed. When the next cell is an OBST
 reflected about that face: the crossing point R (R's coordinate set to F) starts a new segment
 R → B', B' = B with that coordinate mirrored (2F − B), walked on from the same (free) cell. At most
 ``MAX_BOUNCES`` = 8 reflections; if the segment after the 8th is still blocked, the particle stays
-at X for this step. The end point of the last segment is folded into the domain. Exits are judged
-on the walked path: the first crossing of a "reflect" side by the segments, in order (the rule
-above applied to the segment where it happens, before an obstacle face at the same parameter); a
-later segment's crossing is not judged. Without an obstacle hit the walk is the straight step and
-all of this is the rule of the paragraph above, bit for bit. Last guard: if the folded end point
-lies in a blocked cell by the point rule (nearest node, a rounding at a face), the particle stays.
+at X for this step. The end point of the last segment is folded into the domain. A path that
+crosses a blocked cell, or clips its corner, and ends in a free cell is reflected too. Exits are
+judged on the walked path: its first crossing of a "reflect" side, found segment by segment (the
+rule above applied to the segment, when the crossing comes no later than the segment's obstacle
+face), is judged as above; no later crossing is. Without an obstacle hit the walk is the straight
+step and all of this is the rule of the paragraph above, bit for bit. Last guard: if the folded
+end point lies in a blocked cell by the point rule (nearest node; a rounding at a face), the
+particle stays.
 
 **Sub-steps.** Output interval j (length Δt) takes k_j = max(min_substeps[j], ⌈Δt·(Gx/dx + Gy/dy)⌉)
 steps, Gx (Gy) the max |∂x u| (|∂y u|) at the nodes of the rows at both ends of the interval.
