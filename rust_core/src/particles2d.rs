@@ -1,14 +1,18 @@
 //! Euler–Maruyama particles in 2-D for the Fokker–Planck equation: drift −∇u (central
 //! differences with the SPEC2D ghosts, bilinear in space, linear in time), walls folded per
-//! coordinate, steps into obstacle cells reflected about the face they entered by, particles
-//! removed when their step leaves through an exit, the KDE of the alive particles (scaled to
-//! the alive fraction) at every output time.
+//! coordinate, steps walked cell by cell (2-D DDA in the plane unfolded at the walls) and
+//! reflected about the first obstacle face they cross (at most `MAX_BOUNCES` times), particles
+//! removed when their step leaves through an exit, the KDE of the alive particles (scaled to the
+//! alive fraction) at every output time.
 //!
 //! The maths: see mfg_ensemble/kernels/reference/particles2d.py.
 //!
 //! Implementation: particles (interleaved x, y) are moved in fixed chunks (`CHUNK`, in
 //! parallel), each chunk's x and y normals made in two batches by `rng::fill_normals` from the
 //! particles' indices, so the result does not depend on how Rayon splits the work.
+//! A step from a node whose clearance (Chebyshev distance in cells to the nearest obstacle,
+//! precomputed) exceeds its length by 2.5 cells skips the cell walk: it cannot meet an obstacle,
+//! and the walk would give exactly exits + fold (`may_meet_obstacle`; tested against the walk).
 
 use rayon::prelude::*;
 
@@ -23,6 +27,10 @@ use crate::substeps::{floors, substeps};
 
 /// Stream tag of the y noise (x uses `STREAM_EM`): other Philox counters, independent normals.
 pub const STREAM_EM_Y: u64 = 2;
+/// Obstacle reflections per step; a step still blocked after them leaves the particle where it was.
+pub const MAX_BOUNCES: usize = 8;
+/// Largest clearance recorded (cells): farther obstacles are not looked for.
+const CLEARANCE_CAP: u8 = 16;
 /// Particles per parallel task: a multiple of 4 (one Philox block gives four normals).
 const CHUNK: usize = 4096;
 
@@ -67,6 +75,9 @@ pub struct Geometry<'a> {
     pub kinds: &'a [u8],
     pub has_exits: bool,
     pub has_obstacles: bool,
+    /// Per node (ny, nx): the Chebyshev distance in cells (unfolded cells mapped to nodes) to
+    /// the nearest obstacle cell, capped at `CLEARANCE_CAP`; empty without obstacles.
+    clearance: Vec<u8>,
 }
 
 impl<'a> Geometry<'a> {
@@ -75,14 +86,55 @@ impl<'a> Geometry<'a> {
             let cells = if bc[a] == Boundary::Periodic { n } else { n - 1 };
             Axis { lo: lo[a], d: (hi[a] - lo[a]) / cells as f64, n, bc: bc[a] }
         };
-        Geometry {
+        let mut geo = Geometry {
             axes: [axis(0, nx), axis(1, ny)],
             lo,
             hi,
             kinds,
             has_exits: kinds.contains(&EXIT),
             has_obstacles: kinds.contains(&OBSTACLE),
+            clearance: Vec::new(),
+        };
+        if geo.has_obstacles {
+            geo.clearance = geo.clearances(nx, ny);
         }
+        geo
+    }
+
+    /// The clearance of every node: along rows the distance to the nearest obstacle cell, then
+    /// along columns max(|dj|, row distance) minimised (a separable Chebyshev distance).
+    fn clearances(&self, nx: usize, ny: usize) -> Vec<u8> {
+        let cap = CLEARANCE_CAP as i64;
+        let mut row = vec![CLEARANCE_CAP; nx * ny];
+        for j in 0..ny {
+            for i in 0..nx {
+                let hit = (0..cap).find(|&m| {
+                    [i as i64 - m, i as i64 + m].iter().any(|&c| self.kind(j, self.node_of_cell(c, 0)) == OBSTACLE)
+                });
+                row[j * nx + i] = hit.map_or(CLEARANCE_CAP, |m| m as u8);
+            }
+        }
+        let mut out = vec![CLEARANCE_CAP; nx * ny];
+        for j in 0..ny {
+            for i in 0..nx {
+                out[j * nx + i] = (-cap + 1..cap)
+                    .map(|dj| (dj.unsigned_abs() as u8).max(row[self.node_of_cell(j as i64 + dj, 1) * nx + i]))
+                    .min()
+                    .unwrap_or(CLEARANCE_CAP)
+                    .min(CLEARANCE_CAP);
+            }
+        }
+        out
+    }
+
+    /// Whether the step x → p may meet an obstacle. Not if it moves at most R − 2.5 cells along
+    /// each axis, R the clearance of x's node: it then crosses at most R − 2 faces per axis (one
+    /// more if x lies on a face), so it only visits cells closer than R to x's, none blocked. The
+    /// walk then crosses no obstacle face and is exactly exits + fold, which is faster.
+    #[inline]
+    fn may_meet_obstacle(&self, x: [f64; 2], p: [f64; 2]) -> bool {
+        let r = self.clearance[self.nearest(x[1], 1) * self.axes[0].n + self.nearest(x[0], 0)] as f64 - 2.5;
+        !((p[0] - x[0]).abs() <= r * self.axes[0].d && (p[1] - x[1]).abs() <= r * self.axes[1].d)
     }
 
     fn periodic(&self, a: usize) -> bool {
@@ -111,8 +163,9 @@ impl<'a> Geometry<'a> {
         self.kind(self.nearest(p[1], 1), self.nearest(p[0], 0)) == OBSTACLE
     }
 
-    /// Whether the straight step x → p leaves through an exit (first crossing of a "reflect" side).
-    fn exits(&self, x: [f64; 2], p: [f64; 2]) -> bool {
+    /// The first crossing of a "reflect" side by the segment x → p: (t, axis, 0 low / 1 high),
+    /// ties in the order x-low, x-high, y-low, y-high.
+    fn first_wall(&self, x: [f64; 2], p: [f64; 2]) -> Option<(f64, usize, usize)> {
         let mut best = f64::INFINITY;
         let mut side = None;
         for a in 0..2 {
@@ -130,9 +183,13 @@ impl<'a> Geometry<'a> {
                 }
             }
         }
-        let Some((a, s)) = side else { return false };
+        side.map(|(a, s)| (best, a, s))
+    }
+
+    /// Whether the crossing at parameter t of side (a, s) by the segment x → p is at an exit.
+    fn exit_at(&self, x: [f64; 2], p: [f64; 2], (t, a, s): (f64, usize, usize)) -> bool {
         let b = 1 - a;
-        let c = x[b] + best * (p[b] - x[b]);
+        let c = x[b] + t * (p[b] - x[b]);
         let c = if self.periodic(b) {
             fold_into(c, self.lo[b], self.hi[b], Boundary::Periodic)
         } else {
@@ -144,56 +201,91 @@ impl<'a> Geometry<'a> {
         kind == EXIT
     }
 
-    /// The folded end point `q` of a step from `x`, reflected out of an obstacle cell (or `x`).
-    fn bounce(&self, x: [f64; 2], q: [f64; 2]) -> [f64; 2] {
-        if !self.blocked(q) {
-            return q;
-        }
-        let cell = [self.nearest(q[0], 0), self.nearest(q[1], 1)];
-        let mut enter = [0.0; 2];
-        let mut face = [0.0; 2];
-        let mut qn = q;
-        for a in 0..2 {
-            let (lo, hi, d) = (self.lo[a], self.hi[a], self.axes[a].d);
-            let mut c = lo + cell[a] as f64 * d;
-            let (b0, b1) = if self.periodic(a) {
-                let length = hi - lo;
-                let diff = q[a] - x[a];
-                let near = x[a] + (diff - length * (diff / length + 0.5).floor());
-                c += near - q[a];
-                qn[a] = near;
-                (c - 0.5 * d, c + 0.5 * d)
-            } else {
-                ((c - 0.5 * d).max(lo), (c + 0.5 * d).min(hi))
-            };
-            let step = qn[a] - x[a];
-            enter[a] = if step > 0.0 {
-                (b0 - x[a]) / step
-            } else if step < 0.0 {
-                (b1 - x[a]) / step
-            } else {
-                f64::NEG_INFINITY
-            };
-            face[a] = if step > 0.0 { b0 } else { b1 };
-        }
-        let axis = if enter[1] > enter[0] { 1 } else { 0 };
-        if !enter[0].max(enter[1]).is_finite() {
-            return x;
-        }
-        let mut r = qn;
-        r[axis] = 2.0 * face[axis] - qn[axis];
-        for (a, ra) in r.iter_mut().enumerate() {
-            if self.periodic(a) {
-                *ra = fold_into(*ra, self.lo[a], self.hi[a], Boundary::Periodic);
-            } else if !(*ra >= self.lo[a] && *ra <= self.hi[a]) {
-                return x;
-            }
-        }
-        if self.blocked(r) {
-            x
+    /// Whether the straight step x → p leaves through an exit (first crossing of a "reflect" side).
+    fn exits(&self, x: [f64; 2], p: [f64; 2]) -> bool {
+        self.first_wall(x, p).is_some_and(|w| self.exit_at(x, p, w))
+    }
+
+    /// The node of the unfolded cell k along axis a (mirror images or translates of the domain).
+    #[inline]
+    fn node_of_cell(&self, k: i64, a: usize) -> usize {
+        let n = self.axes[a].n as i64;
+        if (0..n).contains(&k) {
+            k as usize
+        } else if self.periodic(a) {
+            k.rem_euclid(n) as usize
         } else {
-            r
+            let r = k.rem_euclid(2 * (n - 1));
+            (if r > n - 1 { 2 * (n - 1) - r } else { r }) as usize
         }
+    }
+
+    /// The DDA walk of the segment a0 → b from the unfolded cell `k`: the first face into an
+    /// obstacle cell crossed up to t = 1 as (t, axis, face), and the last free cell (updates `k`).
+    fn first_face(&self, a0: [f64; 2], b: [f64; 2], k: &mut [i64; 2]) -> Option<(f64, usize, f64)> {
+        let v = [b[0] - a0[0], b[1] - a0[1]];
+        let s = v.map(|w| {
+            if w > 0.0 {
+                1i64
+            } else if w < 0.0 {
+                -1
+            } else {
+                0
+            }
+        });
+        loop {
+            let mut f = [0.0; 2];
+            let mut t = [f64::INFINITY; 2];
+            for a in 0..2 {
+                f[a] = self.lo[a] + (k[a] as f64 + 0.5 * s[a] as f64) * self.axes[a].d;
+                if s[a] != 0 {
+                    t[a] = (f[a] - a0[a]) / v[a];
+                }
+            }
+            let axis = if t[1] < t[0] { 1 } else { 0 };
+            if t[axis].is_nan() || t[axis] > 1.0 {
+                return None;
+            }
+            let mut next = *k;
+            next[axis] += s[axis];
+            if self.kind(self.node_of_cell(next[1], 1), self.node_of_cell(next[0], 0)) == OBSTACLE {
+                return Some((t[axis], axis, f[axis]));
+            }
+            *k = next;
+        }
+    }
+
+    /// The step x → p with walls, exits and obstacles (the reference's `walk`): `None` if the
+    /// particle leaves through an exit, else its new position (x if it stays).
+    fn walk(&self, x: [f64; 2], p: [f64; 2]) -> Option<[f64; 2]> {
+        let mut judged = !self.has_exits;
+        let (mut a0, mut b) = (x, p);
+        let mut k = [0, 1].map(|a| ((x[a] - self.lo[a]) / self.axes[a].d + 0.5).floor() as i64);
+        let mut bounces = 0;
+        let end = loop {
+            let hit = self.first_face(a0, b, &mut k);
+            if !judged {
+                if let Some(w) = self.first_wall(a0, b) {
+                    if hit.is_none_or(|h| w.0 <= h.0) {
+                        judged = true;
+                        if self.exit_at(a0, b, w) {
+                            return None;
+                        }
+                    }
+                }
+            }
+            let Some((t, axis, face)) = hit else { break b };
+            if bounces == MAX_BOUNCES {
+                return Some(x);
+            }
+            bounces += 1;
+            let mut r = [a0[0] + t * (b[0] - a0[0]), a0[1] + t * (b[1] - a0[1])];
+            r[axis] = face;
+            b[axis] = 2.0 * face - b[axis];
+            a0 = r;
+        };
+        let q = [0, 1].map(|a| fold_fast(end[a], self.lo[a], self.hi[a], self.axes[a].bc));
+        Some(if self.blocked(q) { x } else { q })
     }
 }
 
@@ -346,18 +438,23 @@ fn step_all(
                 let (ux, uy) = interpolate2(gx, gy, geo, from);
                 let (bx, by) = (-ux, -uy);
                 let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
-                if geo.has_exits && geo.exits(from, p) {
-                    *ok = false;
-                    removed += 1;
-                    continue;
-                }
-                let mut q = [0.0; 2];
-                for a in 0..2 {
-                    q[a] = fold_fast(p[a], geo.lo[a], geo.hi[a], geo.axes[a].bc);
-                }
-                if geo.has_obstacles {
-                    q = geo.bounce(from, q);
-                }
+                let q = if geo.has_obstacles && geo.may_meet_obstacle(from, p) {
+                    match geo.walk(from, p) {
+                        Some(q) => q,
+                        None => {
+                            *ok = false;
+                            removed += 1;
+                            continue;
+                        }
+                    }
+                } else {
+                    if geo.has_exits && geo.exits(from, p) {
+                        *ok = false;
+                        removed += 1;
+                        continue;
+                    }
+                    [0, 1].map(|a| fold_fast(p[a], geo.lo[a], geo.hi[a], geo.axes[a].bc))
+                };
                 pos[0] = q[0];
                 pos[1] = q[1];
             }
@@ -541,6 +638,76 @@ mod tests {
         }
         assert!(out.exited[nt - 1] > 0.0);
         assert!(out.exited.windows(2).all(|e| e[1] >= e[0]));
+    }
+
+    #[test]
+    fn the_walk_reflects_about_the_first_obstacle_face_and_gives_up_after_max_bounces() {
+        // 21 × 17 nodes on [0, 1] × [0, 0.8] (dx = dy = 0.05), a pillar on nodes i = 9..11, j = 6..9
+        let (nx, ny) = (21, 17);
+        let mut kinds = vec![0u8; nx * ny];
+        for j in 6..10 {
+            for i in 9..12 {
+                kinds[j * nx + i] = OBSTACLE;
+            }
+        }
+        let bc = [Boundary::Reflect, Boundary::Reflect];
+        let geo = Geometry::new([0.0, 0.0], [1.0, 0.8], nx, ny, bc, &kinds);
+        // enters cell (9, 6) through its bottom face y = 0.275 and would end in cell (10, 6): the
+        // end-cell rule reflected about x = 0.475 into the pillar and stayed; the walk mirrors y
+        let q = geo.walk([0.455, 0.265], [0.479, 0.289]).unwrap();
+        assert!((q[0] - 0.479).abs() < 1e-15 && (q[1] - 0.261).abs() < 1e-15, "{q:?}");
+        // a corridor one cell wide (node column 5, cells [0.225, 0.275]) between obstacle columns
+        let mut kinds = vec![0u8; nx * ny];
+        for j in 0..ny {
+            kinds[j * nx + 4] = OBSTACLE;
+            kinds[j * nx + 6] = OBSTACLE;
+        }
+        let geo = Geometry::new([0.0, 0.0], [1.0, 0.8], nx, ny, bc, &kinds);
+        // 0.31 along x from 0.25: faces at path lengths 0.025, 0.075, ..., 0.275 (6 reflections)
+        let q = geo.walk([0.25, 0.4], [0.56, 0.4]).unwrap();
+        assert!((q[0] - 0.26).abs() < 1e-13 && q[1] == 0.4, "{q:?}");
+        // 0.5: ten faces, more than MAX_BOUNCES: the particle stays
+        assert_eq!(geo.walk([0.25, 0.4], [0.75, 0.4]), Some([0.25, 0.4]));
+    }
+
+    #[test]
+    fn the_clearance_shortcut_is_the_walk() {
+        // where may_meet_obstacle is false, exits + fold (the shortcut) gives the walk's result
+        let (nx, ny) = (21, 17);
+        let mut kinds = vec![0u8; nx * ny];
+        for j in 6..10 {
+            for i in 9..12 {
+                kinds[j * nx + i] = OBSTACLE;
+            }
+        }
+        kinds[nx * 3 + 1] = OBSTACLE;
+        for j in 5..11 {
+            kinds[j * nx + nx - 1] = EXIT;
+        }
+        let mut noise = vec![0.0; 4 * 20000];
+        crate::rng::fill_normals(5, 0, 9, 0, &mut noise);
+        for bc in [[Boundary::Reflect, Boundary::Reflect], [Boundary::Reflect, Boundary::Periodic]] {
+            let geo = Geometry::new([0.0, 0.0], [1.0, 0.8], nx, ny, bc, &kinds);
+            let mut short = 0;
+            for z in noise.chunks_exact(4) {
+                let x = [fold_into(0.5 + 0.3 * z[0], 0.0, 1.0, bc[0]), fold_into(0.4 + 0.3 * z[1], 0.0, 0.8, bc[1])];
+                if geo.blocked(x) {
+                    continue;
+                }
+                let p = [x[0] + 0.15 * z[2], x[1] + 0.15 * z[3]];
+                if geo.may_meet_obstacle(x, p) {
+                    continue;
+                }
+                short += 1;
+                let fast = if geo.exits(x, p) {
+                    None
+                } else {
+                    Some([0, 1].map(|a| fold_fast(p[a], geo.lo[a], geo.hi[a], bc[a])))
+                };
+                assert_eq!(geo.walk(x, p), fast, "{x:?} -> {p:?}");
+            }
+            assert!(short > 5000, "{short}");
+        }
     }
 
     #[test]

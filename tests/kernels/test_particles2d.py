@@ -311,3 +311,70 @@ def test_when_everyone_has_left_the_density_is_zero(bandwidth: object, backend: 
     assert e[-1] == 1.0 and (np.diff(e) >= 0).all()
     assert e[1] == 0.8  # one particle left at t_1: the rule falls back to the previous bandwidth
     assert (m[-1] == 0).all()
+
+
+PILLAR = (0.425, 0.575, 0.275, 0.475)  # the cells of nodes i = 9..11, j = 6..9 of room()
+
+
+def test_a_stream_into_a_pillar_is_mirrored_about_the_face_it_hits(backend: str) -> None:
+    """σ = 0, one step of the drift of u = −c·x − e·y (bilinear node slopes, smaller next to the
+    pillar) from a fan of points below and left of the pillar: every step that would end in the
+    pillar ends mirrored about the pillar face its path crosses first (the slab method on the
+    whole pillar rectangle, independent of the cell walk), none stays where it was, also those
+    ending in another pillar cell than the one they entered (the end-cell rule left them there)."""
+    x, y = coords()
+    X, Y = np.meshgrid(x, y)
+    nodes = np.zeros((NY, NX), np.uint8)
+    nodes[6:10, 9:12] = OBSTACLE
+    c, e = 0.03, 0.018  # c/dx + e/dy = 0.96: one step for T = 1
+    u = np.stack([-c * X - e * Y] * 2)
+    rng = np.random.default_rng(3)
+    x0 = np.r_[
+        rng.uniform([0.39, 0.235], [0.4249, 0.47], (300, 2)), rng.uniform([0.39, 0.235], [0.57, 0.2749], (300, 2))
+    ]
+    _, k, _, xs, alive = march(backend, positions=True, u=u, x0=x0, nodes=nodes, sigma=0.0, T=1.0, bandwidth=0.1)
+    np.testing.assert_array_equal(k, [1])
+    geo = ref.Geometry(LO, HI, NX, NY, ("reflect", "reflect"), nodes)
+    gx, gy = ref.node_gradients(u[0], geo.d[0], geo.d[1], geo.bc, nodes)
+    drift = -np.c_[
+        ref.interpolate(gx, 0, geo.d[0], 0, geo.d[1], x0, geo.bc),
+        ref.interpolate(gy, 0, geo.d[0], 0, geo.d[1], x0, geo.bc),
+    ]
+    p = x0 + drift
+    # slab method on the pillar rectangle: the segment x0 → p crosses it where t_in < t_out, 0 <= t_in <= 1
+    box = np.array(PILLAR).reshape(2, 2)
+    with np.errstate(divide="ignore"):
+        t0, t1 = (box[:, 0] - x0) / drift, (box[:, 1] - x0) / drift
+    t_in, t_out = np.minimum(t0, t1), np.maximum(t0, t1)
+    axis = np.argmax(t_in, axis=1)
+    rows = np.arange(len(x0))
+    enter = t_in[rows, axis]
+    hits = (enter < t_out.min(axis=1)) & (enter >= 0) & (enter <= 1)
+    face = box[axis, np.where(drift[rows, axis] > 0, 0, 1)]
+    expected = p.copy()
+    expected[rows[hits], axis[hits]] = 2 * face[hits] - p[hits, axis[hits]]
+    assert (hits & (axis == 0)).sum() > 20 and (hits & (axis == 1)).sum() > 20
+    # steps ending in another pillar cell than the one they entered (the old end-cell rule let them stay)
+    j_in, i_in = geo.cell(x0 + enter[:, None] * drift + 1e-9 * np.sign(drift) * np.eye(2)[axis])
+    j_end, i_end = geo.cell(p)
+    ends_inside = geo.blocked(p)
+    assert (ends_inside & ((i_end != i_in) | (j_end != j_in))).sum() >= 5
+    assert (hits & ~ends_inside).sum() >= 2  # paths that clip a corner and end outside are mirrored too
+    assert alive.all() and not geo.blocked(xs).any()
+    assert np.max(np.abs(xs - expected)) <= 1e-12
+    assert (xs != x0).any(axis=1).all()  # nobody stays
+
+
+def test_the_reference_walk_bounces_at_most_max_bounces_times() -> None:
+    """A corridor one cell wide (node column 5, cells [0.225, 0.275]) between obstacle columns: a
+    step of 0.31 along x from 0.25 crosses faces at path lengths 0.025, 0.075, ..., 0.275 (six
+    reflections) and ends at 0.26; a step of 0.5 would need ten (> MAX_BOUNCES = 8): it stays.
+    (The Rust twin has the same cases in its unit tests.)"""
+    nodes = np.zeros((NY, NX), np.uint8)
+    nodes[:, [4, 6]] = OBSTACLE
+    geo = ref.Geometry(LO, HI, NX, NY, ("reflect", "reflect"), nodes)
+    x = np.array([[0.25, 0.4], [0.25, 0.4]])
+    q, gone, stay = geo.walk(x, np.array([[0.56, 0.4], [0.75, 0.4]]))
+    assert ref.MAX_BOUNCES == 8 and not gone.any()
+    np.testing.assert_array_equal(stay, [False, True])
+    np.testing.assert_allclose(q, [[0.26, 0.4], [0.25, 0.4]], rtol=0, atol=1e-13)

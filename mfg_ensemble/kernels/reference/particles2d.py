@@ -18,23 +18,37 @@ sequence (seed, step, STREAM_EM) — the 1-D noise of particle p — and ξy nor
 STREAM_EM_Y = 2): different Philox counters, so independent. Sub-step s of output interval j uses
 the Philox step :func:`~mfg_ensemble.kernels.reference.particles.noise_step` (j, s), as in 1-D.
 
-**Exits.** If the straight segment X → P leaves the rectangle through a "reflect" side, the first
-crossing (smallest segment parameter; ties: x-low, x-high, y-low, y-high in that order) is judged:
-the crossing point's coordinate along the side (wrapped if that direction is periodic) picks the
-node whose cell face covers it (nearest node, ⌊t + ½⌋); if that node is an EXIT, the particle is
-removed (alive = False; a removed particle never moves again and ``exited`` counts it). Only the
-first crossing is judged (a particle reflected at a plain wall is not judged again at a second
-wall within the same step).
+**Walls and exits (no obstacle).** If the straight segment X → P leaves the rectangle through a
+"reflect" side, the first crossing (smallest segment parameter; ties: x-low, x-high, y-low,
+y-high in that order) is judged: the crossing point's coordinate along the side (wrapped if that
+direction is periodic) picks the node whose cell face covers it (nearest node, ⌊t + ½⌋); if that
+node is an EXIT, the particle is removed (alive = False; a removed particle never moves again and
+``exited`` counts it). Only the first crossing is judged (a particle reflected at a plain wall is
+not judged again at a second wall within the same step). Otherwise each coordinate is folded back
+as in 1-D (:func:`fold_into`: reflect or wrap).
 
-**Walls.** Otherwise each coordinate is folded back as in 1-D (:func:`fold_into`: reflect or wrap).
-
-**Obstacles.** If the folded point Q lies in a blocked cell (nearest node ⌊t + ½⌋ is an OBSTACLE;
-the cell is [x_i ± dx/2] × [y_j ± dy/2] clipped to the domain), it is reflected about the face
-through which the straight path X → Q (periodic directions: Q's image nearest to X) entered the
-cell: by the slab method, the face of the axis with the latest entry time (ties: x). If the
-reflected point is still blocked or leaves the domain in a "reflect" direction, the particle stays
-at X for this step. (Paths crossing a blocked cell and ending in a free one are not caught: the
-sub-steps keep the drift below a cell per step, the noise may not.)
+**Obstacles: one walk of the step.** Unfold the walls: along a "reflect" direction the plane is
+tiled by the mirror images of the domain, along a "periodic" one by its translates, so that the
+folded path of a step is the straight segment X → P followed in the unfolded plane, mapped back by
+:func:`fold_into` at the end. In the unfolded plane the node cells are a regular lattice: cell k
+is [lo + (k − ½)d, lo + (k + ½)d] for every integer k (the half cells of the end nodes of a
+"reflect" direction and their mirror images join into whole cells), and it belongs to node k mod n
+("periodic") or r = k mod 2(n − 1), node r or 2(n − 1) − r ("reflect"). Walls therefore lie inside
+cells and only obstacle faces stop the walk. The step is walked cell by cell (2-D DDA,
+Amanatides–Woo) from X's cell ⌊(X − lo)/d + ½⌋: the next face along each axis is
+F = lo + (k ± ½)d at parameter t = (F − A)/(B − A) of the segment A → B; the axis with the smaller
+t steps (ties: x); faces with t ≤ 1 are crossed. When the next cell is an OBSTACLE, the path is
+reflected about that face: the crossing point R (R's coordinate set to F) starts a new segment
+R → B', B' = B with that coordinate mirrored (2F − B), walked on from the same (free) cell. At most
+``MAX_BOUNCES`` = 8 reflections; if the segment after the 8th is still blocked, the particle stays
+at X for this step. The end point of the last segment is folded into the domain. A path that
+crosses a blocked cell, or clips its corner, and ends in a free cell is reflected too. Exits are
+judged on the walked path: its first crossing of a "reflect" side, found segment by segment (the
+rule above applied to the segment, when the crossing comes no later than the segment's obstacle
+face), is judged as above; no later crossing is. Without an obstacle hit the walk is the straight
+step and all of this is the rule of the paragraph above, bit for bit. Last guard: if the folded
+end point lies in a blocked cell by the point rule (nearest node; a rounding at a face), the
+particle stays.
 
 **Sub-steps.** Output interval j (length Δt) takes k_j = max(min_substeps[j], ⌈Δt·(Gx/dx + Gy/dy)⌉)
 steps, Gx (Gy) the max |∂x u| (|∂y u|) at the nodes of the rows at both ends of the interval.
@@ -59,6 +73,9 @@ from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit
 
 STREAM_EM_Y = 2
 """Stream tag of the y noise of the 2-D particles (x uses ``rng.STREAM_EM``)."""
+
+MAX_BOUNCES = 8
+"""Obstacle reflections per step; a step still blocked after them leaves the particle where it was."""
 
 
 def spacing(lo: float, hi: float, n: int, bc: str) -> float:
@@ -133,11 +150,11 @@ class Geometry:
         j, i = self.cell(p)
         return self.kinds[j, i] == OBSTACLE
 
-    def exits(self, x: FloatArray, p: FloatArray) -> np.ndarray:
-        """Which straight steps x → p leave through an exit (see the module docstring)."""
-        n = x.shape[0]
-        best = np.full(n, np.inf)
-        side = np.full(n, -1)
+    def first_wall(self, x: FloatArray, p: FloatArray) -> tuple[np.ndarray, np.ndarray]:
+        """(t, side) of the first crossing of a "reflect" side by the segments x → p (t = inf and
+        side = −1 where none; side = 2·axis + (0 low, 1 high); ties in that order)."""
+        best = np.full(x.shape[0], np.inf)
+        side = np.full(x.shape[0], -1)
         with np.errstate(divide="ignore", invalid="ignore"):
             for a in range(2):
                 if self.periodic[a]:
@@ -148,15 +165,18 @@ class Geometry:
                     take = crossed & (t < best)
                     best = np.where(take, t, best)
                     side = np.where(take, 2 * a + s, side)
-        out = np.zeros(n, dtype=bool)
+        return best, side
+
+    def exit_at(self, x: FloatArray, p: FloatArray, t: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """Whether the crossing at parameter t of side ``side`` (≥ 0) of the segments x → p is at an exit."""
+        out = np.zeros(x.shape[0], dtype=bool)
         for code in range(4):
             sel = side == code
             if not sel.any():
                 continue
             a, s = divmod(code, 2)
             b = 1 - a
-            t = best[sel]
-            c = x[sel, b] + t * (p[sel, b] - x[sel, b])
+            c = x[sel, b] + t[sel] * (p[sel, b] - x[sel, b])
             if self.periodic[b]:
                 c = fold_into(c, self.lo[b], self.hi[b], "periodic")
             else:
@@ -167,53 +187,101 @@ class Geometry:
             out[sel] = kinds == EXIT
         return out
 
+    def exits(self, x: FloatArray, p: FloatArray) -> np.ndarray:
+        """Which straight steps x → p leave through an exit (see the module docstring)."""
+        t, side = self.first_wall(x, p)
+        return self.exit_at(x, p, t, side)
+
     def fold(self, p: FloatArray) -> FloatArray:
         return np.stack([fold_into(p[:, a], self.lo[a], self.hi[a], self.bc[a]) for a in range(2)], axis=1)
 
-    def bounce(self, x: FloatArray, q: FloatArray) -> FloatArray:
-        """Obstacle handling of the folded points q of the steps from x (module docstring)."""
-        hit = self.blocked(q)
-        if not hit.any():
-            return q
-        xs, qs = x[hit], q[hit].copy()
-        j, i = self.cell(qs)
-        centre = [self.lo[0] + i * self.d[0], self.lo[1] + j * self.d[1]]
-        enter = np.empty((qs.shape[0], 2))
-        face = np.empty((qs.shape[0], 2))
-        qn = qs.copy()
-        for a in range(2):
-            lo_a, hi_a, d = self.lo[a], self.hi[a], self.d[a]
-            c = centre[a]
-            if self.periodic[a]:
-                length = hi_a - lo_a
-                diff = qs[:, a] - xs[:, a]
-                near = xs[:, a] + (diff - length * np.floor(diff / length + 0.5))
-                c = c + (near - qs[:, a])
-                qn[:, a] = near
-                b0, b1 = c - 0.5 * d, c + 0.5 * d
-            else:
-                b0, b1 = np.maximum(c - 0.5 * d, lo_a), np.minimum(c + 0.5 * d, hi_a)
-            step = qn[:, a] - xs[:, a]
+    def node_of_cell(self, k: np.ndarray, a: int) -> np.ndarray:
+        """The node of the unfolded cell k along axis a (the tiling of the plane by mirror images
+        ("reflect", period 2(n − 1) cells) or translates ("periodic", period n))."""
+        n = self.n[a]
+        if self.periodic[a]:
+            return np.mod(k, n)
+        r = np.mod(k, 2 * (n - 1))
+        return np.where(r > n - 1, 2 * (n - 1) - r, r)
+
+    def first_face(self, a0: FloatArray, b: FloatArray, k: np.ndarray):
+        """The DDA walk of the segments a0 → b from the unfolded cells k (n, 2): (t, axis, face, cell)
+        of the first face into an obstacle cell (t = inf where none is crossed up to t = 1; cell =
+        the last free cell, k where none)."""
+        n = a0.shape[0]
+        v = b - a0
+        s = np.sign(v).astype(np.int64)
+        k = k.copy()
+        t_hit = np.full(n, np.inf)
+        axis_hit = np.zeros(n, dtype=np.int64)
+        face_hit = np.zeros(n)
+        todo = np.arange(n)
+        while todo.size:
+            kk, ss, aa, vv = k[todo], s[todo], a0[todo], v[todo]
+            f = np.empty((todo.size, 2))
+            t = np.empty((todo.size, 2))
             with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(step > 0, (b0 - xs[:, a]) / step, np.where(step < 0, (b1 - xs[:, a]) / step, -np.inf))
-            enter[:, a] = t
-            face[:, a] = np.where(step > 0, b0, b1)
-        axis = np.where(enter[:, 1] > enter[:, 0], 1, 0)
-        valid = np.isfinite(np.max(enter, axis=1))
-        r = qn.copy()
-        rows = np.arange(qs.shape[0])
-        r[rows, axis] = 2.0 * face[rows, axis] - qn[rows, axis]
-        ok = valid.copy()
-        for a in range(2):
-            if self.periodic[a]:
-                r[:, a] = fold_into(r[:, a], self.lo[a], self.hi[a], "periodic")
+                for a in range(2):
+                    f[:, a] = self.lo[a] + (kk[:, a] + 0.5 * ss[:, a]) * self.d[a]
+                    t[:, a] = np.where(ss[:, a] != 0, (f[:, a] - aa[:, a]) / vv[:, a], np.inf)
+            axis = np.where(t[:, 1] < t[:, 0], 1, 0)
+            rows = np.arange(todo.size)
+            tt = t[rows, axis]
+            going = tt <= 1.0
+            nxt = kk.copy()
+            nxt[rows, axis] += ss[rows, axis]
+            blocked = self.kinds[self.node_of_cell(nxt[:, 1], 1), self.node_of_cell(nxt[:, 0], 0)] == OBSTACLE
+            hit = going & blocked
+            t_hit[todo[hit]] = tt[hit]
+            axis_hit[todo[hit]] = axis[hit]
+            face_hit[todo[hit]] = f[rows, axis][hit]
+            move = going & ~blocked
+            k[todo[move]] = nxt[move]
+            todo = todo[move]
+        return t_hit, axis_hit, face_hit, k
+
+    def walk(self, x: FloatArray, p: FloatArray) -> tuple[FloatArray, np.ndarray, np.ndarray]:
+        """The steps x → p with walls, exits and obstacles (module docstring): (end points, removed,
+        stayed). Removed particles keep x; stayed ones (still blocked after ``MAX_BOUNCES``) too."""
+        n = x.shape[0]
+        end = p.copy()
+        gone = np.zeros(n, dtype=bool)
+        stay = np.zeros(n, dtype=bool)
+        judged = np.full(n, not self.has_exits)
+        a0, b = x.copy(), p.copy()
+        k = np.stack([np.floor((x[:, a] - self.lo[a]) / self.d[a] + 0.5).astype(np.int64) for a in range(2)], axis=1)
+        todo = np.arange(n)
+        bounces = 0
+        while todo.size:
+            aa, bb = a0[todo], b[todo]
+            t_hit, axis, face, cells = self.first_face(aa, bb, k[todo])
+            judge = ~judged[todo]
+            if judge.any():
+                t_wall, side = self.first_wall(aa, bb)
+                judge &= (side >= 0) & (t_wall <= t_hit)
+                out = np.zeros(todo.size, dtype=bool)
+                out[judge] = self.exit_at(aa[judge], bb[judge], t_wall[judge], side[judge])
+                judged[todo[judge]] = True
+                gone[todo[out]] = True
             else:
-                ok &= (r[:, a] >= self.lo[a]) & (r[:, a] <= self.hi[a])
-        safe = np.where(ok[:, None], r, xs)
-        ok &= ~self.blocked(safe)
-        out = q.copy()
-        out[hit] = np.where(ok[:, None], r, xs)
-        return out
+                out = np.zeros(todo.size, dtype=bool)
+            hit = np.isfinite(t_hit) & ~out
+            free = ~hit & ~out
+            end[todo[free]] = bb[free]
+            if bounces == MAX_BOUNCES:
+                stay[todo[hit]] = True
+                break
+            bounces += 1
+            rows = np.nonzero(hit)[0]
+            r = aa[rows] + t_hit[rows, None] * (bb[rows] - aa[rows])
+            r[np.arange(rows.size), axis[rows]] = face[rows]
+            mirrored = bb[rows].copy()
+            mirrored[np.arange(rows.size), axis[rows]] = 2.0 * face[rows] - bb[rows, axis[rows]]
+            todo = todo[rows]
+            a0[todo], b[todo], k[todo] = r, mirrored, cells[rows]
+        q = self.fold(end)
+        stay |= ~gone & self.blocked(q)
+        return np.where((stay | gone)[:, None], x, q), gone, stay
 
 
 def check_x0(x0: FloatArray, geo: Geometry) -> None:
@@ -245,10 +313,11 @@ def step_particles(x, alive, gx, gy, dt, sigma, seed, step, geo: Geometry):
     bx = -interpolate(gx, lox, dx, loy, dy, x, geo.bc)
     by = -interpolate(gy, lox, dx, loy, dy, x, geo.bc)
     p = np.stack([x[:, 0] + bx * dt + scale * xi_x, x[:, 1] + by * dt + scale * xi_y], axis=1)
-    gone = geo.exits(x, p) if geo.has_exits else np.zeros(n, dtype=bool)
-    q = geo.fold(p)
     if geo.has_obstacles:
-        q = geo.bounce(x, q)
+        q, gone, _ = geo.walk(x, p)
+    else:
+        gone = geo.exits(x, p) if geo.has_exits else np.zeros(n, dtype=bool)
+        q = geo.fold(p)
     keep = alive & ~gone
     return np.where(keep[:, None], q, x), keep
 
