@@ -28,10 +28,12 @@ from mfg_ensemble.kernels.reference import fv2d as _fv2d
 from mfg_ensemble.kernels.reference import hjb as _hjb
 from mfg_ensemble.kernels.reference import hjb2d as _hjb2d
 from mfg_ensemble.kernels.reference import kde as _kde
+from mfg_ensemble.kernels.reference import kde2d as _kde2d
 from mfg_ensemble.kernels.reference import particles as _particles
+from mfg_ensemble.kernels.reference import particles2d as _particles2d
 from mfg_ensemble.kernels.reference import weno as _weno
 from mfg_ensemble.kernels.reference.grid2d import check_nodes
-from mfg_ensemble.kernels.reference.kde import BANDWIDTH_RULES, bandwidth_rule
+from mfg_ensemble.kernels.reference.kde import BANDWIDTH_RULES, bandwidth_rule, uniform_spacing
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors
 from mfg_ensemble.kernels.reference.weno import MIN_NODES
 
@@ -322,7 +324,24 @@ def particles_forward(
 def _bc_pair(bc: object) -> tuple[str, str]:
     if isinstance(bc, str) or not isinstance(bc, (tuple, list)) or len(bc) != 2:
         raise ValueError(f"bc must be a pair (bc_x, bc_y) of 'reflect' or 'periodic', got {bc!r}")
-    return (v.choice("bc", bc[0], SOLVER_BCS), v.choice("bc", bc[1], SOLVER_BCS))
+    return (v.choice("bc[0]", bc[0], SOLVER_BCS), v.choice("bc[1]", bc[1], SOLVER_BCS))
+
+
+def _history_2d(name: str, values: ArrayLike, shape: tuple[int, int], like: str) -> FloatArray:
+    """A (nt, ny, nx) history with nt ≥ 2 whose (ny, nx) is ``shape`` (that of ``like``)."""
+    arr = v.float_array(name, values, ndim=3)
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 output times, got shape {arr.shape}")
+    if arr.shape[1:] != shape:
+        want = f"(nt, {shape[0]}, {shape[1]})"
+        raise ValueError(f"{name} must have shape (nt, ny, nx) = {want} like {like}, got {arr.shape}")
+    return arr
+
+
+def _nodes_2d(nodes: ArrayLike | None, ny: int, nx: int, bc: tuple[str, str]) -> np.ndarray:
+    if nodes is None:
+        return np.zeros((ny, nx), dtype=np.uint8)  # all FREE
+    return check_nodes(nodes, ny, nx, bc)
 
 
 def hjb_backward_2d(
@@ -354,13 +373,9 @@ def hjb_backward_2d(
     ny, nx = ga.shape
     if nx < MIN_NODES or ny < MIN_NODES:
         raise ValueError(f"g must have at least {MIN_NODES} nodes along each axis (the WENO5 stencil), got {ga.shape}")
-    fa = v.float_array("f", f, ndim=3)
-    if fa.shape[0] < 2:
-        raise ValueError(f"f needs at least 2 output times, got shape {fa.shape}")
-    if fa.shape[1:] != (ny, nx):
-        raise ValueError(f"f must have shape (nt, ny, nx) = (nt, {ny}, {nx}) like g, got {fa.shape}")
+    fa = _history_2d("f", f, (ny, nx), "g")
     bcs = _bc_pair(bc)
-    kind = check_nodes(np.zeros((ny, nx), dtype=np.uint8) if nodes is None else nodes, ny, nx, bcs)
+    kind = _nodes_2d(nodes, ny, nx, bcs)
     kw = dict(
         dx=v.positive("dx", dx),
         dy=v.positive("dy", dy),
@@ -407,18 +422,14 @@ def fv_forward_2d(
     ny, nx = m0a.shape
     if nx < 3 or ny < 3:
         raise ValueError(f"m0 needs at least 3 x 3 nodes for the finite-volume scheme, got shape {m0a.shape}")
-    ua = v.float_array("u", u, ndim=3)
-    if ua.shape[0] < 2:
-        raise ValueError(f"u needs at least 2 output times, got shape {ua.shape}")
-    if ua.shape[1:] != (ny, nx):
-        raise ValueError(f"u must have shape (nt, ny, nx) = (nt, {ny}, {nx}) like m0, got {ua.shape}")
+    ua = _history_2d("u", u, (ny, nx), "m0")
     v.check_finite("m0", m0a.ravel())
     v.check_finite("u", ua.ravel())
     if (m0a < 0).any():
         j, i = map(int, np.argwhere(m0a < 0)[0])
         raise ValueError(f"m0 must be >= 0, m0[{j}, {i}] = {m0a[j, i]}")
     bcs = _bc_pair(bc)
-    kinds = np.zeros((ny, nx), dtype=np.uint8) if nodes is None else check_nodes(nodes, ny, nx, bcs)
+    kinds = _nodes_2d(nodes, ny, nx, bcs)
     kw = dict(
         dx=v.positive("dx", dx),
         dy=v.positive("dy", dy),
@@ -454,12 +465,6 @@ def _bandwidth_2d(bandwidth: object) -> tuple[float, float] | str:
     return v.positive("bandwidth[0]", hx), v.positive("bandwidth[1]", hy)
 
 
-def _nodes_2d(nodes: ArrayLike | None, ny: int, nx: int, bc: tuple[str, str]) -> np.ndarray:
-    if nodes is None:
-        return np.zeros((ny, nx), dtype=np.uint8)  # all FREE
-    return check_nodes(nodes, ny, nx, bc)
-
-
 def _particles_2d(name: str, value: ArrayLike) -> FloatArray:
     arr = v.float_array(name, value, ndim=2)
     if arr.shape[1] != 2 or arr.shape[0] == 0:
@@ -469,8 +474,6 @@ def _particles_2d(name: str, value: ArrayLike) -> FloatArray:
 
 def _axis_2d(name: str, values: ArrayLike, bc: str) -> tuple[float, float, int]:
     """(lo, spacing, n) of a uniform increasing axis of nodes (``name`` is "x" or "y")."""
-    from mfg_ensemble.kernels.reference.kde import uniform_spacing
-
     g = v.float_array(name, values)
     v.min_length(name, g, 2, "a density")
     v.check_finite(name, g)
@@ -519,9 +522,7 @@ def kde_2d(
             raise ValueError(f"particles[{i}, {a}] = {col[i]} lies outside the nodes' domain [{lo}, {hi}]")
     bw = _bandwidth_2d(bandwidth)
     if isinstance(bw, str):
-        from mfg_ensemble.kernels.reference.kde2d import bandwidth_rule_2d
-
-        rule_h = bandwidth_rule_2d(p, bw)
+        rule_h = _kde2d.bandwidth_rule_2d(p, bw)
         if rule_h is None:
             raise ValueError(
                 f"bandwidth={bw!r} needs at least 2 particles spread in both x and y; pass a float bandwidth instead"
@@ -529,8 +530,6 @@ def kde_2d(
         bw = rule_h
     if _backend.resolve(backend) == "rust":
         return _backend.rust().kde_2d(p, axes[0], axes[1], bw, method, bcs, kinds)
-    from mfg_ensemble.kernels.reference import kde2d as _kde2d
-
     return _kde2d.kde_2d(p, axes, bw, method, bcs, kinds)
 
 
@@ -581,6 +580,4 @@ def particles_forward_2d(
     if _backend.resolve(backend) == "rust":
         m, counts, exited, _ = _backend.rust().particles_forward_2d(xa, ua, **kw)
         return m.reshape(nt, ny, nx), counts, exited
-    from mfg_ensemble.kernels.reference import particles2d as _particles2d
-
     return _particles2d.particles_forward_2d(xa, ua, **kw)
