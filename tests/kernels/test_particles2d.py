@@ -69,9 +69,9 @@ def march(backend: str, positions: bool = False, **kw):
     x0, u = args.pop("x0", start(3000)), args.pop("u", value(args.get("bc", ("reflect", "reflect"))))
     if not positions:
         return particles_forward_2d(x0, u, backend=backend, **args)
-    from mfg_ensemble.kernels import _bandwidth_2d, _bc_2d, _nodes_2d
+    from mfg_ensemble.kernels import _bandwidth_2d, _bc_pair, _nodes_2d
 
-    args["bc"] = _bc_2d(args.get("bc", ("reflect", "reflect")))
+    args["bc"] = _bc_pair(args.get("bc", ("reflect", "reflect")))
     args["bandwidth"] = _bandwidth_2d(args["bandwidth"])
     args["kinds"] = _nodes_2d(args.pop("nodes"), u.shape[1], u.shape[2], args["bc"])
     if backend == "rust":
