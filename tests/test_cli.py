@@ -352,3 +352,46 @@ def test_warm_start_names_an_axis(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "tiny.toml" in result.stderr and "--warm-start" in result.stderr and "(sigma, seed)" in result.stderr
     assert not (tmp_path / "tiny.zarr").exists()
+
+
+ROOM = """
+[problem]
+nx = 11
+ny = 9
+nt = 4
+T = 0.3
+sigma = 0.3
+coupling = { kind = "linear", strength = 0.5 }
+potential = { kind = "constant", value = 1.0 }
+m0 = { kind = "gaussian", mean = [0.3, 0.5], std = 0.15 }
+obstacles = [{ kind = "rectangle", x = [0.5, 0.6], y = [0.3, 0.7] }]
+exits = [{ side = "right", lo = 0.3, hi = 0.7 }]
+
+[solver]
+fp = "fv"
+tol = 1e-6
+max_iter = 40
+
+[sweep]
+sigma = [0.2, 0.3]
+"""
+
+
+def test_a_room_with_an_exit_on_a_periodic_side_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "room.toml").write_text(ROOM.replace("sigma = 0.3\n", 'sigma = 0.3\nbc = "periodic"\n'))
+    proc = cli("run", "room.toml", "--workers", "1", cwd=tmp_path)
+    assert_clean_error(proc, r"room\.toml", r"problem", r"exits\[0\] is on the right side, which is periodic")
+    assert not (tmp_path / "room.zarr").exists()
+
+
+@pytest.mark.slow
+def test_a_room_sweep_runs_and_reports_from_the_cli(tmp_path: Path) -> None:
+    (tmp_path / "room.toml").write_text(ROOM)
+    proc = cli("run", "room.toml", "--workers", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert counts_row(proc.stdout) == (2, 2, 0, 0)
+    proc = cli("report", "room.zarr", "--out", "figs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert {"snapshots.png", "density_animation.gif", "evacuation.png"} <= {
+        p.name for p in (tmp_path / "figs").iterdir()
+    }
