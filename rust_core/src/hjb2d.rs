@@ -234,18 +234,15 @@ impl Lines {
         Lines { n, d, runs, solver: None }
     }
 
-    /// d⁻, d⁺ into `dm`, `dp` (0 at obstacle nodes); returns their largest modulus over the
-    /// free nodes (NaN propagated).
-    fn derivatives(&self, u: &[f64], variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64]) -> f64 {
+    /// This direction's part of Ĥ, ½ max(max(d⁻, 0)², min(d⁺, 0)²), into `h` (0 at obstacle
+    /// nodes); returns the largest |d⁻|, |d⁺| over the free nodes (NaN propagated).
+    fn hamiltonian(&self, u: &[f64], variant: Variant, eps: f64, h: &mut [f64]) -> f64 {
         let (n, d) = (self.n, self.d);
-        let pm: Vec<f64> = dm
-            .par_chunks_mut(n)
-            .zip(dp.par_chunks_mut(n))
+        h.par_chunks_mut(n)
             .zip(u.par_chunks(n))
             .zip(self.runs.par_iter())
-            .map_init(LineBufs::default, |b, (((dm, dp), line), runs)| {
-                dm.fill(0.0);
-                dp.fill(0.0);
+            .map_init(LineBufs::default, |b, ((h, line), runs)| {
+                h.fill(0.0);
                 let LineBufs { e, rm, rp, ws } = b;
                 let inv_d = 1.0 / d;
                 let mut pmax = 0.0_f64;
@@ -264,19 +261,16 @@ impl Lines {
                             rp[p] = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
                         }
                     }
-                    for (p, &i) in run.idx.iter().enumerate() {
-                        let (m, pl) = (rm[p], rp[p]);
-                        dm[i] = m;
-                        dp[i] = pl;
-                        if run.free[p] {
+                    for (((&i, &fr), &m), &pl) in run.idx.iter().zip(&run.free).zip(rm.iter()).zip(rp.iter()) {
+                        h[i] = godunov(m, pl);
+                        if fr {
                             pmax = max_nan(pmax, max_nan(m.abs(), pl.abs()));
                         }
                     }
                 }
                 pmax
             })
-            .collect();
-        pm.into_iter().fold(0.0, max_nan)
+            .reduce(|| 0.0, max_nan)
     }
 
     /// Δ₄u on the free nodes (0 elsewhere) into `out`; times 1/(12d²) where the reference
@@ -427,11 +421,9 @@ struct Grid {
 
 /// Work arrays of nx·ny values.
 struct Scratch {
-    dxm: Vec<f64>,
-    dxp: Vec<f64>,
+    hx: Vec<f64>,
     ut: Vec<f64>,
-    dym: Vec<f64>,
-    dyp: Vec<f64>,
+    hy: Vec<f64>,
     lyt: Vec<f64>,
     ly: Vec<f64>,
     u: Vec<f64>,
@@ -460,11 +452,9 @@ impl Grid {
             free: nodes.iter().map(|&k| k == FREE).collect(),
             p: *p,
             s: Scratch {
-                dxm: z(),
-                dxp: z(),
+                hx: z(),
                 ut: z(),
-                dym: z(),
-                dyp: z(),
+                hy: z(),
                 lyt: z(),
                 ly: z(),
                 u: z(),
@@ -486,15 +476,15 @@ impl Grid {
     fn explicit(&mut self, u: &[f64], (f_hi, f_lo, theta): (&[f64], &[f64], f64), out: &mut [f64]) -> f64 {
         let (nx, ny) = (self.nx, self.ny);
         let s = &mut self.s;
-        let px = self.x.derivatives(u, self.p.variant, self.p.eps, &mut s.dxm, &mut s.dxp);
+        let px = self.x.hamiltonian(u, self.p.variant, self.p.eps, &mut s.hx);
         transpose(u, ny, nx, &mut s.ut);
-        let py = self.y.derivatives(&s.ut, self.p.variant, self.p.eps, &mut s.dym, &mut s.dyp);
-        let (dxm, dxp, dym, dyp, free) = (&s.dxm, &s.dxp, &s.dym, &s.dyp, &self.free);
+        let py = self.y.hamiltonian(&s.ut, self.p.variant, self.p.eps, &mut s.hy);
+        let (hx, hy, free) = (&s.hx, &s.hy, &self.free);
         out.par_chunks_mut(nx).enumerate().for_each(|(j, row)| {
             for (i, o) in row.iter_mut().enumerate() {
                 let at = j * nx + i;
                 *o = if free[at] {
-                    let h = godunov(dxm[at], dxp[at]) + godunov(dym[i * ny + j], dyp[i * ny + j]);
+                    let h = hx[at] + hy[i * ny + j];
                     let f = (1.0 - theta) * f_hi[at] + theta * f_lo[at];
                     f - h
                 } else {
