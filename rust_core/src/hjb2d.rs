@@ -407,6 +407,15 @@ fn transpose(src: &[f64], rows: usize, cols: usize, dst: &mut [f64]) {
     });
 }
 
+/// `out` (rows, cols) += `src` (cols, rows) transposed.
+fn add_transposed(out: &mut [f64], src: &[f64], rows: usize, cols: usize) {
+    out.par_chunks_mut(cols).enumerate().for_each(|(j, row)| {
+        for (i, o) in row.iter_mut().enumerate() {
+            *o += src[i * rows + j];
+        }
+    });
+}
+
 /// The x lines (rows) and y lines (columns, on transposed arrays) of the grid, and the
 /// buffers of its operations (allocated once per march).
 struct Grid {
@@ -425,7 +434,6 @@ struct Scratch {
     ut: Vec<f64>,
     hy: Vec<f64>,
     lyt: Vec<f64>,
-    ly: Vec<f64>,
     u: Vec<f64>,
     lap: Vec<f64>,
     defect: Vec<f64>,
@@ -456,7 +464,6 @@ impl Grid {
                 ut: z(),
                 hy: z(),
                 lyt: z(),
-                ly: z(),
                 u: z(),
                 lap: z(),
                 defect: z(),
@@ -502,8 +509,7 @@ impl Grid {
         self.x.laplacian(u, out);
         transpose(u, ny, nx, &mut s.ut);
         self.y.laplacian(&s.ut, &mut s.lyt);
-        transpose(&s.lyt, nx, ny, &mut s.ly);
-        out.par_iter_mut().zip(&s.ly).for_each(|(o, b)| *o += b);
+        add_transposed(out, &s.lyt, ny, nx);
     }
 
     /// u ≈ (I − c(Lx + Ly))⁻¹ r by ADI_SWEEPS defect-correction sweeps from 0 (the first
@@ -533,8 +539,8 @@ impl Grid {
             self.x.solve(&s.defect, &mut s.t1);
             transpose(&s.t1, ny, nx, &mut s.t2);
             self.y.solve(&s.t2, &mut s.t1);
-            transpose(&s.t1, nx, ny, &mut s.xy);
             if SYMMETRISED {
+                transpose(&s.t1, nx, ny, &mut s.xy);
                 // y then x
                 transpose(&s.defect, ny, nx, &mut s.t1);
                 self.y.solve(&s.t1, &mut s.t2);
@@ -543,7 +549,7 @@ impl Grid {
                 let (xy, yx) = (&s.xy, &s.yx);
                 u.par_iter_mut().zip(xy.par_iter().zip(yx.par_iter())).for_each(|(uu, (&a, &b))| *uu += 0.5 * (a + b));
             } else {
-                u.par_iter_mut().zip(s.xy.par_iter()).for_each(|(uu, &a)| *uu += a);
+                add_transposed(&mut u, &s.t1, ny, nx);
             }
         }
         r.copy_from_slice(&u);
