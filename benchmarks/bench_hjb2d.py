@@ -35,6 +35,11 @@ explicit part (4 WENO evaluations of both directions per sub-step, the SIMD kern
 ~1.7 ms the implicit stages (16 line-solve passes, 7 Δ₄ evaluations). The room's steep layer at
 the exit (u = 0 there, ≈ 1 next to it) sets its many sub-steps. The NumPy reference is vectorised
 over the lines of a direction.
+
+Not reached yet: the issue's converged FV room solve (configs/room.toml at 101², nt = 101, T = 2)
+in 10 s. After this speed-up, `bench_solve.py --room-run` (fv, 3 iterations, 2 threads, load
+average 2.4-3.6) took 47.5 s per coupling iteration: the march takes far more sub-steps there
+than the ~1000 assumed, which the cost per sub-step alone does not cure.
 """
 
 from __future__ import annotations
