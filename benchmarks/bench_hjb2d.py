@@ -8,19 +8,38 @@ Two problems on the unit square, n × n nodes, nt output times, σ = 0.2, T = 1,
 g = 0, f = 1: the time to leave). Prints, per problem, the wall and CPU time per call of each
 backend, the total sub-steps, and the Rust speed-up; and the largest difference between them.
 
-Measured (2026-12-04, 2 shared cores under heavy load from other sessions (load average 3-5),
-RAYON_NUM_THREADS=1, n = 101, nt = 21, one call each; wall times, Rust CPU time in brackets):
+Measured before this branch's speed-up (2026-12-04, 2 shared cores under heavy load from other
+sessions (load average 3-5), RAYON_NUM_THREADS=1, n = 101, nt = 21, one call each; wall times,
+Rust CPU time in brackets):
 
     problem  sub-steps   rust                 numpy       speed-up (wall)   max rel diff
     free        52       0.90 s (0.86 s cpu)   20.2 s         22.6             3.1e-15
     room      1094      25.2 s (16.2 s cpu)   160.4 s          6.4             8.9e-16
 
-About 15 ms of Rust CPU per sub-step at 101 × 101 (≈ 1.5 µs per node): 5 WENO evaluations of
-both directions (≈ 4 ms, the 1-D kernel's SIMD blocks) and 4 implicit stages of 3 symmetrised
-ADI sweeps, 4 line solves each (≈ 10 ms; the solves of four lines interleaved). The room's
-steep layer at the exit (u = 0 there, ≈ 1 next to it) sets its many sub-steps. The NumPy
-reference is vectorised over the lines of a direction. Before the SIMD WENO and the
-interleaved solves: 21.4 s cpu for the room (≈ 20 ms per sub-step).
+Before (91f5fb8, lead2d) and after (branch hjb2d), measured back to back (2026-12-04, load
+average ~4.5 on 2 cores, RAYON_NUM_THREADS=1, n = 101, nt = 6, Rust CPU time per sub-step):
+
+    problem  sub-steps   before      after     speed-up
+    free        50       15.0 ms     3.7 ms      4.1
+    room     1052/1053   13.9 ms     3.2 ms      4.4
+
+(free includes building the lines, once per call.) Where the time went before (perf, room):
+~20 % Rayon's hand-over between the Python thread and the pool (futex waits, one per parallel
+loop, hundreds per sub-step), ~8 % malloc/memset of per-call and per-line buffers, 14 % the
+interleaved pentadiagonal solves, the rest WENO (SIMD ~3 %), ghost gathers, transposes. What
+changed: the march runs on a Rayon worker (`rayon::scope`), buffers live per march and per
+worker, K = 2 ADI sweeps in one order (x then y) instead of 3 symmetrised (16 line-solve
+passes per sub-step instead of 48; see the reference's docstring for the measured defects),
+each direction's Godunov part computed in its WENO pass. After: ~1.5 ms of the 3.2 ms are the
+explicit part (4 WENO evaluations of both directions per sub-step, the SIMD kernel ~30 % of it),
+~1.7 ms the implicit stages (16 line-solve passes, 7 Δ₄ evaluations). The room's steep layer at
+the exit (u = 0 there, ≈ 1 next to it) sets its many sub-steps. The NumPy reference is vectorised
+over the lines of a direction.
+
+Not reached yet: the issue's converged FV room solve (configs/room.toml at 101², nt = 101, T = 2)
+in 10 s. After this speed-up, `bench_solve.py --room-run` (fv, 3 iterations, 2 threads, load
+average 2.4-3.6) took 47.5 s per coupling iteration: the march takes far more sub-steps there
+than the ~1000 assumed, which the cost per sub-step alone does not cure.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 //! The 2-D HJB equation of the MFG marched backward in time: HJ-WENO5 derivatives per run of
 //! every row (∂x) and column (∂y) with the ghost rules of SPEC2D, the separable Godunov
-//! Hamiltonian, Δ₄ diffusion, ARS(4,4,3) with the implicit stages solved by K symmetrised ADI
-//! defect-correction sweeps (pentadiagonal solves per run, `banded`), CFL sub-steps as in 1-D.
+//! Hamiltonian, Δ₄ diffusion, ARS(4,4,3) with the implicit stages solved by K = 2 ADI
+//! defect-correction sweeps, x then y (pentadiagonal solves per run, `banded`, factored once
+//! per output interval), CFL sub-steps as in 1-D.
 //!
 //! The maths: see mfg_ensemble/kernels/reference/hjb2d.py (this module follows it operation
 //! for operation). Columns are processed on transposed copies; Rayon works over lines, each
@@ -13,12 +14,15 @@ use crate::banded::{CyclicPenta, Penta};
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::grid2d::{EXIT, FREE, OBSTACLE};
-use crate::hjb::{godunov, laplacian4, more_substeps, ARS_C, ARS_EXPLICIT, ARS_GAMMA, ARS_IMPLICIT};
+use crate::hjb::{godunov, more_substeps, ARS_C, ARS_EXPLICIT, ARS_GAMMA, ARS_IMPLICIT};
 use crate::substeps::{floors, substeps, Marching};
 use crate::weno::{derivatives_extended_into, weno_combine, Variant, Workspace, MIN_NODES};
 
 /// K, the defect-correction sweeps of each implicit stage.
-pub const ADI_SWEEPS: usize = 3;
+pub const ADI_SWEEPS: usize = 2;
+/// Whether each sweep is the mean of both orders of the factors (exact x ↔ y invariance, 1.3×
+/// the cost of a sub-step; off: see the reference's docstring).
+const SYMMETRISED: bool = false;
 const LAPLACE: [f64; 5] = [-1.0, 16.0, -30.0, 16.0, -1.0];
 
 #[derive(Debug, Clone, Copy)]
@@ -155,15 +159,30 @@ struct Lines {
     solver: Option<(f64, Vec<Vec<Factor>>)>,
 }
 
+/// The extended run of `line`: the run's values copied (their combinations are the identity:
+/// 1·x is x, up to the sign of a zero) and the six ghosts combined.
 fn fill_ext(run: &Run, line: &[f64], e: &mut Vec<f64>) {
-    e.clear();
-    for combo in &run.ext {
+    let combine = |combo: &Combo| {
         let mut acc = 0.0;
         for &(q, c) in combo {
             acc += c * line[run.idx[q]];
         }
-        e.push(acc);
-    }
+        acc
+    };
+    let len = run.idx.len();
+    e.clear();
+    e.extend(run.ext[..3].iter().map(combine));
+    e.extend(run.idx.iter().map(|&i| line[i]));
+    e.extend(run.ext[len + 3..].iter().map(combine));
+}
+
+/// The buffers of one worker's WENO derivatives.
+#[derive(Default)]
+struct LineBufs {
+    e: Vec<f64>,
+    rm: Vec<f64>,
+    rp: Vec<f64>,
+    ws: Workspace,
 }
 
 /// max that propagates NaN, as NumPy's maximum.
@@ -215,30 +234,26 @@ impl Lines {
         Lines { n, d, runs, solver: None }
     }
 
-    /// d⁻, d⁺ into `dm`, `dp` (0 at obstacle nodes); returns their largest modulus over the
-    /// free nodes (NaN propagated).
-    fn derivatives(&self, u: &[f64], variant: Variant, eps: f64, dm: &mut [f64], dp: &mut [f64]) -> f64 {
+    /// This direction's part of Ĥ, ½ max(max(d⁻, 0)², min(d⁺, 0)²), into `h` (0 at obstacle
+    /// nodes); returns the largest |d⁻|, |d⁺| over the free nodes (NaN propagated).
+    fn hamiltonian(&self, u: &[f64], variant: Variant, eps: f64, h: &mut [f64]) -> f64 {
         let (n, d) = (self.n, self.d);
-        let pm: Vec<f64> = dm
-            .par_chunks_mut(n)
-            .zip(dp.par_chunks_mut(n))
+        h.par_chunks_mut(n)
             .zip(u.par_chunks(n))
             .zip(self.runs.par_iter())
-            .map(|(((dm, dp), line), runs)| {
-                dm.fill(0.0);
-                dp.fill(0.0);
-                let (mut e, mut rm, mut rp) = (Vec::new(), Vec::new(), Vec::new());
-                let mut ws = Workspace::new();
+            .map_init(LineBufs::default, |b, ((h, line), runs)| {
+                h.fill(0.0);
+                let LineBufs { e, rm, rp, ws } = b;
                 let inv_d = 1.0 / d;
                 let mut pmax = 0.0_f64;
                 for run in runs {
-                    fill_ext(run, line, &mut e);
+                    fill_ext(run, line, e);
                     let len = run.idx.len();
                     rm.resize(len, 0.0);
                     rp.resize(len, 0.0);
                     if len >= MIN_NODES {
                         // the SIMD blocks of the 1-D kernel: the same bits as the scalar form below
-                        derivatives_extended_into(&e, d, variant, eps, &mut rm, &mut rp, &mut ws);
+                        derivatives_extended_into(e, d, variant, eps, rm, rp, ws);
                     } else {
                         for p in 0..len {
                             let w: [f64; 6] = std::array::from_fn(|t| (e[p + t + 1] - e[p + t]) * inv_d);
@@ -246,36 +261,43 @@ impl Lines {
                             rp[p] = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
                         }
                     }
-                    for (p, &i) in run.idx.iter().enumerate() {
-                        let (m, pl) = (rm[p], rp[p]);
-                        dm[i] = m;
-                        dp[i] = pl;
-                        if run.free[p] {
+                    for (((&i, &fr), &m), &pl) in run.idx.iter().zip(&run.free).zip(rm.iter()).zip(rp.iter()) {
+                        h[i] = godunov(m, pl);
+                        if fr {
                             pmax = max_nan(pmax, max_nan(m.abs(), pl.abs()));
                         }
                     }
                 }
                 pmax
             })
-            .collect();
-        pm.into_iter().fold(0.0, max_nan)
+            .reduce(|| 0.0, max_nan)
     }
 
-    /// Δ₄u on the free nodes (0 elsewhere) into `out`.
+    /// Δ₄u on the free nodes (0 elsewhere) into `out`; times 1/(12d²) where the reference
+    /// divides by 12d² (≤ 1 ulp).
     fn laplacian(&self, u: &[f64], out: &mut [f64]) {
-        let (n, d2) = (self.n, self.d * self.d);
-        out.par_chunks_mut(n).zip(u.par_chunks(n)).zip(self.runs.par_iter()).for_each(|((out, line), runs)| {
-            out.fill(0.0);
-            let mut e = Vec::new();
-            for run in runs {
-                fill_ext(run, line, &mut e);
-                for (p, &i) in run.idx.iter().enumerate() {
-                    if run.free[p] {
-                        out[i] = laplacian4(e[p + 1], e[p + 2], e[p + 3], e[p + 4], e[p + 5], d2);
+        let (n, inv) = (self.n, 1.0 / (12.0 * (self.d * self.d)));
+        out.par_chunks_mut(n).zip(u.par_chunks(n)).zip(self.runs.par_iter()).for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(e, l), ((out, line), runs)| {
+                out.fill(0.0);
+                for run in runs {
+                    fill_ext(run, line, e);
+                    let len = run.idx.len();
+                    l.clear();
+                    l.extend(
+                        (0..len).map(|p| {
+                            (-e[p + 5] + 16.0 * e[p + 4] - 30.0 * e[p + 3] + 16.0 * e[p + 2] - e[p + 1]) * inv
+                        }),
+                    );
+                    for ((&i, &fr), &v) in run.idx.iter().zip(&run.free).zip(l.iter()) {
+                        if fr {
+                            out[i] = v;
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 
     /// The factors of I − cΔ₄ per run (identity rows at non-free nodes), kept for the last c.
@@ -318,59 +340,61 @@ impl Lines {
         const GROUP: usize = 4;
         let n = self.n;
         let factors = &self.solver.as_ref().expect("prepared").1;
-        out.par_chunks_mut(GROUP * n).zip(r.par_chunks(GROUP * n)).enumerate().for_each(|(gi, (out, rr))| {
-            out.fill(0.0);
-            let lines = out.len() / n;
-            let runs = &self.runs[gi * GROUP..gi * GROUP + lines];
-            let facs = &factors[gi * GROUP..gi * GROUP + lines];
-            let alike = lines == GROUP
-                && runs.iter().all(|rs| {
-                    rs.len() == runs[0].len()
-                        && rs.iter().zip(&runs[0]).all(|(a, b)| a.idx.len() == b.idx.len() && a.cyclic == b.cyclic)
-                });
-            let mut buf = Vec::new();
-            if alike {
-                for q in 0..runs[0].len() {
-                    let len = runs[0][q].idx.len();
-                    buf.clear();
-                    for (s, rs) in runs.iter().enumerate() {
-                        let line = &rr[s * n..(s + 1) * n];
-                        buf.extend(rs[q].idx.iter().map(|&i| line[i]));
-                    }
-                    let bands: [&Penta; GROUP] = std::array::from_fn(|s| match &facs[s][q] {
-                        Factor::Band(f) => f,
-                        Factor::Cyclic(f) => f.band(),
+        out.par_chunks_mut(GROUP * n).zip(r.par_chunks(GROUP * n)).enumerate().for_each_init(
+            Vec::new,
+            |buf, (gi, (out, rr))| {
+                out.fill(0.0);
+                let lines = out.len() / n;
+                let runs = &self.runs[gi * GROUP..gi * GROUP + lines];
+                let facs = &factors[gi * GROUP..gi * GROUP + lines];
+                let alike = lines == GROUP
+                    && runs.iter().all(|rs| {
+                        rs.len() == runs[0].len()
+                            && rs.iter().zip(&runs[0]).all(|(a, b)| a.idx.len() == b.idx.len() && a.cyclic == b.cyclic)
                     });
-                    Penta::solve4(bands, &mut buf);
-                    for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
-                        let x = &mut buf[s * len..(s + 1) * len];
-                        if let Factor::Cyclic(f) = &fs[q] {
-                            f.correct(x);
+                if alike {
+                    for q in 0..runs[0].len() {
+                        let len = runs[0][q].idx.len();
+                        buf.clear();
+                        for (s, rs) in runs.iter().enumerate() {
+                            let line = &rr[s * n..(s + 1) * n];
+                            buf.extend(rs[q].idx.iter().map(|&i| line[i]));
                         }
-                        let o = &mut out[s * n..(s + 1) * n];
-                        for (&i, &v) in rs[q].idx.iter().zip(x.iter()) {
-                            o[i] = v;
+                        let bands: [&Penta; GROUP] = std::array::from_fn(|s| match &facs[s][q] {
+                            Factor::Band(f) => f,
+                            Factor::Cyclic(f) => f.band(),
+                        });
+                        Penta::solve4(bands, buf);
+                        for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
+                            let x = &mut buf[s * len..(s + 1) * len];
+                            if let Factor::Cyclic(f) = &fs[q] {
+                                f.correct(x);
+                            }
+                            let o = &mut out[s * n..(s + 1) * n];
+                            for (&i, &v) in rs[q].idx.iter().zip(x.iter()) {
+                                o[i] = v;
+                            }
+                        }
+                    }
+                    return;
+                }
+                for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
+                    let line = &rr[s * n..(s + 1) * n];
+                    let o = &mut out[s * n..(s + 1) * n];
+                    for (run, fac) in rs.iter().zip(fs) {
+                        buf.clear();
+                        buf.extend(run.idx.iter().map(|&i| line[i]));
+                        match fac {
+                            Factor::Band(f) => f.solve(buf),
+                            Factor::Cyclic(f) => f.solve(buf),
+                        }
+                        for (&i, &x) in run.idx.iter().zip(buf.iter()) {
+                            o[i] = x;
                         }
                     }
                 }
-                return;
-            }
-            for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
-                let line = &rr[s * n..(s + 1) * n];
-                let o = &mut out[s * n..(s + 1) * n];
-                for (run, fac) in rs.iter().zip(fs) {
-                    buf.clear();
-                    buf.extend(run.idx.iter().map(|&i| line[i]));
-                    match fac {
-                        Factor::Band(f) => f.solve(&mut buf),
-                        Factor::Cyclic(f) => f.solve(&mut buf),
-                    }
-                    for (&i, &x) in run.idx.iter().zip(&buf) {
-                        o[i] = x;
-                    }
-                }
-            }
-        });
+            },
+        );
     }
 }
 
@@ -383,7 +407,17 @@ fn transpose(src: &[f64], rows: usize, cols: usize, dst: &mut [f64]) {
     });
 }
 
-/// The x lines (rows) and y lines (columns, on transposed arrays) of the grid, and buffers.
+/// `out` (rows, cols) += `src` (cols, rows) transposed.
+fn add_transposed(out: &mut [f64], src: &[f64], rows: usize, cols: usize) {
+    out.par_chunks_mut(cols).enumerate().for_each(|(j, row)| {
+        for (i, o) in row.iter_mut().enumerate() {
+            *o += src[i * rows + j];
+        }
+    });
+}
+
+/// The x lines (rows) and y lines (columns, on transposed arrays) of the grid, and the
+/// buffers of its operations (allocated once per march).
 struct Grid {
     nx: usize,
     ny: usize,
@@ -391,6 +425,22 @@ struct Grid {
     y: Lines,
     free: Vec<bool>,
     p: Hjb2dParams,
+    s: Scratch,
+}
+
+/// Work arrays of nx·ny values.
+struct Scratch {
+    hx: Vec<f64>,
+    ut: Vec<f64>,
+    hy: Vec<f64>,
+    lyt: Vec<f64>,
+    u: Vec<f64>,
+    lap: Vec<f64>,
+    defect: Vec<f64>,
+    t1: Vec<f64>,
+    t2: Vec<f64>,
+    xy: Vec<f64>,
+    yx: Vec<f64>,
 }
 
 impl Grid {
@@ -401,6 +451,7 @@ impl Grid {
                 nt_[i * ny + j] = nodes[j * nx + i];
             }
         }
+        let z = || vec![0.0; nx * ny];
         Grid {
             nx,
             ny,
@@ -408,6 +459,19 @@ impl Grid {
             y: Lines::new(&nt_, nx, ny, p.bc[1] == Boundary::Periodic, p.dy),
             free: nodes.iter().map(|&k| k == FREE).collect(),
             p: *p,
+            s: Scratch {
+                hx: z(),
+                ut: z(),
+                hy: z(),
+                lyt: z(),
+                u: z(),
+                lap: z(),
+                defect: z(),
+                t1: z(),
+                t2: z(),
+                xy: z(),
+                yx: z(),
+            },
         }
     }
 
@@ -416,18 +480,18 @@ impl Grid {
     }
 
     /// f(θ) − Ĥ on the free nodes (0 elsewhere) into `out`; returns px/dx + py/dy.
-    fn explicit(&self, u: &[f64], (f_hi, f_lo, theta): (&[f64], &[f64], f64), out: &mut [f64]) -> f64 {
+    fn explicit(&mut self, u: &[f64], (f_hi, f_lo, theta): (&[f64], &[f64], f64), out: &mut [f64]) -> f64 {
         let (nx, ny) = (self.nx, self.ny);
-        let (mut dxm, mut dxp, mut ut, mut dym, mut dyp) =
-            (self.zeros(), self.zeros(), self.zeros(), self.zeros(), self.zeros());
-        let px = self.x.derivatives(u, self.p.variant, self.p.eps, &mut dxm, &mut dxp);
-        transpose(u, ny, nx, &mut ut);
-        let py = self.y.derivatives(&ut, self.p.variant, self.p.eps, &mut dym, &mut dyp);
+        let s = &mut self.s;
+        let px = self.x.hamiltonian(u, self.p.variant, self.p.eps, &mut s.hx);
+        transpose(u, ny, nx, &mut s.ut);
+        let py = self.y.hamiltonian(&s.ut, self.p.variant, self.p.eps, &mut s.hy);
+        let (hx, hy, free) = (&s.hx, &s.hy, &self.free);
         out.par_chunks_mut(nx).enumerate().for_each(|(j, row)| {
             for (i, o) in row.iter_mut().enumerate() {
                 let at = j * nx + i;
-                *o = if self.free[at] {
-                    let h = godunov(dxm[at], dxp[at]) + godunov(dym[i * ny + j], dyp[i * ny + j]);
+                *o = if free[at] {
+                    let h = hx[at] + hy[i * ny + j];
                     let f = (1.0 - theta) * f_hi[at] + theta * f_lo[at];
                     f - h
                 } else {
@@ -439,44 +503,58 @@ impl Grid {
     }
 
     /// (Lx + Ly) u into `out`.
-    fn diffusion(&self, u: &[f64], out: &mut [f64]) {
+    fn diffusion(&mut self, u: &[f64], out: &mut [f64]) {
         let (nx, ny) = (self.nx, self.ny);
-        let (mut ut, mut lyt, mut ly) = (self.zeros(), self.zeros(), self.zeros());
+        let s = &mut self.s;
         self.x.laplacian(u, out);
-        transpose(u, ny, nx, &mut ut);
-        self.y.laplacian(&ut, &mut lyt);
-        transpose(&lyt, nx, ny, &mut ly);
-        out.par_iter_mut().zip(&ly).for_each(|(o, b)| *o += b);
+        transpose(u, ny, nx, &mut s.ut);
+        self.y.laplacian(&s.ut, &mut s.lyt);
+        add_transposed(out, &s.lyt, ny, nx);
     }
 
-    /// u ≈ (I − c(Lx + Ly))⁻¹ r by ADI_SWEEPS symmetrised defect-correction sweeps from 0.
+    /// u ≈ (I − c(Lx + Ly))⁻¹ r by ADI_SWEEPS defect-correction sweeps from 0 (the first
+    /// sweep's defect is r itself).
     fn implicit_solve(&mut self, c: f64, r: &mut [f64]) {
         let (nx, ny) = (self.nx, self.ny);
         self.x.prepare(c);
         self.y.prepare(c);
-        let mut u = self.zeros();
-        let (mut lap, mut defect, mut t1, mut t2, mut xy, mut yx) =
-            (self.zeros(), self.zeros(), self.zeros(), self.zeros(), self.zeros(), self.zeros());
-        for _ in 0..ADI_SWEEPS {
-            self.diffusion(&u, &mut lap);
-            defect
-                .par_iter_mut()
-                .zip(r.par_iter())
-                .zip(u.par_iter().zip(lap.par_iter()))
-                .for_each(|((dd, &rr), (&uu, &ll))| *dd = rr - (uu - c * ll));
+        let mut u = std::mem::take(&mut self.s.u);
+        let mut lap = std::mem::take(&mut self.s.lap);
+        u.fill(0.0);
+        for sweep in 0..ADI_SWEEPS {
+            if sweep > 0 {
+                self.diffusion(&u, &mut lap);
+            }
+            let s = &mut self.s;
+            if sweep == 0 {
+                s.defect.copy_from_slice(r);
+            } else {
+                s.defect
+                    .par_iter_mut()
+                    .zip(r.par_iter())
+                    .zip(u.par_iter().zip(lap.par_iter()))
+                    .for_each(|((dd, &rr), (&uu, &ll))| *dd = rr - (uu - c * ll));
+            }
             // x then y
-            self.x.solve(&defect, &mut t1);
-            transpose(&t1, ny, nx, &mut t2);
-            self.y.solve(&t2, &mut t1);
-            transpose(&t1, nx, ny, &mut xy);
-            // y then x
-            transpose(&defect, ny, nx, &mut t1);
-            self.y.solve(&t1, &mut t2);
-            transpose(&t2, nx, ny, &mut t1);
-            self.x.solve(&t1, &mut yx);
-            u.par_iter_mut().zip(xy.par_iter().zip(yx.par_iter())).for_each(|(uu, (&a, &b))| *uu += 0.5 * (a + b));
+            self.x.solve(&s.defect, &mut s.t1);
+            transpose(&s.t1, ny, nx, &mut s.t2);
+            self.y.solve(&s.t2, &mut s.t1);
+            if SYMMETRISED {
+                transpose(&s.t1, nx, ny, &mut s.xy);
+                // y then x
+                transpose(&s.defect, ny, nx, &mut s.t1);
+                self.y.solve(&s.t1, &mut s.t2);
+                transpose(&s.t2, nx, ny, &mut s.t1);
+                self.x.solve(&s.t1, &mut s.yx);
+                let (xy, yx) = (&s.xy, &s.yx);
+                u.par_iter_mut().zip(xy.par_iter().zip(yx.par_iter())).for_each(|(uu, (&a, &b))| *uu += 0.5 * (a + b));
+            } else {
+                add_transposed(&mut u, &s.t1, ny, nx);
+            }
         }
         r.copy_from_slice(&u);
+        self.s.u = u;
+        self.s.lap = lap;
     }
 }
 
@@ -519,6 +597,22 @@ pub fn hjb_backward_2d(
 ) -> KernelResult<Marching> {
     validate(f, g, nodes, nt, ny, nx, p)?;
     let floor = floors(min_substeps, nt - 1)?;
+    // on a Rayon worker: the many short parallel loops of a sub-step then start without the
+    // hand-over from a foreign thread (futex waits took ~20 % of a single-thread march)
+    rayon::scope(|_| march(f, g, nodes, nt, ny, nx, p, &floor))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn march(
+    f: &[f64],
+    g: &[f64],
+    nodes: &[u8],
+    nt: usize,
+    ny: usize,
+    nx: usize,
+    p: &Hjb2dParams,
+    floor: &[usize],
+) -> KernelResult<Marching> {
     let size = nx * ny;
     let mut grid = Grid::new(nodes, ny, nx, p);
     let dt_out = p.horizon / (nt - 1) as f64;
@@ -615,8 +709,7 @@ fn interval(
         let allowed = match failed {
             Some(a) => a,
             None => {
-                let mut scratch = grid.zeros();
-                let a = limit(grid.explicit(&v, (f_hi, f_lo, 1.0), &mut scratch));
+                let a = limit(grid.explicit(&v, (f_hi, f_lo, 1.0), &mut stage));
                 if !(dt > 2.0 * a || a.is_nan()) {
                     return Ok((v, k));
                 }

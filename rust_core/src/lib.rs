@@ -247,11 +247,11 @@ mod bindings {
         cfl: f64,
         min_substeps: Option<MinSubsteps>,
     ) -> PyResult<MarchOut<'py>> {
+        use crate::convert::{slice2_u8, slice3};
         let params = crate::hjb2d::Hjb2dParams { dx, dy, sigma, horizon: T, bc: [bc.0 .0, bc.1 .0], variant, eps, cfl };
-        let (nt, ny, nx) = f.as_array().dim();
-        let f: Vec<f64> = f.as_array().iter().copied().collect();
+        let (f, [nt, ny, nx]) = slice3(&f);
         let (g, _, _) = slice2(&g);
-        let nodes: Vec<u8> = nodes.as_array().iter().copied().collect();
+        let nodes = slice2_u8(&nodes);
         let floor = min_substeps.map(|m| m.0);
         let march =
             py.detach(|| crate::hjb2d::hjb_backward_2d(&f, &g, &nodes, nt, ny, nx, &params, floor.as_deref()))?;

@@ -14,9 +14,10 @@ alike): periodic n = 16, 32, 64: 1.9e-4, 1.8e-5, 8.0e-7 (orders 3.4, 4.5); refle
 
 Other measurements (2026-12-04): Rust and NumPy agree to 2e-16 … 6e-16 relative on the room
 problems below (the tests ask 1e-12; they were bit-identical before Rust took the SIMD WENO
-blocks of the 1-D kernel); the transposed problem gives the exactly transposed u (the ADI
-sweeps are symmetrised); a problem constant in y matches the 1-D march to 6e-16 … 1.5e-15
-relative (the tests ask 1e-13).
+blocks of the 1-D kernel); the transposed problem gives the transposed u up to the ADI defect
+of K = 2 sweeps in one order, x then y (1.3e-6 relative on the coarse room below, whose time
+error alone is 7e-5; exact when the sweeps were symmetrised, at 1.3x the cost); a problem
+constant in y matches the 1-D march to 6e-16 … 1.5e-15 relative (the tests ask 1e-13).
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def test_transposed_problem_gives_transposed_solution(backend: str) -> None:
         **kw,
     )
     assert (c == ct).all()
-    assert max_rel(ut.transpose(0, 2, 1), u) < 1e-12
+    # one order of the ADI factors (x then y): the transposed problem differs by the ADI defect
+    # of K = 2 sweeps (measured 1.3e-6 relative; 4.4e-9 with K = 3, 0 when symmetrised)
+    assert max_rel(ut.transpose(0, 2, 1), u) < 3e-6
 
 
 def _no_y_exits(nodes: np.ndarray) -> np.ndarray:
@@ -153,7 +156,7 @@ def test_symmetric_problems_stay_symmetric(backend: str) -> None:
     g = np.exp(-(x[None, :] ** 2 + x[:, None] ** 2)) + 0.2 * (x[None, :] + x[:, None])
     f = np.ones((3, n, n)) + (x[None, :] * x[:, None])[None]
     u, _ = hjb_backward_2d(f, g, dx=x[1] - x[0], dy=x[1] - x[0], sigma=0.3, T=T_ROOM, nodes=nodes, backend=backend)
-    assert max_rel(u.transpose(0, 2, 1), u) < 1e-13
+    assert max_rel(u.transpose(0, 2, 1), u) < 1e-6  # the ADI defect of x then y: measured 3.6e-7
     # x → −x: a room and costs even in x
     nodes = np.zeros((n, n), dtype=np.uint8)
     nodes[4:7, 3] = nodes[4:7, -4] = OBSTACLE

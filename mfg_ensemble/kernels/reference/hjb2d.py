@@ -27,31 +27,34 @@ and the diffusion is (σ²/2)(Lx + Ly), Lx, Ly the Δ₄ of the rows and columns
 non-free nodes (Lx = Ly = 0 there: their rows of the implicit matrices are the identity).
 
 Time. ARS(4,4,3) exactly as in 1-D: E = f − Ĥ explicit, I = (σ²/2)(Lx + Ly) implicit. Each
-stage solves (I − c(Lx + Ly)) U = R, c = γ·dt·σ²/2, approximately, by K = 3 sweeps of
+stage solves (I − c(Lx + Ly)) U = R, c = γ·dt·σ²/2, approximately, by K = 2 sweeps of
 factorised (ADI) defect correction from U = 0:
 
-    D = R − (U − c(Lx U + Ly U)),   U ← U + ½ [(I − cLy)⁻¹(I − cLx)⁻¹ D + (I − cLx)⁻¹(I − cLy)⁻¹ D]
+    D = R − (U − c(Lx U + Ly U)),   U ← U + (I − cLy)⁻¹(I − cLx)⁻¹ D
 
-(the first sweep's D is R itself),
-
-the mean of the two orders of the factors, so that the march is exactly invariant under
-x ↔ y (one fixed order is not when obstacles or exits make Lx and Ly not commute: the
-transposed problem differed by 4e-9 relative after K = 3 sweeps). Each factor is one
-pentadiagonal solve per run (the ghosts folded into the run's matrix, exit nodes
-identity rows; :class:`~mfg_ensemble.kernels.reference.banded.PentaBatch`, and
-:class:`~mfg_ensemble.kernels.reference.banded.CyclicPentaBatch` for cyclic runs). With
-P = (I − cLx)(I − cLy) = A + c²LxLy (both orders, when Lx and Ly commute, as on the
-rectangle without obstacles) the error is multiplied by M = P⁻¹c²LxLy per sweep, whose
-eigenvalues (λx, λy ≤ 0 those of Lx, Ly) are
+(the first sweep's D is R itself). Each factor is one pentadiagonal solve per run (the ghosts
+folded into the run's matrix, exit nodes identity rows;
+:class:`~mfg_ensemble.kernels.reference.banded.PentaBatch`, and
+:class:`~mfg_ensemble.kernels.reference.banded.CyclicPentaBatch` for cyclic runs), factored
+once per value of c (once per output interval). With P = (I − cLx)(I − cLy) = A + c²LxLy
+(A = I − c(Lx + Ly)) the error is multiplied by M = P⁻¹c²LxLy per sweep; when Lx and Ly
+commute (the rectangle without obstacles) its eigenvalues (λx, λy ≤ 0 those of Lx, Ly) are
 c²λxλy/((1 − cλx)(1 − cλy)) ∈ [0, 1): the sweeps contract. From U = 0 the error after K sweeps
-is Mᴷ A⁻¹R: a mode of wave numbers (kx, ky) keeps the fraction
-ρᴷ ≈ (c²kx²ky²)ᴷ = O(dt²ᴷ) of its exact value, O(dt⁶) for K = 3 — far below the third-order
-time error; the stiff modes (cλ ≫ 1, ρ → 1) are those the exact solve damps to
-|R|/(1 + c|λx| + c|λy|) anyway. Measured on the Cole–Hopf solutions of tests/kernels/test_hjb2d.py
-(σ = 0.2, n = 16, 32, 64, dt ∝ dx), max |u_K − u_6| for K = 1, 2, 3: reflect 2.5e-6, 5.3e-10,
-7.2e-13 (n = 16) … 6.5e-7, 9.8e-12, 1.3e-15 (n = 64), periodic alike, against discretisation
-errors 2.4e-5 … 5.6e-8: K = 1 would spoil the order, K = 2 is within 2e-4 of the error and
-K = 3 within 3e-8 of it (the sweeps cost two line solves per direction each).
+is Mᴷ A⁻¹R: a mode of wave numbers (kx, ky) keeps the fraction ρᴷ ≈ (c²kx²ky²)ᴷ = O(dt²ᴷ) of
+its exact value, O(dt⁴) for K = 2 — below the third-order time error; the stiff modes
+(cλ ≫ 1, ρ → 1) are those the exact solve damps to |R|/(1 + c|λx| + c|λy|) anyway.
+
+Measured on the Cole–Hopf solutions of tests/kernels/test_hjb2d.py (σ = 0.2, n = 16, 32, 64,
+dt ∝ dx), max |u_K − u_6| for K = 1, 2, 3: reflect 2.5e-6, 5.3e-10, 7.2e-13 (n = 16) … 6.5e-7,
+9.8e-12, 1.3e-15 (n = 64), periodic alike, against discretisation errors 2.4e-5 … 5.6e-8
+(the errors with K = 2 equal those with K = 6 to three digits): K = 1 would spoil the order,
+K = 2 is within 2e-4 of the error. On the coarse room of the tests (11 × 13 nodes, obstacles and
+exits, 5–6 sub-steps per interval: c large) |u_2 − u_6| = 1.9e-6 relative against a time error
+alone of 7.2e-5 (u_6 against 4× the sub-steps). One order (x then y) is not exactly invariant
+under x ↔ y when obstacles or exits make Lx and Ly not commute: the transposed room problem
+differs by 1.3e-6 relative with K = 2 (4.4e-9 with K = 3). The mean of both orders would be
+exactly invariant but doubles the line solves (1.3× the cost of a sub-step at 101 × 101);
+the defect being 40× below the time error, one order is used.
 
 Sub-steps as in 1-D with the step limit δ = cfl/(px/dx + py/dy), px, py the largest |dx±|, |dy±|
 over the FREE nodes; the same restart and ``Diverged`` rules, floors ``min_substeps``, counts
@@ -80,7 +83,7 @@ from mfg_ensemble.kernels.reference.hjb import (
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit, substeps
 from mfg_ensemble.kernels.reference.weno import _combine
 
-ADI_SWEEPS = 3
+ADI_SWEEPS = 2
 """K, the defect-correction sweeps of each implicit stage."""
 
 WALL, FACE, EXITEND, CYCLIC = "wall", "face", "exit", "cyclic"
@@ -283,9 +286,7 @@ class Grid:
         u = np.zeros_like(r)
         for sweep in range(ADI_SWEEPS):
             defect = r if sweep == 0 else r - (u - c * self.diffusion(u))  # r − (0 − c·0) = r exactly
-            xy = self.y.solve(c, np.ascontiguousarray(self.x.solve(c, defect).T)).T
-            yx = self.x.solve(c, np.ascontiguousarray(self.y.solve(c, np.ascontiguousarray(defect.T)).T))
-            u = u + 0.5 * (xy + yx)
+            u = u + self.y.solve(c, np.ascontiguousarray(self.x.solve(c, defect).T)).T
         return u
 
 
