@@ -88,11 +88,15 @@ def face_drift(u: FloatArray, dx: float, bc: str) -> FloatArray:
     return -(u[1:] - u[:-1]) / dx
 
 
-def divergence(flux: FloatArray, bc: str) -> FloatArray:
-    """F_{i+½} − F_{i−½} at every node (no flux through the walls of "reflect")."""
+def divergence(flux: FloatArray, bc: str, axis: int = 0) -> FloatArray:
+    """F_{i+½} − F_{i−½} at every node along ``axis`` (no flux through the walls of "reflect")."""
     if bc == "periodic":
-        return flux - np.roll(flux, 1)
-    return np.r_[flux, 0.0] - np.r_[0.0, flux]
+        return flux - np.roll(flux, 1, axis=axis)
+    pad = [(0, 0)] * flux.ndim
+    pad[axis] = (0, 1)
+    after = np.pad(flux, pad)
+    pad[axis] = (1, 0)
+    return after - np.pad(flux, pad)
 
 
 def van_leer_slopes(m: FloatArray, bc: str) -> FloatArray:
@@ -102,9 +106,19 @@ def van_leer_slopes(m: FloatArray, bc: str) -> FloatArray:
     else:
         d = m[1:] - m[:-1]
         minus, plus = np.r_[0.0, d], np.r_[d, 0.0]
+    return van_leer(minus, plus)
+
+
+def van_leer(minus: FloatArray, plus: FloatArray) -> FloatArray:
+    """The van Leer slope 2Δ⁻Δ⁺/(Δ⁻ + Δ⁺) where Δ⁻Δ⁺ > 0, else 0."""
     prod = minus * plus
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(prod > 0.0, 2.0 * prod / (minus + plus), 0.0)
+
+
+def upwind(a: FloatArray, left: FloatArray, right: FloatArray) -> FloatArray:
+    """The upwind face flux max(α, 0)·left + min(α, 0)·right of the reconstructions either side."""
+    return np.maximum(a, 0.0) * left + np.minimum(a, 0.0) * right
 
 
 def advective_flux(m: FloatArray, a: FloatArray, bc: str, limited: bool) -> FloatArray:
@@ -116,25 +130,23 @@ def advective_flux(m: FloatArray, a: FloatArray, bc: str, limited: bool) -> Floa
         right = m - 0.5 * s
     else:
         left = right = m
-    return np.maximum(a, 0.0) * left[:nf] + np.minimum(a, 0.0) * np.roll(right, -1)[:nf]
+    return upwind(a, left[:nf], np.roll(right, -1)[:nf])
 
 
 class Tridiagonal:
-    """The factored M = W − cL·dx/D (diagonal wᵢ + c·(neighbours), off-diagonal −c), cyclic
-    for "periodic": Thomas' algorithm, Sherman–Morrison for the corners."""
+    """The factored M = W − cL (diagonal wᵢ + c·fᵢ, fᵢ the faces of node i that carry flux,
+    off-diagonal −c), cyclic (the last node coupled to the first): Thomas' algorithm,
+    Sherman–Morrison for the corners. fv2d's line segments use it too."""
 
-    def __init__(self, widths: FloatArray, c: float, bc: str) -> None:
+    def __init__(self, widths: FloatArray, c: float, faces: FloatArray, cyclic: bool) -> None:
         n = widths.shape[0]
-        self.c, self.bc, self.n = c, bc, n
-        d = [float(w) + 2.0 * c for w in widths]
-        if bc == "periodic":
+        self.c, self.cyclic, self.n = c, cyclic, n
+        d = [float(w) + f * c for w, f in zip(widths, faces)]
+        if cyclic:
             b0 = d[0]
             self.ratio = c / b0
             d[0] = b0 + b0
             d[n - 1] = d[n - 1] + c * self.ratio
-        else:
-            d[0] = float(widths[0]) + c
-            d[n - 1] = float(widths[n - 1]) + c
         inv = [0.0] * n  # 1/den of the forward sweep
         g = [0.0] * n  # c/den
         inv[0] = 1.0 / d[0]
@@ -143,12 +155,20 @@ class Tridiagonal:
             inv[i] = 1.0 / (d[i] - c * g[i - 1])
             g[i] = c * inv[i]
         self.inv, self.g = inv, g
-        if bc == "periodic":
+        if cyclic:
             rhs = [0.0] * n
             rhs[0] = -b0
             rhs[n - 1] = -c
             self.z = self._thomas(rhs)
             self.denom = 1.0 + (self.z[0] + self.ratio * self.z[n - 1])
+
+    @classmethod
+    def line(cls, widths: FloatArray, c: float, bc: str) -> Tridiagonal:
+        """M of a whole line: two faces per node, one at the walls of "reflect"."""
+        faces = np.full(widths.shape[0], 2.0)
+        if bc != "periodic":
+            faces[0] = faces[-1] = 1.0
+        return cls(widths, c, faces, bc == "periodic")
 
     def _thomas(self, r: list[float]) -> list[float]:
         n, c, inv, g = self.n, self.c, self.inv, self.g
@@ -162,7 +182,7 @@ class Tridiagonal:
 
     def solve(self, r: FloatArray) -> FloatArray:
         y = self._thomas(r.tolist())
-        if self.bc == "periodic":
+        if self.cyclic:
             n = self.n
             q = (y[0] + self.ratio * y[n - 1]) / self.denom
             y = [y[i] - q * self.z[i] for i in range(n)]
@@ -248,7 +268,7 @@ def muscl2_interval(m, drift_now, drift_next, k, dt, widths, diffusion, dx, bc) 
     half), each redone by the first-order IMEX step if it made m negative."""
     implicit = diffusion > 0.0
     half = 0.5 * dt
-    half_solver = Tridiagonal(widths, GAMMA * half * diffusion / dx, bc) if implicit else None
+    half_solver = Tridiagonal.line(widths, GAMMA * half * diffusion / dx, bc) if implicit else None
     c2 = (1.0 - GAMMA) * half * diffusion / dx
     fallback_solver: Tridiagonal | None = None
     for s in range(k):
@@ -261,7 +281,7 @@ def muscl2_interval(m, drift_now, drift_next, k, dt, widths, diffusion, dx, bc) 
         new = sdirk2(y, widths, half_solver, c2, bc) if half_solver is not None else y
         if (new < 0.0).any():
             if implicit and fallback_solver is None:
-                fallback_solver = Tridiagonal(widths, dt * diffusion / dx, bc)
+                fallback_solver = Tridiagonal.line(widths, dt * diffusion / dx, bc)
             new = first_order_imex_step(m, a0, dt, widths, fallback_solver, bc)
         m = new
     return m

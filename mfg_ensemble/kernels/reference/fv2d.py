@@ -67,7 +67,8 @@ import numpy as np
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.kernels.checks import FloatArray
 from mfg_ensemble.kernels.quadrature import quadrature_weights
-from mfg_ensemble.kernels.reference.fv import GAMMA
+from mfg_ensemble.kernels.reference import fv
+from mfg_ensemble.kernels.reference.fv import GAMMA, Tridiagonal
 from mfg_ensemble.kernels.reference.grid2d import EXIT, FREE, OBSTACLE
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit, substeps
 
@@ -124,53 +125,6 @@ def line_segments(kinds: np.ndarray, periodic: bool) -> list[Segment]:
     return segments
 
 
-class SegmentSolver:
-    """The factored M = W − cL of one segment (diagonal wᵢ + c·(faces of i), off-diagonal −c;
-    cyclic: Sherman–Morrison as in fv.Tridiagonal)."""
-
-    def __init__(self, widths: FloatArray, seg: Segment, c: float) -> None:
-        n = widths.shape[0]
-        self.c, self.cyclic, self.n = c, seg.cyclic, n
-        d = [float(w) + f * c for w, f in zip(widths, seg.faces)]
-        if seg.cyclic:
-            b0 = d[0]
-            self.ratio = c / b0
-            d[0] = b0 + b0
-            d[n - 1] = d[n - 1] + c * self.ratio
-        inv = [0.0] * n
-        g = [0.0] * n
-        inv[0] = 1.0 / d[0]
-        g[0] = c * inv[0]
-        for i in range(1, n):
-            inv[i] = 1.0 / (d[i] - c * g[i - 1])
-            g[i] = c * inv[i]
-        self.inv, self.g = inv, g
-        if seg.cyclic:
-            rhs = [0.0] * n
-            rhs[0] = -b0
-            rhs[n - 1] = -c
-            self.z = self._thomas(rhs)
-            self.denom = 1.0 + (self.z[0] + self.ratio * self.z[n - 1])
-
-    def _thomas(self, r: list[float]) -> list[float]:
-        n, c, inv, g = self.n, self.c, self.inv, self.g
-        x = [0.0] * n
-        x[0] = r[0] * inv[0]
-        for i in range(1, n):
-            x[i] = (r[i] + c * x[i - 1]) * inv[i]
-        for i in range(n - 2, -1, -1):
-            x[i] = x[i] + g[i] * x[i + 1]
-        return x
-
-    def solve(self, r: FloatArray) -> FloatArray:
-        y = self._thomas(r.tolist())
-        if self.cyclic:
-            n = self.n
-            q = (y[0] + self.ratio * y[n - 1]) / self.denom
-            y = [y[i] - q * self.z[i] for i in range(n)]
-        return np.array(y)
-
-
 def segment_laplacian(y: FloatArray, seg: Segment) -> FloatArray:
     """(y_{p+1} − y_p) − (y_p − y_{p−1}) in the segment: no term through a closed end, −y_p
     through an exit end (the exit node holds 0), wrapped if cyclic."""
@@ -205,8 +159,9 @@ class Lines:
         self.segments = [line_segments(kinds[q], periodic) for q in range(kinds.shape[0])]
         self.widths, self.across, self.ratio = widths, across, ratio
 
-    def solvers(self, c: float) -> list[list[SegmentSolver]]:
-        return [[SegmentSolver(self.widths[s.idx], s, c) for s in segs] for segs in self.segments]
+    def solvers(self, c: float) -> list[list[Tridiagonal]]:
+        """The factored M = W − cL of every segment (fv.Tridiagonal: Sherman–Morrison if cyclic)."""
+        return [[Tridiagonal(self.widths[s.idx], c, s.faces, s.cyclic) for s in segs] for segs in self.segments]
 
     def sdirk2(self, m: FloatArray, tau: float, solvers) -> float:
         """𝒟_τ on every line of m (nlines, n), in place; returns the mass that left by exits."""
@@ -236,20 +191,8 @@ class Lines:
 
 
 def van_leer(minus: FloatArray, plus: FloatArray, ok: np.ndarray) -> FloatArray:
-    prod = minus * plus
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ok & (prod > 0.0), 2.0 * prod / (minus + plus), 0.0)
-
-
-def divergence(flux: FloatArray, axis: int, periodic: bool) -> FloatArray:
-    """F_{+½} − F_{−½} at every node along ``axis`` (no flux through the walls of "reflect")."""
-    if periodic:
-        return flux - np.roll(flux, 1, axis=axis)
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (0, 1)
-    after = np.pad(flux, pad)
-    pad[axis] = (1, 0)
-    return after - np.pad(flux, pad)
+    """fv's van Leer slope where ``ok``, else 0."""
+    return np.where(ok, fv.van_leer(minus, plus), 0.0)
 
 
 class Grid:
@@ -259,6 +202,7 @@ class Grid:
         ny, nx = kinds.shape
         self.kinds, self.dx, self.dy = kinds, dx, dy
         self.px, self.py = bc[0] == "periodic", bc[1] == "periodic"
+        self.bc = bc
         self.wx = quadrature_weights(nx, dx, bc[0])
         self.wy = quadrature_weights(ny, dy, bc[1])
         self.free = kinds == FREE
@@ -308,14 +252,14 @@ class Grid:
             lx, rx, ly, ry = m + 0.5 * sx, m - 0.5 * sx, m + 0.5 * sy, m - 0.5 * sy
         else:
             lx = rx = ly = ry = m
-        gx = np.maximum(ax, 0.0) * lx[:, : self.nfx] + np.minimum(ax, 0.0) * np.roll(rx, -1, axis=1)[:, : self.nfx]
-        gy = np.maximum(ay, 0.0) * ly[: self.nfy, :] + np.minimum(ay, 0.0) * np.roll(ry, -1, axis=0)[: self.nfy, :]
+        gx = fv.upwind(ax, lx[:, : self.nfx], np.roll(rx, -1, axis=1)[:, : self.nfx])
+        gy = fv.upwind(ay, ly[: self.nfy, :], np.roll(ry, -1, axis=0)[: self.nfy, :])
         return np.where(self.open_x, gx, 0.0), np.where(self.open_y, gy, 0.0)
 
     def euler(self, m: FloatArray, ax, ay, dt: float, limited: bool) -> tuple[FloatArray, float]:
         """m + δR(m) (0 off the FREE nodes) and the rate of flux into the exit cells E(m)."""
         gx, gy = self.fluxes(m, ax, ay, limited)
-        divx, divy = divergence(gx, 1, self.px), divergence(gy, 0, self.py)
+        divx, divy = fv.divergence(gx, self.bc[0], axis=1), fv.divergence(gy, self.bc[1], axis=0)
         new = m - (dt / self.wx[None, :] * divx + dt / self.wy[:, None] * divy)
         new = np.where(self.free, new, 0.0)
         rate_x = float(np.sum(self.wy[:, None] * (self.exit_x * gx)))
