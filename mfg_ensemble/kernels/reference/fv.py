@@ -135,10 +135,24 @@ def advective_flux(m: FloatArray, a: FloatArray, bc: str, limited: bool) -> Floa
 
 class Tridiagonal:
     """The factored M = W − cL (diagonal wᵢ + c·fᵢ, fᵢ the faces of node i that carry flux,
-    off-diagonal −c), cyclic (the last node coupled to the first): Thomas' algorithm,
-    Sherman–Morrison for the corners. fv2d's line segments use it too."""
+    off-diagonal −c), cyclic (the last node coupled to the first) or not: Thomas' algorithm,
+    Sherman–Morrison for the corners. ``Tridiagonal(widths, c, bc)`` is a whole line (two faces
+    per node, one at the walls of "reflect"); fv2d's line segments use :meth:`segment`."""
 
-    def __init__(self, widths: FloatArray, c: float, faces: FloatArray, cyclic: bool) -> None:
+    def __init__(self, widths: FloatArray, c: float, bc: str) -> None:
+        faces = np.full(widths.shape[0], 2.0)
+        if bc != "periodic":
+            faces[0] = faces[-1] = 1.0
+        self._factor(widths, c, faces, bc == "periodic")
+
+    @classmethod
+    def segment(cls, widths: FloatArray, c: float, faces: FloatArray, cyclic: bool) -> Tridiagonal:
+        """M with the face counts ``faces`` of each node, cyclic or not."""
+        t = cls.__new__(cls)
+        t._factor(widths, c, faces, cyclic)
+        return t
+
+    def _factor(self, widths: FloatArray, c: float, faces: FloatArray, cyclic: bool) -> None:
         n = widths.shape[0]
         self.c, self.cyclic, self.n = c, cyclic, n
         d = [float(w) + f * c for w, f in zip(widths, faces)]
@@ -161,14 +175,6 @@ class Tridiagonal:
             rhs[n - 1] = -c
             self.z = self._thomas(rhs)
             self.denom = 1.0 + (self.z[0] + self.ratio * self.z[n - 1])
-
-    @classmethod
-    def line(cls, widths: FloatArray, c: float, bc: str) -> Tridiagonal:
-        """M of a whole line: two faces per node, one at the walls of "reflect"."""
-        faces = np.full(widths.shape[0], 2.0)
-        if bc != "periodic":
-            faces[0] = faces[-1] = 1.0
-        return cls(widths, c, faces, bc == "periodic")
 
     def _thomas(self, r: list[float]) -> list[float]:
         n, c, inv, g = self.n, self.c, self.inv, self.g
@@ -268,7 +274,7 @@ def muscl2_interval(m, drift_now, drift_next, k, dt, widths, diffusion, dx, bc) 
     half), each redone by the first-order IMEX step if it made m negative."""
     implicit = diffusion > 0.0
     half = 0.5 * dt
-    half_solver = Tridiagonal.line(widths, GAMMA * half * diffusion / dx, bc) if implicit else None
+    half_solver = Tridiagonal(widths, GAMMA * half * diffusion / dx, bc) if implicit else None
     c2 = (1.0 - GAMMA) * half * diffusion / dx
     fallback_solver: Tridiagonal | None = None
     for s in range(k):
@@ -281,7 +287,7 @@ def muscl2_interval(m, drift_now, drift_next, k, dt, widths, diffusion, dx, bc) 
         new = sdirk2(y, widths, half_solver, c2, bc) if half_solver is not None else y
         if (new < 0.0).any():
             if implicit and fallback_solver is None:
-                fallback_solver = Tridiagonal.line(widths, dt * diffusion / dx, bc)
+                fallback_solver = Tridiagonal(widths, dt * diffusion / dx, bc)
             new = first_order_imex_step(m, a0, dt, widths, fallback_solver, bc)
         m = new
     return m

@@ -161,7 +161,7 @@ class Lines:
 
     def solvers(self, c: float) -> list[list[Tridiagonal]]:
         """The factored M = W − cL of every segment (fv.Tridiagonal: Sherman–Morrison if cyclic)."""
-        return [[Tridiagonal(self.widths[s.idx], c, s.faces, s.cyclic) for s in segs] for segs in self.segments]
+        return [[Tridiagonal.segment(self.widths[s.idx], c, s.faces, s.cyclic) for s in segs] for segs in self.segments]
 
     def sdirk2(self, m: FloatArray, tau: float, solvers) -> float:
         """𝒟_τ on every line of m (nlines, n), in place; returns the mass that left by exits."""
