@@ -55,6 +55,18 @@ from mfg_ensemble.kernels.reference.substeps import MAX_SUBSTEPS, IntArray, floo
 from mfg_ensemble.kernels.reference.weno import weno5_derivatives
 
 
+def ars_increment(st: int, e: list, li: list) -> FloatArray:
+    """Σ_{j<st} Â_{st,j} E(U_j) + Σ_{1≤j<st} A_{st,j} I(U_j): the ARS(4,4,3) right-hand side of
+    stage ``st`` (1…4) from the explicit terms ``e`` (E(U_0)…) and implicit terms ``li``
+    (I(U_1)…) so far, summed in this order (the Rust twins sum in the same order)."""
+    acc = 0.0
+    for jj in range(st):
+        acc = acc + ARS_EXPLICIT[st - 1][jj] * e[jj]
+    for jj in range(1, st):
+        acc = acc + ARS_IMPLICIT[st - 1][jj - 1] * li[jj - 1]
+    return acc
+
+
 def godunov(d_minus: FloatArray, d_plus: FloatArray) -> FloatArray:
     """Godunov's numerical Hamiltonian for H(p) = p²/2."""
     a = np.maximum(d_minus, 0.0)
@@ -212,12 +224,7 @@ def _interval_imex(u, f_hi, f_lo, dt_out, cfl, _rate, args, j, floor, solvers) -
                 break
             e, li = [e0], []
             for st in range(1, 5):
-                acc = 0.0
-                for jj in range(st):
-                    acc = acc + ARS_EXPLICIT[st - 1][jj] * e[jj]
-                for jj in range(1, st):
-                    acc = acc + ARS_IMPLICIT[st - 1][jj - 1] * li[jj - 1]
-                stage = v + dt * acc
+                stage = v + dt * ars_increment(st, e, li)
                 if sigma > 0.0:
                     stage = solvers["solver"].solve(stage)
                 if st < 4:

@@ -74,10 +74,9 @@ from mfg_ensemble.kernels.reference.banded import CyclicPentaBatch, PentaBatch
 from mfg_ensemble.kernels.reference.grid2d import EXIT, FREE, OBSTACLE
 from mfg_ensemble.kernels.reference.hjb import (
     ARS_C,
-    ARS_EXPLICIT,
     ARS_GAMMA,
-    ARS_IMPLICIT,
     _more_substeps,
+    ars_increment,
     godunov,
 )
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit, substeps
@@ -354,12 +353,7 @@ def _interval(grid, u, f_hi, f_lo, dt_out, cfl, sigma, variant, eps, j, floor) -
                 break
             e, li = [e0], []
             for st in range(1, 5):
-                acc = 0.0
-                for jj in range(st):
-                    acc = acc + ARS_EXPLICIT[st - 1][jj] * e[jj]
-                for jj in range(1, st):
-                    acc = acc + ARS_IMPLICIT[st - 1][jj - 1] * li[jj - 1]
-                stage = v + dt * acc
+                stage = v + dt * ars_increment(st, e, li)
                 if sigma > 0.0:
                     stage = grid.implicit_solve(c, stage)
                 if st < 4:
