@@ -206,6 +206,10 @@ class ZeroCoupling(_Family):
     def __call__(self, m: FloatArray, x: FloatArray, w: FloatArray) -> FloatArray:
         return np.zeros_like(m)
 
+    def derivative(self, m: FloatArray) -> FloatArray:
+        """∂F/∂m at each node (a local coupling: F(m)(x) depends on m(x) only)."""
+        return np.zeros_like(m)
+
 
 class Linear(_Family):
     kind: Literal["linear"] = "linear"
@@ -213,6 +217,10 @@ class Linear(_Family):
 
     def __call__(self, m: FloatArray, x: FloatArray, w: FloatArray) -> FloatArray:
         return self.strength * m
+
+    def derivative(self, m: FloatArray) -> FloatArray:
+        """∂F/∂m = λ."""
+        return np.full_like(m, self.strength)
 
 
 class Log(_Family):
@@ -223,6 +231,10 @@ class Log(_Family):
     def __call__(self, m: FloatArray, x: FloatArray, w: FloatArray) -> FloatArray:
         return self.strength * np.log(np.maximum(m, 0.0) + self.delta)
 
+    def derivative(self, m: FloatArray) -> FloatArray:
+        """∂F/∂m = λ/(m + δ) (for m > 0; the value at m = 0 where F is clipped)."""
+        return self.strength / (np.maximum(m, 0.0) + self.delta)
+
 
 class Power(_Family):
     kind: Literal["power"] = "power"
@@ -231,6 +243,10 @@ class Power(_Family):
 
     def __call__(self, m: FloatArray, x: FloatArray, w: FloatArray) -> FloatArray:
         return self.strength * np.maximum(m, 0.0) ** self.exponent
+
+    def derivative(self, m: FloatArray) -> FloatArray:
+        """∂F/∂m = λ p m^(p−1), with m floored at 1e-12 where p < 1 makes it infinite at 0."""
+        return self.strength * self.exponent * np.maximum(m, 1e-12) ** (self.exponent - 1.0)
 
 
 class MeanQuadratic(_Family):

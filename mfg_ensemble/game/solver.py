@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
+from mfg_ensemble.game.newton import MonotoneScheme, NewtonKrylov
 from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.game.problem2d import Problem2D
 from mfg_ensemble.kernels import backend as _backend
@@ -94,10 +95,11 @@ class SolverOptions(BaseModel):
     bandwidth: Literal["scott", "silverman"] | PositiveFloat = "scott"
     damping: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="Picard damping β in (0, 1]")
     anderson: int = Field(0, ge=0, le=50, description="Anderson depth (0: damped Picard; 'adaptive': 0 means 10)")
-    method: Literal["adaptive", "picard"] = Field(
+    method: Literal["adaptive", "picard", "newton"] = Field(
         "adaptive",
         description="coupling iteration: 'adaptive' (Anderson with backtracking and adaptive damping, starting "
-        "at β = damping) or 'picard' (fixed damping β, Anderson if anderson > 0: the method of 0.1)",
+        "at β = damping), 'picard' (fixed damping β, Anderson if anderson > 0: the method of 0.1) or 'newton' "
+        "(Newton–Krylov preconditioned by a monotone scheme; 1-D, local couplings)",
     )
     tol: PositiveFloat = 1e-6
     max_iter: int = Field(200, ge=1)
@@ -137,7 +139,9 @@ class History:
     evaluations: int = 0
     """Evaluations of G (one per iteration for every method so far)."""
     backtracks: int = 0
-    """Times the adaptive method went back to its best iterate."""
+    """Times the adaptive method went back to its best iterate, or a Newton step was halved."""
+    newton_steps: int = 0
+    """Iterations computed by a Newton–Krylov step (method "newton", or "adaptive" after it switched)."""
 
     @property
     def residual(self) -> FloatArray:
@@ -407,6 +411,7 @@ class FixedPointMap:
         self._m: FloatArray | None = None
         self._u: FloatArray | None = None
         self._u_prev: FloatArray | None = None
+        self._probing = False
         if opts.fp == "particles":
             self.x0 = (
                 sample_initial_particles_2d(problem, opts.n_particles, opts.seed)
@@ -424,19 +429,36 @@ class FixedPointMap:
         """The FP march's current sub-step floors."""
         return self.fp_floors.values
 
+    def evaluate(self, m: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(u, G(m)) = (HJB(m), FP(HJB(m))), an iterate of the solve."""
+        u = self.hjb(m)
+        return u, self.fp(u)
+
+    def probe(self, m: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(u, G(m)) at the current floors, which it leaves as they are and which count no
+        evaluation: G near an iterate, for difference quotients."""
+        self._probing = True
+        try:
+            u = self.hjb(m)
+            return u, self.fp(u)
+        finally:
+            self._probing = False
+
     def hjb(self, m: FloatArray) -> FloatArray:
         f = self.problem.running_cost(m)
-        kw = dict(dx=self.problem.dx, variant=self.opts.hjb_variant, min_substeps=self.hjb_floors.next())
+        floor = self.hjb_floors.values if self._probing else self.hjb_floors.next()
+        kw = dict(dx=self.problem.dx, variant=self.opts.hjb_variant, min_substeps=floor)
         if self.problem.ndim == 2:
             u, counts = hjb_backward_2d(f, self.terminal, **kw, **self.common)
         else:
             u, counts = hjb_backward(f, self.terminal, scheme=self.opts.hjb_scheme, **kw, **self.common)
-        self.hjb_floors.record(counts)
-        self._m, self._u_prev, self._u = m, self._u, u
+        if not self._probing:
+            self.hjb_floors.record(counts)
+            self._m, self._u_prev, self._u = m, self._u, u
         return u
 
     def fp(self, u: FloatArray) -> FloatArray:
-        floor = self.fp_floors.next()
+        floor = self.fp_floors.values if self._probing else self.fp_floors.next()
         if self.problem.ndim == 2:
             m, counts = self._fp_2d(u, floor)
         elif self.opts.fp == "fv":
@@ -456,8 +478,9 @@ class FixedPointMap:
                 min_substeps=floor,
                 **self.common,
             )
-        self.fp_floors.record(counts)
-        self._after_evaluation(u, m)
+        if not self._probing:
+            self.fp_floors.record(counts)
+            self._after_evaluation(u, m)
         return m
 
     def _fp_2d(self, u: FloatArray, floor: IntArray | None) -> tuple[FloatArray, IntArray]:
@@ -505,43 +528,156 @@ Callback = Callable[[int, float, float], None]
 def iterate(
     G: FixedPointMap, opts: SolverOptions, callback: Callback | None = None, initial: FloatArray | None = None
 ) -> tuple[FloatArray, FloatArray, History]:
-    """The fixed-point iteration from ``initial`` (the density history m(t, x); None: m(t) = m0
-    at every t); returns the last u, the last raw density G(m) and the history."""
+    """The coupling iteration ``opts.method`` from ``initial`` (the density history m(t, x);
+    None: m(t) = m0 at every t, or for "newton" the monotone scheme's solution); returns the
+    last u, the last raw density G(m) and the history. Every iterate m costs one evaluation of
+    G for "adaptive" and "picard" and the Krylov and line-search evaluations for "newton"."""
     history = History()
-    mixer: Anderson | Safeguarded
-    if opts.method == "picard":
-        mixer = Anderson(depth=opts.anderson, damping=opts.damping)
-    else:
-        mixer = Safeguarded(depth=opts.anderson or ADAPTIVE_DEPTH, damping=opts.damping)
-    m = np.repeat(G.m0[None, :], G.problem.nt, axis=0) if initial is None else initial.copy()
+    advance = _advance(G, opts)
+    if initial is None and opts.method != "newton":
+        initial = np.repeat(G.m0[None, :], G.problem.nt, axis=0)
+    m = initial.copy() if initial is not None else advance.start()
     u_prev: FloatArray | None = None
     u, g = np.full_like(m, np.nan), np.full_like(m, np.nan)
     started = time.perf_counter()
-    for _ in range(opts.max_iter):
-        try:
-            history.evaluations += 1
-            u = G.hjb(m)
-            g = G.fp(u)
-        except Diverged as exc:
-            history.reason = f"diverged: {exc}"
-            return u, g, history
-        history.residual_u.append(_relative_change(u, u_prev) if u_prev is not None else 1.0)
-        history.residual_m.append(_relative_change(g, m))
-        if callback is not None:
-            callback(len(history.residual_m), history.residual_u[-1], history.residual_m[-1])
-        u_prev = u
-        if history.residual_u[-1] < opts.tol and history.residual_m[-1] < opts.tol:
-            history.converged, history.reason = True, "tolerance reached"
-            return u, g, history
-        if opts.time_limit is not None and time.perf_counter() - started > opts.time_limit:
-            history.reason = f"time limit reached ({opts.time_limit:g} s)"
-            return u, g, history
-        m = mixer.step(m.ravel(), g.ravel()).reshape(m.shape)
-        history.backtracks = getattr(mixer, "restarts", 0)
-        if not np.isfinite(m).all():
-            history.reason = "diverged: the iterate is not finite"
-            return u, g, history
+    try:
+        u, g = G.evaluate(m)
+        history.evaluations += 1
+        for _ in range(opts.max_iter):
+            history.residual_u.append(_relative_change(u, u_prev) if u_prev is not None else 1.0)
+            history.residual_m.append(_relative_change(g, m))
+            if callback is not None:
+                callback(len(history.residual_m), history.residual_u[-1], history.residual_m[-1])
+            if history.residual_u[-1] < opts.tol and history.residual_m[-1] < opts.tol:
+                history.converged, history.reason = True, "tolerance reached"
+                return u, g, history
+            if opts.time_limit is not None and time.perf_counter() - started > opts.time_limit:
+                history.reason = f"time limit reached ({opts.time_limit:g} s)"
+                return u, g, history
+            if len(history.residual_m) == opts.max_iter:
+                break
+            u_prev = u
+            m, u, g = advance(m, u, g)
+            history.evaluations, history.backtracks = advance.evaluations, advance.backtracks
+            history.newton_steps += isinstance(advance, _Newton) or getattr(advance, "newton", None) is not None
+            if not np.isfinite(m).all():
+                history.reason = "diverged: the iterate is not finite"
+                return u, g, history
+    except Diverged as exc:
+        history.reason = f"diverged: {exc}"
     return u, g, history
+
+
+class _Mixing:
+    """The next iterate of "adaptive" or "picard": m' = mixer(m, G(m)), then (u', G(m'))."""
+
+    def __init__(self, G: FixedPointMap, mixer: Anderson | Safeguarded) -> None:
+        self.G, self.mixer, self.evaluations = G, mixer, 1
+
+    @property
+    def backtracks(self) -> int:
+        return getattr(self.mixer, "restarts", 0)
+
+    def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        m = self.mixer.step(m.ravel(), g.ravel()).reshape(m.shape)
+        if not np.isfinite(m).all():
+            return m, u, g
+        self.evaluations += 1
+        return (m, *self.G.evaluate(m))
+
+
+STALL_WINDOW = 10
+"""Iterations over which the adaptive method must halve its best residual (or else switch)."""
+SWITCH_BUDGET = 50
+"""Iterations within which the adaptive method, at its rate over the last STALL_WINDOW, must
+reach the tolerance (or else switch), judged from iteration 2·STALL_WINDOW on."""
+
+
+class _Adaptive:
+    """ "adaptive": :class:`Safeguarded` mixing while it makes progress; then, for a 1-D game
+    with a local coupling, Newton–Krylov (:class:`_Newton`) from the better of its current
+    iterate and the monotone scheme's solution. It switches when the best residual has not
+    halved over the last ``STALL_WINDOW`` iterations, or (from iteration 2·STALL_WINDOW on)
+    when its rate over them would not reach ``tol`` within ``SWITCH_BUDGET`` iterations:
+    one-evaluation steps are cheap where they work, and Newton where they cannot."""
+
+    def __init__(self, G: FixedPointMap, opts: SolverOptions) -> None:
+        self.G, self.tol = G, opts.tol
+        self.mixing = _Mixing(G, Safeguarded(depth=opts.anderson or ADAPTIVE_DEPTH, damping=opts.damping))
+        self.newton: _Newton | None = None
+        self.can_switch = G.problem.ndim == 1 and hasattr(G.problem.coupling, "derivative")
+        self.residuals: list[float] = []
+        self.switched_at = 0
+        """The iteration after which Newton took over (0: it did not)."""
+        self._u_prev: FloatArray | None = None
+
+    @property
+    def evaluations(self) -> int:
+        return self.mixing.evaluations + (self.newton.evaluations if self.newton is not None else 0)
+
+    @property
+    def backtracks(self) -> int:
+        return self.mixing.backtracks + (self.newton.backtracks if self.newton is not None else 0)
+
+    def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        if self.newton is not None:
+            return self.newton(m, u, g)
+        res_u = _relative_change(u, self._u_prev) if self._u_prev is not None else 1.0
+        self.residuals.append(max(res_u, _relative_change(g, m)))
+        self._u_prev = u
+        if not (self.can_switch and self._stalled()):
+            return self.mixing(m, u, g)
+        self.switched_at = len(self.residuals)
+        self.newton = _Newton(self.G, evaluations=0)
+        start = self.newton.start()
+        self.newton.krylov.evaluations += 1
+        u_s, g_s = self.G.evaluate(start)
+        if _relative_change(g_s, start) < _relative_change(g, m):
+            m, u, g = start, u_s, g_s
+        return self.newton(m, u, g)
+
+    def _stalled(self) -> bool:
+        """No halving of the best residual over the window, or a rate too slow for the budget."""
+        res, k, w = self.residuals, len(self.residuals), STALL_WINDOW
+        if k <= w:
+            return False
+        before, now = min(res[:-w]), min(res[-w:])
+        if not now <= 0.5 * before:
+            return True
+        if k < 2 * w or res[-1] <= self.tol:
+            return False
+        rate = (now / before) ** (1.0 / w)
+        return k + np.log(self.tol / res[-1]) / np.log(rate) > SWITCH_BUDGET
+
+
+def _advance(G: FixedPointMap, opts: SolverOptions) -> _Mixing | _Newton | _Adaptive:
+    """The iteration ``opts.method`` as a step m, u, G(m) ↦ m', u', G(m')."""
+    if opts.method == "picard":
+        return _Mixing(G, Anderson(depth=opts.anderson, damping=opts.damping))
+    if opts.method == "newton":
+        return _Newton(G)
+    return _Adaptive(G, opts)
+
+
+class _Newton:
+    """The next iterate of "newton" (:class:`~mfg_ensemble.game.newton.NewtonKrylov`); its
+    start, when none is given, is the solution of the monotone scheme."""
+
+    def __init__(self, G: FixedPointMap, evaluations: int = 1) -> None:
+        assert isinstance(G.problem, Problem)
+        self.scheme = MonotoneScheme(G.problem)
+        self.krylov = NewtonKrylov(self.scheme, G.evaluate, G.probe, evaluations=evaluations)
+        self.predictor_iterations = 0
+
+    evaluations = property(lambda self: self.krylov.evaluations)
+    backtracks = property(lambda self: self.krylov.backtracks)
+
+    def start(self) -> FloatArray:
+        _, m, self.predictor_iterations, _ = self.scheme.solve()
+        return np.maximum(m, 0.0)
+
+    def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        return self.krylov.step(m, u, g)
 
 
 def solve(
@@ -584,7 +720,16 @@ TWO_D_SCHEMES = {"hjb_scheme": "imex", "fv_scheme": "muscl2"}
 
 
 def check_dimension(problem: Problem | Problem2D, opts: SolverOptions) -> None:
-    """``ValueError`` naming the option when ``opts`` asks a 2-D problem for a 1-D-only scheme."""
+    """``ValueError`` naming the option when ``opts`` asks a 2-D problem for a 1-D-only scheme
+    or method, or method = "newton" for a coupling without a local derivative."""
+    if opts.method == "newton":
+        if problem.ndim != 1:
+            raise ValueError("method = 'newton' is 1-D only; 2-D games use method = 'adaptive' or 'picard'")
+        if not hasattr(problem.coupling, "derivative"):
+            raise ValueError(
+                f"method = 'newton' needs a local coupling (zero, linear, log, power), got coupling.kind = "
+                f"{problem.coupling.kind!r}"
+            )
     if problem.ndim != 2:
         return
     for name, only in TWO_D_SCHEMES.items():
@@ -649,6 +794,7 @@ def to_dataset(
         "iterations": n,
         "evaluations": history.evaluations,
         "backtracks": history.backtracks,
+        "newton_steps": history.newton_steps,
         "wall_time": wall,
         "backend": backend,
         **problem.to_attrs(),

@@ -118,17 +118,19 @@ def test_hard_cells_converge_within_50_iterations(name: str, sigma: float, stren
 
 def test_a_warm_start_from_a_neighbour_saves_iterations() -> None:
     """``solve(..., initial=neighbour)``: crowd_log at coupling 0.8 from the solution at 0.4
-    converges to the same solution (within the tolerance) in fewer iterations (68 → 37
-    measured); a bad warm start is a ValueError naming it."""
+    converges to the same solution (within the tolerance) with fewer evaluations of G (cold,
+    the adaptive method stalls and switches to Newton: 17 iterations, 47 evaluations measured;
+    warm: 37 mixing iterations, one evaluation each; before Newton, 68 → 37 iterations); a bad
+    warm start is a ValueError naming it."""
     base = Problem.from_file(ROOT / "configs" / "crowd_log.toml")
     near = solve(base.replace(coupling=base.coupling.model_copy(update={"strength": 0.4})), fp="fv", max_iter=100)
     target = base.replace(coupling=base.coupling.model_copy(update={"strength": 0.8}))
     cold = solve(target, fp="fv", max_iter=100)
     warm = solve(target, fp="fv", max_iter=100, initial=near)
     assert near.attrs["converged"] and cold.attrs["converged"] and warm.attrs["converged"]
-    assert warm.attrs["iterations"] < 0.8 * cold.attrs["iterations"], (
-        warm.attrs["iterations"],
-        cold.attrs["iterations"],
+    assert warm.attrs["evaluations"] < cold.attrs["evaluations"], (
+        warm.attrs["evaluations"],
+        cold.attrs["evaluations"],
     )
     assert float(abs(warm.m - cold.m).max()) < 1e-4 * float(cold.m.max())
     with pytest.raises(ValueError, match=r"initial must be a density history of shape \(nt, nx\) = \(101, 201\)"):
