@@ -7,7 +7,8 @@ For configs/crowd_log.toml and configs/two_exits.toml, with fp = "fv" and tol = 
 cell σ ∈ {0.02, 0.05, 0.1, 0.3, 1.0} × λ ∈ {0.01, 0.1, 1, 5} (problem.sigma and
 problem.coupling.strength replaced, everything else as in the file, the solver's other options
 at their defaults unless ``--option`` says otherwise) is solved once. For each cell it prints
-the iterations, the evaluations of G: m ↦ FP(HJB(m)) (one per iteration for Picard/Anderson),
+the iterations, how many of them were Newton–Krylov steps, the evaluations of G: m ↦ FP(HJB(m))
+(one per iteration for Picard/Anderson, several per Newton step),
 whether it converged, the final residual and the seconds; then the count of converged cells
 per problem.
 """
@@ -46,6 +47,7 @@ def run_cell(name: str, sigma: float, strength: float, **options: object) -> dic
         "strength": strength,
         "iterations": int(ds.attrs["iterations"]),
         "evaluations": int(ds.attrs.get("evaluations", ds.attrs["iterations"])),
+        "newton": int(ds.attrs.get("newton_steps", 0)),
         "converged": bool(ds.attrs["converged"]),
         "residual": float(ds.residual[-1]),
         "seconds": seconds,
@@ -72,7 +74,8 @@ def main() -> None:
     options["max_iter"] = args.max_iter
     print(f"fp = fv, tol = 1e-6, options {options}")
     header = (
-        f"{'problem':<10} {'sigma':>5} {'lambda':>6} {'iter':>5} {'G evals':>7} {'conv':>5} {'residual':>9} {'s':>6}"
+        f"{'problem':<10} {'sigma':>5} {'lambda':>6} {'iter':>5} {'newton':>6} {'G evals':>7} {'conv':>5} "
+        f"{'residual':>9} {'s':>6}"
     )
     total_start = time.perf_counter()
     for name in args.problems:
@@ -83,7 +86,8 @@ def main() -> None:
                 r = run_cell(name, sigma, strength, **options)
                 ok += r["converged"]
                 print(
-                    f"{name:<10} {sigma:>5g} {strength:>6g} {r['iterations']:>5d} {r['evaluations']:>7d} "
+                    f"{name:<10} {sigma:>5g} {strength:>6g} {r['iterations']:>5d} {r['newton']:>6d} "
+                    f"{r['evaluations']:>7d} "
                     f"{'yes' if r['converged'] else 'NO':>5} {r['residual']:>9.2e} {r['seconds']:>6.2f}",
                     flush=True,
                 )
