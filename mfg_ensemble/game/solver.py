@@ -7,12 +7,15 @@ m0, terminal cost g, boundary condition), :func:`solve` looks for the pair (u, m
      ∂t m − (σ²/2) ∂xx m − ∂x(m ∂x u) = 0,                   m(0) = m0     (FP, forward)
 
 i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)), starting from m(t) = m0, by the iteration
-``method`` chooses (:mod:`mfg_ensemble.game.fixed_point`): "adaptive" (the default: Anderson
-mixing with residual-based backtracking and a damping that shrinks when a step overshoots and
-grows back on success, starting at ``damping``, depth ``anderson`` or 10) or "picard" (fixed
-damping β = ``damping``, Anderson-accelerated when ``anderson`` > 0: the iteration of 0.1).
-Each iteration evaluates G once (attrs ``evaluations``; ``backtracks`` counts the adaptive
-method's returns to its best iterate). The HJB march is
+``method`` chooses: "adaptive" (the default: Anderson mixing with residual-based backtracking
+and a damping that shrinks when a step overshoots and grows back on success, starting at
+``damping``, depth ``anderson`` or 10 (:mod:`mfg_ensemble.game.fixed_point`); when it stalls,
+a 1-D game with a local coupling goes on with Newton's method, :class:`_Adaptive`), "newton"
+(Newton–Krylov preconditioned by a monotone scheme, from that scheme's solution:
+:mod:`mfg_ensemble.game.newton`) or "picard" (fixed damping β = ``damping``,
+Anderson-accelerated when ``anderson`` > 0: the iteration of 0.1). A mixing iteration
+evaluates G once, a Newton step several times (attrs ``evaluations``, ``newton_steps``;
+``backtracks`` counts the returns to the best iterate and the halved Newton steps). The HJB march is
 :func:`~mfg_ensemble.kernels.hjb_backward`; the FP march either the finite-volume scheme
 (``fp="fv"``: deterministic, mass conserved to rounding) or particles (``fp="particles"``:
 Euler–Maruyama with drift −∂x u, density by KDE; the same noise in every iteration, so G is
