@@ -26,7 +26,11 @@ from mfg_ensemble.kernels.checks import FloatArray
 
 @dataclass
 class Anderson:
-    """Anderson mixing with history depth ``depth`` (0 = plain damped Picard)."""
+    """Anderson mixing with history depth ``depth`` (0 = plain damped Picard).
+
+    The history is kept as vectors with the Gram matrix ΔRᵀΔR updated as they come and go
+    (depth dot products per step, no stacking of the (n, depth) matrices): the step costs
+    O(depth·n) in a few NumPy calls per vector, none through BLAS (see ``_dot``)."""
 
     depth: int
     damping: float
@@ -35,12 +39,32 @@ class Anderson:
     _r_prev: FloatArray | None = None
     _dm: deque = field(default_factory=deque)
     _dr: deque = field(default_factory=deque)
+    _gram: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def reset(self) -> None:
         """Forget the history (the next step is a damped Picard step)."""
         self._m_prev = self._r_prev = None
+        self._clear()
+
+    def _clear(self) -> None:
         self._dm.clear()
         self._dr.clear()
+        self._gram = np.zeros((0, 0))
+
+    def _push(self, dm: FloatArray, dr: FloatArray) -> None:
+        """Append a difference pair, dropping the oldest beyond ``depth``; keep the Gram matrix."""
+        if len(self._dr) == self.depth:
+            self._dm.popleft()
+            self._dr.popleft()
+            self._gram = self._gram[1:, 1:]
+        row = np.array([_dot(old, dr) for old in self._dr] + [_dot(dr, dr)])
+        k = row.size
+        gram = np.empty((k, k))
+        gram[: k - 1, : k - 1] = self._gram
+        gram[k - 1, :] = gram[:, k - 1] = row
+        self._gram = gram
+        self._dm.append(dm)
+        self._dr.append(dr)
 
     def step(self, m: FloatArray, g: FloatArray) -> FloatArray:
         """The next iterate from the current one ``m`` and its image ``g`` = G(m)."""
@@ -49,25 +73,27 @@ class Anderson:
         if self.depth == 0:
             return picard
         if self._m_prev is not None:
-            self._dm.append(m - self._m_prev)
-            self._dr.append(r - self._r_prev)
-            while len(self._dm) > self.depth:
-                self._dm.popleft()
-                self._dr.popleft()
+            self._push(m - self._m_prev, r - self._r_prev)
         self._m_prev, self._r_prev = m, r
         if not self._dm:
             return picard
-        dm = np.stack(self._dm, axis=1)
-        dr = np.stack(self._dr, axis=1)
-        lam = self.regularisation * float(np.sum(dr * dr))
-        gamma = np.linalg.solve(dr.T @ dr + lam * np.eye(dr.shape[1]), dr.T @ r)
-        candidate = picard - (dm + self.damping * dr) @ gamma
+        lam = self.regularisation * float(np.trace(self._gram))
+        rhs = np.array([_dot(dr, r) for dr in self._dr])
+        gamma = np.linalg.solve(self._gram + lam * np.eye(rhs.size), rhs)
+        candidate = picard.copy()
+        for c, dm, dr in zip(gamma, self._dm, self._dr, strict=True):
+            candidate -= c * (dm + self.damping * dr)
         scale = float(np.max(np.abs(g)))
         if not np.isfinite(candidate).all() or candidate.min() < -1e-12 * scale:
-            self._dm.clear()
-            self._dr.clear()
+            self._clear()
             return picard
         return candidate
+
+
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    """aᵀb by einsum's own loop, not BLAS (whose threads spin against the Rust kernels on a
+    loaded machine: see ``solver._l2``)."""
+    return float(np.einsum("i,i->", a, b))
 
 
 @dataclass
