@@ -237,7 +237,7 @@ class NewtonKrylov:
     probe: Evaluate
     evaluations: int = 0
     backtracks: int = 0
-    factorizations: int = 0
+    steps: int = 0
     _precondition: spla.LinearOperator | None = None
 
     def step(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -245,9 +245,9 @@ class NewtonKrylov:
         step to step while GMRES reaches its tolerance with it, and rebuilt at the current
         iterate when it did not."""
         shape, r = m.shape, (m - g).ravel()
+        self.steps += 1
         if self._precondition is None:
             self._precondition = self.scheme.preconditioner(u, m, g)
-            self.factorizations += 1
         precondition = self._precondition
         scale = _norm(m)
 

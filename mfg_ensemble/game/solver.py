@@ -536,7 +536,7 @@ def iterate(
     last u, the last raw density G(m) and the history. Every iterate m costs one evaluation of
     G for "adaptive" and "picard" and the Krylov and line-search evaluations for "newton"."""
     history = History()
-    advance = _advance(G, opts)
+    advance = _advance(G, opts, history)
     if initial is None and opts.method != "newton":
         initial = np.repeat(G.m0[None, :], G.problem.nt, axis=0)
     m = initial.copy() if initial is not None else advance.start()
@@ -562,7 +562,7 @@ def iterate(
             u_prev = u
             m, u, g = advance(m, u, g)
             history.evaluations, history.backtracks = advance.evaluations, advance.backtracks
-            history.newton_steps += isinstance(advance, _Newton) or getattr(advance, "newton", None) is not None
+            history.newton_steps = advance.newton_steps
             if not np.isfinite(m).all():
                 history.reason = "diverged: the iterate is not finite"
                 return u, g, history
@@ -573,6 +573,8 @@ def iterate(
 
 class _Mixing:
     """The next iterate of "adaptive" or "picard": m' = mixer(m, G(m)), then (u', G(m'))."""
+
+    newton_steps = 0
 
     def __init__(self, G: FixedPointMap, mixer: Anderson | Safeguarded) -> None:
         self.G, self.mixer, self.evaluations = G, mixer, 1
@@ -604,15 +606,11 @@ class _Adaptive:
     when its rate over them would not reach ``tol`` within ``SWITCH_BUDGET`` iterations:
     one-evaluation steps are cheap where they work, and Newton where they cannot."""
 
-    def __init__(self, G: FixedPointMap, opts: SolverOptions) -> None:
-        self.G, self.tol = G, opts.tol
+    def __init__(self, G: FixedPointMap, opts: SolverOptions, history: History) -> None:
+        self.G, self.tol, self.history = G, opts.tol, history
         self.mixing = _Mixing(G, Safeguarded(depth=opts.anderson or ADAPTIVE_DEPTH, damping=opts.damping))
         self.newton: _Newton | None = None
         self.can_switch = G.problem.ndim == 1 and hasattr(G.problem.coupling, "derivative")
-        self.residuals: list[float] = []
-        self.switched_at = 0
-        """The iteration after which Newton took over (0: it did not)."""
-        self._u_prev: FloatArray | None = None
 
     @property
     def evaluations(self) -> int:
@@ -622,15 +620,15 @@ class _Adaptive:
     def backtracks(self) -> int:
         return self.mixing.backtracks + (self.newton.backtracks if self.newton is not None else 0)
 
+    @property
+    def newton_steps(self) -> int:
+        return self.newton.newton_steps if self.newton is not None else 0
+
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         if self.newton is not None:
             return self.newton(m, u, g)
-        res_u = _relative_change(u, self._u_prev) if self._u_prev is not None else 1.0
-        self.residuals.append(max(res_u, _relative_change(g, m)))
-        self._u_prev = u
         if not (self.can_switch and self._stalled()):
             return self.mixing(m, u, g)
-        self.switched_at = len(self.residuals)
         self.newton = _Newton(self.G, evaluations=0)
         start = self.newton.start()
         self.newton.krylov.evaluations += 1
@@ -641,10 +639,11 @@ class _Adaptive:
 
     def _stalled(self) -> bool:
         """No halving of the best residual over the window, or a rate too slow for the budget."""
-        res, k, w = self.residuals, len(self.residuals), STALL_WINDOW
+        res, w = self.history.residual, STALL_WINDOW
+        k = res.size
         if k <= w:
             return False
-        before, now = min(res[:-w]), min(res[-w:])
+        before, now = res[:-w].min(), res[-w:].min()
         if not now <= 0.5 * before:
             return True
         if k < 2 * w or res[-1] <= self.tol:
@@ -653,13 +652,14 @@ class _Adaptive:
         return k + np.log(self.tol / res[-1]) / np.log(rate) > SWITCH_BUDGET
 
 
-def _advance(G: FixedPointMap, opts: SolverOptions) -> _Mixing | _Newton | _Adaptive:
-    """The iteration ``opts.method`` as a step m, u, G(m) ↦ m', u', G(m')."""
+def _advance(G: FixedPointMap, opts: SolverOptions, history: History) -> _Mixing | _Newton | _Adaptive:
+    """The iteration ``opts.method`` as a step m, u, G(m) ↦ m', u', G(m') (the adaptive
+    method reads the residuals recorded in ``history``)."""
     if opts.method == "picard":
         return _Mixing(G, Anderson(depth=opts.anderson, damping=opts.damping))
     if opts.method == "newton":
         return _Newton(G)
-    return _Adaptive(G, opts)
+    return _Adaptive(G, opts, history)
 
 
 class _Newton:
@@ -670,13 +670,13 @@ class _Newton:
         assert isinstance(G.problem, Problem)
         self.scheme = MonotoneScheme(G.problem)
         self.krylov = NewtonKrylov(self.scheme, G.evaluate, G.probe, evaluations=evaluations)
-        self.predictor_iterations = 0
 
     evaluations = property(lambda self: self.krylov.evaluations)
     backtracks = property(lambda self: self.krylov.backtracks)
+    newton_steps = property(lambda self: self.krylov.steps)
 
     def start(self) -> FloatArray:
-        _, m, self.predictor_iterations, _ = self.scheme.solve()
+        _, m, _, _ = self.scheme.solve()
         return np.maximum(m, 0.0)
 
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
