@@ -132,6 +132,11 @@ class Safeguarded:
     def __post_init__(self) -> None:
         self._inner = Anderson(depth=self.depth, damping=self.damping, regularisation=self.regularisation)
 
+    def forget_best(self) -> None:
+        """G has changed (a march's sub-step floors moved): residuals met before are no longer
+        comparable, so the next step is judged against none (and becomes the best)."""
+        self._best = None
+
     def step(self, m: FloatArray, g: FloatArray) -> FloatArray:
         """The next iterate from the current one ``m`` and its image ``g`` = G(m)."""
         inner = self._inner

@@ -373,11 +373,13 @@ class SubstepFloors:
         """The ``min_substeps`` of the next march (None after a reset: no floor)."""
         return None if self.pending_reset else self.values
 
-    def record(self, counts: IntArray) -> None:
-        """Take the counts of the march just run."""
+    def record(self, counts: IntArray) -> bool:
+        """Take the counts of the march just run; whether the floors changed."""
         counts = np.asarray(counts, dtype=np.int64)
-        self.values = counts.copy() if self.pending_reset else np.maximum(self.values, counts)
-        self.pending_reset = False
+        new = counts.copy() if self.pending_reset else np.maximum(self.values, counts)
+        changed = not np.array_equal(new, self.values)
+        self.values, self.pending_reset = new, False
+        return changed
 
     def reset(self) -> None:
         self.pending_reset = True
@@ -415,6 +417,8 @@ class FixedPointMap:
         self._u: FloatArray | None = None
         self._u_prev: FloatArray | None = None
         self._probing = False
+        self.floors_changed = False
+        """Whether the last evaluation changed a march's sub-step floors (so G changed there)."""
         if opts.fp == "particles":
             self.x0 = (
                 sample_initial_particles_2d(problem, opts.n_particles, opts.seed)
@@ -456,7 +460,7 @@ class FixedPointMap:
         else:
             u, counts = hjb_backward(f, self.terminal, scheme=self.opts.hjb_scheme, **kw, **self.common)
         if not self._probing:
-            self.hjb_floors.record(counts)
+            self.floors_changed = self.hjb_floors.record(counts)
             self._m, self._u_prev, self._u = m, self._u, u
         return u
 
@@ -482,7 +486,7 @@ class FixedPointMap:
                 **self.common,
             )
         if not self._probing:
-            self.fp_floors.record(counts)
+            self.floors_changed |= self.fp_floors.record(counts)
             self._after_evaluation(u, m)
         return m
 
@@ -584,6 +588,8 @@ class _Mixing:
         return getattr(self.mixer, "restarts", 0)
 
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        if self.G.floors_changed and isinstance(self.mixer, Safeguarded):
+            self.mixer.forget_best()
         m = self.mixer.step(m.ravel(), g.ravel()).reshape(m.shape)
         if not np.isfinite(m).all():
             return m, u, g
