@@ -136,3 +136,27 @@ def test_a_warm_start_from_a_neighbour_saves_iterations() -> None:
         solve(target, fp="fv", initial=np.ones((3, 3)))
     with pytest.raises(ValueError, match="non-negative"):
         solve(target, fp="fv", initial=-near.m.values)
+
+
+def test_a_changed_map_is_not_judged_by_an_old_residual() -> None:
+    """When a march's sub-step floors grow, G changes and the best residual met before is not
+    comparable: the solver tells the mixer (``forget_best``), which then takes the next step as
+    its new reference instead of backtracking against the stale one. crowd_log with 10⁴
+    particles: the adaptive default took 28 iterations (6 backtracks, all after a floor grew by
+    one sub-step) and now converges in fewer than damped Picard's 21 (14 measured)."""
+    mixer = Safeguarded(depth=3, damping=0.5)
+    G, fixed = _linear_map(np.linspace(-0.5, 0.5, 10))
+    m = np.full(10, 1.5)
+    m = mixer.step(m, G(m))
+    worse = m + 10.0
+    mixer.forget_best()
+    mixer.step(worse, G(worse))
+    assert mixer.restarts == 0 and mixer.damping == 0.5
+    problem = Problem.from_file(ROOT / "configs" / "crowd_log.toml")
+    adaptive = solve(problem, fp="particles", n_particles=10_000)
+    picard = solve(problem, fp="particles", n_particles=10_000, method="picard")
+    assert adaptive.attrs["converged"] and picard.attrs["converged"]
+    assert adaptive.attrs["iterations"] < picard.attrs["iterations"], (
+        adaptive.attrs["iterations"],
+        picard.attrs["iterations"],
+    )
