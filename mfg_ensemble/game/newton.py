@@ -171,13 +171,15 @@ class MonotoneScheme:
         residual norm relative to that of the start."""
         u = np.repeat(self.terminal[None], self.nt, axis=0)
         m = np.repeat(self.m0[None], self.nt, axis=0)
-        norm = start = _norm(*self.residual(u, m))
+        residual = self.residual(u, m)
+        norm = start = _norm(*residual)
         for k in range(1, max_iter + 1):
-            step = factorize(self.jacobian(u, m))(-np.concatenate([r.ravel() for r in self.residual(u, m)]))
+            step = factorize(self.jacobian(u, m))(-np.concatenate([r.ravel() for r in residual]))
             du, dm = step[: self.size].reshape(u.shape), step[self.size :].reshape(m.shape)
             t = 1.0
             while True:
-                trial = _norm(*self.residual(u + t * du, m + t * dm))
+                residual = self.residual(u + t * du, m + t * dm)
+                trial = _norm(*residual)
                 if trial < (1 - 1e-4 * t) * norm or t <= SHORTEST_STEP:
                     break
                 t *= 0.5
