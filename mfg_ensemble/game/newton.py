@@ -52,6 +52,8 @@ FD_EPSILON = 1e-7
 """Relative size of the difference quotient for G'(m)v."""
 SHORTEST_STEP = 1.0 / 64
 """The shortest fraction of a Newton step the line search tries."""
+STALL_STEPS = 3
+"""Consecutive Newton steps whose line search found no decrease after which the method gives up."""
 
 
 @dataclass
@@ -240,7 +242,15 @@ class NewtonKrylov:
     evaluations: int = 0
     backtracks: int = 0
     steps: int = 0
+    failures: int = 0
+    """Consecutive steps whose line search found no decrease (the shortest step was taken)."""
     _precondition: spla.LinearOperator | None = None
+
+    @property
+    def stalled(self) -> bool:
+        """``STALL_STEPS`` steps in a row found no decrease: the preconditioned directions are
+        not descent directions here (the high-order map is too far from the monotone one)."""
+        return self.failures >= STALL_STEPS
 
     def step(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """The next iterate (m, u, G(m)) from the current one. The preconditioner is kept from
@@ -273,7 +283,9 @@ class NewtonKrylov:
             trial = np.maximum(m + t * dm, 0.0)
             self.evaluations += 1
             u_t, g_t = self.evaluate(trial)
-            if _relative(g_t, trial) < norm or t <= SHORTEST_STEP:
+            decreased = _relative(g_t, trial) < norm
+            if decreased or t <= SHORTEST_STEP:
+                self.failures = 0 if decreased else self.failures + 1
                 return trial, u_t, g_t
             self.backtracks += 1
             t *= 0.5

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
-from mfg_ensemble.game.newton import MonotoneScheme, NewtonKrylov
+from mfg_ensemble.game.newton import STALL_STEPS, MonotoneScheme, NewtonKrylov
 from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.game.problem2d import Problem2D
 from mfg_ensemble.kernels import backend as _backend
@@ -567,6 +567,9 @@ def iterate(
             m, u, g = advance(m, u, g)
             history.evaluations, history.backtracks = advance.evaluations, advance.backtracks
             history.newton_steps = advance.newton_steps
+            if advance.stalled:
+                history.reason = f"newton stalled: {STALL_STEPS} steps in a row did not reduce the residual"
+                return u, g, history
             if not np.isfinite(m).all():
                 history.reason = "diverged: the iterate is not finite"
                 return u, g, history
@@ -579,6 +582,7 @@ class _Mixing:
     """The next iterate of "adaptive" or "picard": m' = mixer(m, G(m)), then (u', G(m'))."""
 
     newton_steps = 0
+    stalled = False
 
     def __init__(self, G: FixedPointMap, mixer: Anderson | Safeguarded) -> None:
         self.G, self.mixer, self.evaluations = G, mixer, 1
@@ -630,6 +634,10 @@ class _Adaptive:
     def newton_steps(self) -> int:
         return self.newton.newton_steps if self.newton is not None else 0
 
+    @property
+    def stalled(self) -> bool:
+        return self.newton is not None and self.newton.stalled
+
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         if self.newton is not None:
             return self.newton(m, u, g)
@@ -680,6 +688,7 @@ class _Newton:
     evaluations = property(lambda self: self.krylov.evaluations)
     backtracks = property(lambda self: self.krylov.backtracks)
     newton_steps = property(lambda self: self.krylov.steps)
+    stalled = property(lambda self: self.krylov.stalled)
 
     def start(self) -> FloatArray:
         _, m, _, _ = self.scheme.solve()

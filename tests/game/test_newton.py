@@ -101,3 +101,13 @@ def test_newton_is_refused_where_it_does_not_apply() -> None:
     # the adaptive default does not switch where Newton does not apply: it runs as before
     ds = solve(lq.replace(nx=41, nt=11), fp="fv")
     assert ds.attrs["converged"] and ds.attrs["newton_steps"] == 0
+
+
+def test_newton_gives_up_where_its_steps_stop_descending() -> None:
+    """crowd_log at σ = 0.02, λ = 5, one of the two cells of the table no method solves yet: the
+    preconditioned directions stop reducing the residual, and after STALL_STEPS such steps in a
+    row the solve ends (converged = 0) saying so, instead of running to max_iter (6 minutes)."""
+    ds = solve(cell("crowd_log", 0.02, 5.0), fp="fv", method="newton", max_iter=50)
+    assert ds.attrs["converged"] == 0
+    assert ds.attrs["reason"].startswith("newton stalled: 3 steps in a row"), ds.attrs["reason"]
+    assert ds.attrs["iterations"] < 10
