@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from mfg_ensemble.game.fixed_point import l2, relative_change
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.kernels.checks import FloatArray
 
@@ -174,14 +175,14 @@ class MonotoneScheme:
         u = np.repeat(self.terminal[None], self.nt, axis=0)
         m = np.repeat(self.m0[None], self.nt, axis=0)
         residual = self.residual(u, m)
-        norm = start = _norm(*residual)
+        norm = start = l2(*residual)
         for k in range(1, max_iter + 1):
             step = factorize(self.jacobian(u, m))(-np.concatenate([r.ravel() for r in residual]))
             du, dm = step[: self.size].reshape(u.shape), step[self.size :].reshape(m.shape)
             t = 1.0
             while True:
                 residual = self.residual(u + t * du, m + t * dm)
-                trial = _norm(*residual)
+                trial = l2(*residual)
                 if trial < (1 - 1e-4 * t) * norm or t <= SHORTEST_STEP:
                     break
                 t *= 0.5
@@ -221,10 +222,6 @@ def factorize(matrix: sp.csc_matrix) -> Callable[[FloatArray], FloatArray]:
     return spla.splu(matrix, permc_spec="COLAMD").solve
 
 
-def _norm(*parts: FloatArray) -> float:
-    return float(np.sqrt(sum(np.square(p).sum() for p in parts)))
-
-
 Evaluate = Callable[[FloatArray], tuple[FloatArray, FloatArray]]
 """m ↦ (u, G(m)) = (HJB(m), FP(HJB(m)))."""
 
@@ -261,10 +258,10 @@ class NewtonKrylov:
         if self._precondition is None:
             self._precondition = self.scheme.preconditioner(u, m, g)
         precondition = self._precondition
-        scale = _norm(m)
+        scale = l2(m)
 
         def jacobian(v: FloatArray) -> FloatArray:
-            size = _norm(v)
+            size = l2(v)
             if size == 0:
                 return np.zeros_like(v)
             eps = FD_EPSILON * scale / size
@@ -278,19 +275,14 @@ class NewtonKrylov:
         if info != 0:
             self._precondition = None
         dm = precondition.matvec(y).reshape(shape)
-        norm, t = _relative(g, m), 1.0
+        norm, t = relative_change(g, m), 1.0
         while True:
             trial = np.maximum(m + t * dm, 0.0)
             self.evaluations += 1
             u_t, g_t = self.evaluate(trial)
-            decreased = _relative(g_t, trial) < norm
+            decreased = relative_change(g_t, trial) < norm
             if decreased or t <= SHORTEST_STEP:
                 self.failures = 0 if decreased else self.failures + 1
                 return trial, u_t, g_t
             self.backtracks += 1
             t *= 0.5
-
-
-def _relative(g: FloatArray, m: FloatArray) -> float:
-    """‖G(m) − m‖/‖G(m)‖ (the solver's res_m)."""
-    return _norm(g - m) / (_norm(g) or 1.0)

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
-from mfg_ensemble.game.fixed_point import Anderson, Safeguarded
+from mfg_ensemble.game.fixed_point import Anderson, Safeguarded, relative_change
 from mfg_ensemble.game.newton import STALL_STEPS, MonotoneScheme, NewtonKrylov
 from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.game.problem2d import Problem2D
@@ -149,18 +149,6 @@ class History:
     @property
     def residual(self) -> FloatArray:
         return np.maximum(np.array(self.residual_u), np.array(self.residual_m))
-
-
-def _l2(x: FloatArray) -> float:
-    """The 2-norm by a NumPy reduction, not BLAS: ``np.linalg.norm`` calls the BLAS dot, whose
-    threads (OpenBLAS, 2 by default) cost ≈ 3 ms a call on a loaded 2-core machine and spin
-    against the Rust kernels — two thirds of a converged FV solve of crowd_log at nx = 201, nt = 101."""
-    return float(np.sqrt(np.square(x).sum()))
-
-
-def _relative_change(new: FloatArray, old: FloatArray) -> float:
-    norm = _l2(new)
-    return _l2(new - old) / (norm if norm > 0 else 1.0)
 
 
 def sample_initial_particles(problem: Problem, n: int, seed: int) -> FloatArray:
@@ -517,7 +505,7 @@ class FixedPointMap:
         self._evaluations += 1
         if self._m is None or self._u is not u or self._u_prev is None:
             return  # not a full evaluation m -> HJB -> FP, or the first one: no residual yet
-        residual = max(_relative_change(u, self._u_prev), _relative_change(g, self._m))
+        residual = max(relative_change(u, self._u_prev), relative_change(g, self._m))
         crossed = [level for level in self._resets_left if residual < level]
         if not crossed:
             return
@@ -551,8 +539,8 @@ def iterate(
         u, g = G.evaluate(m)
         history.evaluations += 1
         for _ in range(opts.max_iter):
-            history.residual_u.append(_relative_change(u, u_prev) if u_prev is not None else 1.0)
-            history.residual_m.append(_relative_change(g, m))
+            history.residual_u.append(relative_change(u, u_prev) if u_prev is not None else 1.0)
+            history.residual_m.append(relative_change(g, m))
             if callback is not None:
                 callback(len(history.residual_m), history.residual_u[-1], history.residual_m[-1])
             if history.residual_u[-1] < opts.tol and history.residual_m[-1] < opts.tol:
@@ -647,7 +635,7 @@ class _Adaptive:
         start = self.newton.start()
         self.newton.krylov.evaluations += 1
         u_s, g_s = self.G.evaluate(start)
-        if _relative_change(g_s, start) < _relative_change(g, m):
+        if relative_change(g_s, start) < relative_change(g, m):
             m, u, g = start, u_s, g_s
         return self.newton(m, u, g)
 
