@@ -9,7 +9,8 @@ problem.coupling.strength replaced, everything else as in the file, the solver's
 at their defaults unless ``--option`` says otherwise) is solved once. For each cell it prints
 the iterations, how many of them were Newton–Krylov steps, the evaluations of G: m ↦ FP(HJB(m))
 (one per iteration for Picard/Anderson, several per Newton step),
-whether it converged, the final residual and the seconds; then the count of converged cells
+whether it converged, the final residual, the seconds and where the first iterate came from
+(attrs["start"]: the coarse-grid solve, or m0); then the count of converged cells
 per problem.
 """
 
@@ -52,6 +53,7 @@ def run_cell(name: str, sigma: float, strength: float, **options: object) -> dic
         "residual": float(ds.residual[-1]),
         "seconds": seconds,
         "method": ds.attrs.get("solver.method", "picard/anderson"),
+        "start": str(ds.attrs.get("start", "m0")),
     }
 
 
@@ -75,7 +77,7 @@ def main() -> None:
     print(f"fp = fv, tol = 1e-6, options {options}")
     header = (
         f"{'problem':<10} {'sigma':>5} {'lambda':>6} {'iter':>5} {'newton':>6} {'G evals':>7} {'conv':>5} "
-        f"{'residual':>9} {'s':>6}"
+        f"{'residual':>9} {'s':>6}  start"
     )
     total_start = time.perf_counter()
     for name in args.problems:
@@ -88,7 +90,7 @@ def main() -> None:
                 print(
                     f"{name:<10} {sigma:>5g} {strength:>6g} {r['iterations']:>5d} {r['newton']:>6d} "
                     f"{r['evaluations']:>7d} "
-                    f"{'yes' if r['converged'] else 'NO':>5} {r['residual']:>9.2e} {r['seconds']:>6.2f}",
+                    f"{'yes' if r['converged'] else 'NO':>5} {r['residual']:>9.2e} {r['seconds']:>6.2f}  {r['start']}",
                     flush=True,
                 )
         print(f"{name}: {ok} of {len(args.sigmas) * len(args.strengths)} converge\n", flush=True)

@@ -6,7 +6,10 @@ m0, terminal cost g, boundary condition), :func:`solve` looks for the pair (u, m
     −∂t u − (σ²/2) ∂xx u + ½ |∂x u|² = V(x) + F(m(t))(x),   u(T) = g      (HJB, backward)
      ∂t m − (σ²/2) ∂xx m − ∂x(m ∂x u) = 0,                   m(0) = m0     (FP, forward)
 
-i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)), starting from m(t) = m0, by the iteration
+i.e. a fixed point m = G(m) of G: m ↦ FP(HJB(m)). The first iterate is ``initial`` if given;
+else, with ``start = "coarse"`` (the default; 1-D), the same game solved by finite volumes on
+a grid four times coarser and interpolated (:mod:`mfg_ensemble.game.coarse`; attrs ``start``
+says what was used), or m(t) = m0. The iteration is the one
 ``method`` chooses: "adaptive" (the default: Anderson mixing with residual-based backtracking
 and a damping that shrinks when a step overshoots and grows back on success, starting at
 ``damping``, depth ``anderson`` or 10 (:mod:`mfg_ensemble.game.fixed_point`); when it stalls,
@@ -47,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
+from mfg_ensemble.game.coarse import COARSE_TOL, coarse_problem, prolong
 from mfg_ensemble.game.fixed_point import Anderson, Safeguarded, relative_change
 from mfg_ensemble.game.newton import STALL_STEPS, MonotoneScheme, NewtonKrylov
 from mfg_ensemble.game.problem import Problem, physical_memory
@@ -109,6 +113,11 @@ class SolverOptions(BaseModel):
     time_limit: PositiveFloat | None = Field(
         None, description="seconds a solve may take; checked after each iteration (None: no limit)"
     )
+    start: Literal["coarse", "m0"] = Field(
+        "coarse",
+        description="first iterate when no `initial` is given: 'coarse' (the game solved by finite volumes on a "
+        "4x coarser grid, interpolated; 1-D, methods 'adaptive' and 'picard') or 'm0' (m(t) = m0: the start of 0.3)",
+    )
 
     def replace(self, **changes: Any) -> SolverOptions:
         """A validated copy with ``changes``."""
@@ -145,6 +154,8 @@ class History:
     """Times the adaptive method went back to its best iterate, or a Newton step was halved."""
     newton_steps: int = 0
     """Iterations computed by a Newton–Krylov step (method "newton", or "adaptive" after it switched)."""
+    start: str = "m0"
+    """Where the first iterate came from: "m0", "initial" or "coarse (...)" (:func:`_coarse_start`)."""
 
     @property
     def residual(self) -> FloatArray:
@@ -521,12 +532,17 @@ Callback = Callable[[int, float, float], None]
 
 
 def iterate(
-    G: FixedPointMap, opts: SolverOptions, callback: Callback | None = None, initial: FloatArray | None = None
+    G: FixedPointMap,
+    opts: SolverOptions,
+    callback: Callback | None = None,
+    initial: FloatArray | None = None,
+    started: float | None = None,
 ) -> tuple[FloatArray, FloatArray, History]:
     """The coupling iteration ``opts.method`` from ``initial`` (the density history m(t, x);
     None: m(t) = m0 at every t, or for "newton" the monotone scheme's solution); returns the
     last u, the last raw density G(m) and the history. Every iterate m costs one evaluation of
-    G for "adaptive" and "picard" and the Krylov and line-search evaluations for "newton"."""
+    G for "adaptive" and "picard" and the Krylov and line-search evaluations for "newton".
+    ``started``: the ``time.perf_counter()`` from which ``time_limit`` counts (None: now)."""
     history = History()
     advance = _advance(G, opts, history)
     if initial is None and opts.method != "newton":
@@ -534,7 +550,7 @@ def iterate(
     m = initial.copy() if initial is not None else advance.start()
     u_prev: FloatArray | None = None
     u, g = np.full_like(m, np.nan), np.full_like(m, np.nan)
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     try:
         u, g = G.evaluate(m)
         history.evaluations += 1
@@ -715,10 +731,32 @@ def solve(
     first = _initial(problem, initial)
     active = _backend.resolve(backend)
     started = time.perf_counter()
+    start = "initial"
+    if first is None:
+        first, start = _coarse_start(problem, opts, active)
     G = FixedPointMap(problem, opts, active)
-    u, m, history = iterate(G, opts, callback, first)
+    u, m, history = iterate(G, opts, callback, first, started)
+    history.start = start
     wall = time.perf_counter() - started
     return to_dataset(problem, opts, u, m, history, wall, active, exited=G.exited)
+
+
+def _coarse_start(problem: Problem | Problem2D, opts: SolverOptions, backend: str) -> tuple[FloatArray | None, str]:
+    """The first iterate of ``start = "coarse"`` (:mod:`mfg_ensemble.game.coarse`) and what it was,
+    for attrs["start"]: the game solved by finite volumes on the coarse grid to
+    ``max(tol, COARSE_TOL)`` (itself from a coarser start while the grids allow), prolonged to
+    ``problem``'s grid; ``(None, "m0")`` where it does not apply (2-D, method "newton", which
+    starts from its monotone scheme, a grid too coarse to coarsen) or the coarse solve did not
+    converge."""
+    coarse = coarse_problem(problem) if isinstance(problem, Problem) else None
+    if opts.start != "coarse" or opts.method == "newton" or coarse is None:
+        return None, "m0"
+    loose = opts.replace(fp="fv", tol=max(opts.tol, COARSE_TOL))
+    result = solve(coarse, loose, backend=backend)
+    done = f"{result.attrs['iterations']} iterations on nx = {coarse.nx}"
+    if not result.attrs["converged"]:
+        return None, f"m0 (the coarse solve stopped after {done}: {result.attrs['reason']})"
+    return prolong(result["m"].values, coarse, problem), f"coarse ({done}, tol {loose.tol:g})"
 
 
 TWO_D_SCHEMES = {"hjb_scheme": "imex", "fv_scheme": "muscl2"}
@@ -801,6 +839,7 @@ def to_dataset(
         "evaluations": history.evaluations,
         "backtracks": history.backtracks,
         "newton_steps": history.newton_steps,
+        "start": history.start,
         "wall_time": wall,
         "backend": backend,
         **problem.to_attrs(),
