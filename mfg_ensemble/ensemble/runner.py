@@ -170,7 +170,9 @@ def _tasks(
     return tasks
 
 
-NUMERICS_CHANGED = {"0.3": "IMEX fourth-order HJB, second-order FV, adaptive coupling, relative WENO ε"}
+NUMERICS_CHANGED = {
+    "0.3": "IMEX fourth-order HJB, second-order FV, adaptive coupling, coarse-grid start, relative WENO ε",
+}
 """Versions whose default numerics differ from the one before, and how."""
 
 
