@@ -40,7 +40,7 @@ from mfg_ensemble import schema
 from mfg_ensemble.ensemble.cluster import connect, size_rayon, thread_settings
 from mfg_ensemble.ensemble.monitor import Progress, SweepMonitor
 from mfg_ensemble.ensemble.store import STORAGE_ERRORS, SweepStore
-from mfg_ensemble.ensemble.sweep import GRID_FIELDS, Sweep
+from mfg_ensemble.ensemble.sweep import GEOMETRY_FIELDS, GRID_FIELDS, Sweep
 from mfg_ensemble.errors import NoWorkers, StoreMismatch
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.game.problem2d import Problem2D
@@ -214,7 +214,7 @@ def warm_axis(sweep: Sweep, warm_start: str | None) -> int | None:
         choices = ", ".join(names) or "none"
         raise ValueError(f"warm_start must name an axis of the sweep ({choices}), got {warm_start!r}")
     axis = sweep.axes[names.index(warm_start)]
-    if any(f.split(".")[0] in GRID_FIELDS for f in axis.fields):
+    if any(f.split(".")[0] in GRID_FIELDS + GEOMETRY_FIELDS for f in axis.fields):
         raise ValueError(f"warm_start: axis {warm_start!r} changes the grid; a warm start needs the same (t, x) grid")
     return names.index(warm_start)
 

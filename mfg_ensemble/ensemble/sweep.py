@@ -28,7 +28,8 @@ The points become part of the sweep (its fingerprint covers them, not the file's
 Sobol and Halton points are extensible: the first n of a larger design are the design of n,
 so a store extends along such an axis (:meth:`Sweep.prefix`); Latin hypercubes are not.
 
-Any Problem field (dotted paths reach into the families: "m0.std", "coupling.strength") or
+Any Problem field (dotted paths reach into the families: "m0.std", "coupling.strength"; in
+2-D also into the obstacles and exits, numbered from 0: "exits.0.hi", "obstacles.1") or
 solver field can be an axis; every field at most once. ``seed = {count = N}`` gives the
 replicate axis k = 0 … N − 1 whose member seed is drawn from
 ``numpy.random.SeedSequence(root_seed, spawn_key=(k,))``: it depends on k alone, not on the
@@ -85,7 +86,9 @@ PROBLEM_FIELDS = tuple(Problem.model_fields)
 GRID_FIELDS = ("lo", "hi", "T", "nx", "nt", "bc", "x_lo", "x_hi", "y_lo", "y_hi", "ny")
 """Problem fields that change the (t, x) (2-D: (t, y, x)) grid of a member."""
 GEOMETRY_FIELDS = ("obstacles", "exits")
-"""2-D fields no axis may vary (yet): a store holds one map of the node kinds."""
+"""2-D fields that change a member's map of node kinds: an axis varies the whole list
+("exits"), one entry ("obstacles.0") or one entry's field ("exits.0.hi"); a store whose axes vary
+them keeps each member's map (``nodes``), as it keeps t, x and y when the grid varies."""
 MAX_MEMBERS = 1_000_000
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 """A sweep's or an axis's name (it names the store's folder and a dimension)."""
@@ -276,6 +279,12 @@ def _set_field(
     if not rest:
         problem[head] = value
         return
+    if head in GEOMETRY_FIELDS:
+        entries = [e.model_dump() if isinstance(e, BaseModel) else e for e in problem.get(head, getattr(base, head))]
+        index, _, name = rest.partition(".")
+        entries[int(index)] = {**dict(entries[int(index)]), name: value} if name else value
+        problem[head] = entries
+        return
     family = problem.get(head)
     if isinstance(family, BaseModel):
         family = family.model_dump()
@@ -419,7 +428,7 @@ class Sweep:
         head, _, rest = field.partition(".")
         fields = tuple(self._model.model_fields)
         if head in GEOMETRY_FIELDS and self._model is Problem2D:
-            raise self._error(where, f"{head} cannot vary along an axis: a sweep has one room (sweep rooms as sweeps)")
+            return self._check_geometry_path(field, where)
         if head not in SOLVER_FIELDS and head not in fields:
             allowed = ", ".join(fields + SOLVER_FIELDS)
             raise self._error(
@@ -439,6 +448,31 @@ class Sweep:
             raise self._error(
                 where,
                 f"unknown field {field!r}: the base problem's {head} is {family.kind!r}, whose fields are {fields}",
+            )
+
+    def _check_geometry_path(self, field: str, where: str) -> None:
+        """``ConfigError`` unless ``field`` is "obstacles" or "exits", one of the base problem's
+        entries ("exits.1") or a field of one ("obstacles.0.radius")."""
+        head, _, rest = field.partition(".")
+        if not rest:
+            return
+        entries = getattr(self._base, head)
+        index, _, name = rest.partition(".")
+        if not entries:
+            raise self._error(
+                where, f"{field!r}: the base problem has no {head}; vary the whole list, field = {head!r}"
+            )
+        if not (index.isdigit() and int(index) < len(entries)):
+            raise self._error(
+                where,
+                f"unknown field {field!r}: the base problem's {head} are numbered 0 … {len(entries) - 1}, "
+                f"as in '{head}.0' (one entry) or '{head}.0.{next(iter(type(entries[0]).model_fields))}'",
+            )
+        entry = entries[int(index)]
+        if name and name not in type(entry).model_fields:
+            allowed = ", ".join(f"{head}.{index}.{f}" for f in type(entry).model_fields)
+            raise self._error(
+                where, f"unknown field {field!r}: {head}.{index} is {getattr(entry, 'kind', head)!r}, with {allowed}"
             )
 
     def _plain_axis(self, key: str, spec: Any, claim: Any) -> Axis:
@@ -689,7 +723,8 @@ class Sweep:
         return self._solver
 
     def varies_grid(self) -> bool:
-        return any(f.split(".")[0] in GRID_FIELDS for a in self.axes for f in a.fields)
+        """Whether the members' grids differ: their nodes, times or (2-D) maps of node kinds."""
+        return any(f.split(".")[0] in GRID_FIELDS + GEOMETRY_FIELDS for a in self.axes for f in a.fields)
 
     def canonical_json(self, layout: bool = True) -> str:
         """The sweep as canonical JSON: what the fingerprint hashes. ``layout``: with the axes in

@@ -78,3 +78,32 @@ def test_a_room_sweep_warm_starts_along_an_axis(client, tmp_path) -> None:
     assert (warm.converged.values == 1).all()
     assert int(warm.iterations.sum()) < int(cold.iterations.sum())
     np.testing.assert_allclose(warm.m.values, cold.m.values, atol=1e-5)
+
+
+def test_an_axis_can_vary_the_doors_and_obstacles_of_the_room(client, tmp_path) -> None:
+    """Geometry along axes: one exit's width ("exits.0.hi") zipped with the obstacle itself
+    ("obstacles.0", a whole entry). The store keeps each member's map of node kinds (the
+    padded layout, here without padding), its members equal the serial solves, mass plus
+    exited is one, and the report draws each member's own room."""
+    pillar = {"kind": "disc", "center": [0.5, 0.5], "radius": 0.15}
+    axes = {"zip": {"room": {"exits.0.hi": [0.5, 0.7], "obstacles.0": [ROOM["obstacles"][0], pillar]}}}
+    sweep = Sweep(ROOM, SOLVER, axes)
+    assert sweep.varies_grid()
+    ds = run_sweep(sweep, tmp_path / "rooms.zarr", client=client)
+    assert ds.nodes.dims == ("room", "y_index", "x_index")
+    assert (ds.converged.values == 1).all(), ds.iterations.values
+    for member in sweep.members():
+        problem = member.problem
+        got = ds.isel(room=member.position[0])
+        np.testing.assert_array_equal(got.nodes.values, problem.nodes())
+        ref = solve(problem, **member.solver.__dict__)
+        np.testing.assert_array_equal(got.m.values, ref.m.values)
+        np.testing.assert_array_equal(got.exited.values, ref.exited.values)
+    assert sweep.member(1).problem.exits[0].hi == 0.7 and sweep.member(1).problem.obstacles[0].kind == "disc"
+    assert not np.array_equal(ds.nodes.values[0], ds.nodes.values[1])
+    np.testing.assert_allclose((ds.mfg.mass() + ds.mfg.exited()).compute(), 1.0, atol=1e-12)
+    assert SweepStore(tmp_path / "rooms.zarr").verify()["damaged"] == []
+    files = make_report(tmp_path / "rooms.zarr", tmp_path / "report")
+    assert "snapshots.png" in {f.name for f in files}
+    with pytest.raises(ValueError, match="changes the grid"):
+        run_sweep(sweep, tmp_path / "warm.zarr", client=client, warm_start="room")

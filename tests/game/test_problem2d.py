@@ -105,12 +105,33 @@ def test_a_sweep_file_table_picks_the_problem_kind_and_1d_files_stay_1d(tmp_path
     assert isinstance(sweep.base_problem, Problem2D) and len(sweep) == 4
     assert sweep.base_problem.bc == ("reflect", "periodic")
     assert sweep.member(3).problem.m0.std == 0.2
-    bad = tmp_path / "bad.toml"
-    bad.write_text(
-        path.read_text().replace('width = { field = "m0.std", values = [0.1, 0.2] }', "obstacles = [[], []]")
+    for axis, message in [
+        ('door = { field = "exits.1.hi", values = [0.5] }', r"exits are numbered 0 … 0, as in 'exits.0'"),
+        ('door = { field = "exits.0.width", values = [0.5] }', r"exits.0.side, exits.0.lo, exits.0.hi"),
+        ('door = { field = "exits.x", values = [0.5] }', "numbered 0 … 0"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(path.read_text().replace('width = { field = "m0.std", values = [0.1, 0.2] }', axis))
+        with pytest.raises(ConfigError, match=message):
+            Sweep.from_file(bad)
+    # geometry along axes: the whole list, an entry, an entry's field (validated per member)
+    rooms = tmp_path / "rooms.toml"
+    rooms.write_text(
+        path.read_text().replace(
+            'width = { field = "m0.std", values = [0.1, 0.2] }',
+            'pillars = { field = "obstacles", values = [[], [{ kind = "disc", center = [0.6, 0.5], radius = 0.1 }]] }\n'
+            'door = { field = "exits.0.hi", values = [0.4, 0.6] }',
+        )
     )
-    with pytest.raises(ConfigError, match="obstacles cannot vary along an axis"):
-        Sweep.from_file(bad)
+    sweep = Sweep.from_file(rooms)
+    assert sweep.shape == (2, 2, 2) and sweep.varies_grid()
+    last = sweep.member(7).problem
+    assert last.exits[0].hi == 0.6 and last.obstacles[0].center == [0.6, 0.5]
+    assert sweep.member(0).problem.obstacles == ()
+    inside = tmp_path / "inside.toml"
+    inside.write_text(rooms.read_text().replace("values = [0.4, 0.6]", "values = [0.4, 0.1]"))
+    with pytest.raises(ConfigError, match=r"problem.exits.*member 1"):
+        Sweep.from_file(inside)
     typo = tmp_path / "typo.toml"
     typo.write_text(path.read_text().replace("ny = 9", 'ny = "9"'))
     with pytest.raises(ConfigError, match="problem.ny"):
