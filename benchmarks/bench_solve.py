@@ -21,7 +21,8 @@ RAYON_NUM_THREADS=1 for the one-core numbers (the thread count is printed).
 volumes and 10⁵ particles: iterations, seconds to converge and ms per iteration for Rust with
 1 and 2 Rayon threads (each in its own process: the pool is sized once per process) and for
 the NumPy reference (ms per iteration over a few iterations); then the cost growth of a
-converged FV solve from 51² to 201² nodes (2 threads).
+converged FV solve from 51² to 201² nodes (2 threads). ``--room-threads``: the room's HJB and
+FV marches alone, on 1 and 2 threads, from 51² to 201² nodes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from mfg_ensemble import Problem, Problem2D, Sweep, backend_info, solve
 from mfg_ensemble.game import solver as solver_mod
+from mfg_ensemble.kernels import fv_forward_2d, hjb_backward_2d
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "crowd_log.toml"
 ROOM = Path(__file__).resolve().parent.parent / "configs" / "room.toml"
@@ -83,10 +87,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     ap.add_argument("--issue11-only", action="store_true", help="only the before/after and cost-slope tables")
     ap.add_argument("--room", action="store_true", help="only the 2-D room (issue 12)")
+    ap.add_argument("--room-threads", action="store_true", help="only the 2-D marches on 1 and 2 threads")
     ap.add_argument("--room-run", help=argparse.SUPPRESS)  # one measurement, in a child process (JSON)
+    ap.add_argument("--room-march", help=argparse.SUPPRESS)  # one march timing, in a child process (JSON)
     args = ap.parse_args()
     if args.room_run:
         print(json.dumps(room_run(**json.loads(args.room_run))))
+        return
+    if args.room_march:
+        print(json.dumps(room_march(**json.loads(args.room_march))))
+        return
+    if args.room_threads:
+        room_threads(args.quick)
         return
     if args.room:
         room(args.quick)
@@ -236,12 +248,53 @@ def room_run(n: int, nt: int, fp: str, backend: str, iterations: int | None, n_p
     return {"wall": wall, "iterations": its, "converged": int(ds.attrs["converged"]), "per_iter": wall / its}
 
 
-def _child(threads: int, **kw: object) -> dict[str, object]:
+def _child(threads: int, flag: str = "--room-run", **kw: object) -> dict[str, object]:
     env = {**os.environ, "RAYON_NUM_THREADS": str(threads)}
     out = subprocess.run(
-        [sys.executable, __file__, "--room-run", json.dumps(kw)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, __file__, flag, json.dumps(kw)], env=env, capture_output=True, text=True, check=True
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def room_march(n: int, nt: int, repeats: int) -> dict[str, object]:
+    """One HJB and one FV march of the room (run in a child process): the min over ``repeats``
+    of each, with m(t) = m0 in the running cost and the FV driven by that u."""
+    problem = room_problem(n, nt)
+    m = np.repeat(problem.initial_density()[None], nt, axis=0)
+    f, g, m0 = problem.running_cost(m), problem.terminal_values(), problem.initial_density()
+    kw = dict(dx=problem.dx, dy=problem.dy, sigma=problem.sigma, T=problem.T, bc=problem.bc, nodes=problem.nodes())
+    u, counts = hjb_backward_2d(f, g, **kw)  # warm-up
+    out: dict[str, object] = {"hjb_substeps": int(counts.sum())}
+    for name, march in (("hjb", lambda: hjb_backward_2d(f, g, **kw)), ("fv", lambda: fv_forward_2d(u, m0, **kw))):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            result = march()
+            times.append(time.perf_counter() - t0)
+        out[name] = min(times)
+        out[f"{name}_substeps"] = int(result[1].sum())
+    return out
+
+
+def room_threads(quick: bool) -> None:
+    """The 2-D marches (Rust) on 1 and 2 Rayon threads, each in its own process, from 51² to
+    201² nodes: the scaling inside one member, without the coupling around it."""
+    sizes = ((51, 51), (101, 21)) if quick else ((51, 51), (101, 51), (151, 11), (201, 11))
+    print(f"# the room's marches on 1 and 2 threads: {ROOM.name}, m(t) = m0; min of 3 (1 if quick)\n")
+    print(
+        "| nodes | nt | HJB sub-steps | HJB 1 thr (s) | HJB 2 thr (s) | HJB 1 → 2 | FV sub-steps "
+        "| FV 1 thr (s) | FV 2 thr (s) | FV 1 → 2 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n, nt in sizes:
+        runs = {t: _child(t, "--room-march", n=n, nt=nt, repeats=1 if quick else 3) for t in (1, 2)}
+        one, two = runs[1], runs[2]
+        print(
+            f"| {n}² | {nt} | {one['hjb_substeps']} | {float(one['hjb']):.3f} | {float(two['hjb']):.3f} "
+            f"| {float(one['hjb']) / float(two['hjb']):.2f}× | {one['fv_substeps']} | {float(one['fv']):.3f} "
+            f"| {float(two['fv']):.3f} | {float(one['fv']) / float(two['fv']):.2f}× |",
+            flush=True,
+        )
 
 
 def room(quick: bool) -> None:
