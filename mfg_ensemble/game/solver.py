@@ -648,7 +648,7 @@ class _Adaptive:
         if not (self.can_switch and self._stalled()):
             return self.mixing(m, u, g)
         self.newton = _Newton(self.G, evaluations=0)
-        start = self.newton.start()
+        start = self.newton.start(near=(u, np.maximum(m, 0.0)))
         self.newton.krylov.evaluations += 1
         u_s, g_s = self.G.evaluate(start)
         if relative_change(g_s, start) < relative_change(g, m):
@@ -694,8 +694,9 @@ class _Newton:
     newton_steps = property(lambda self: self.krylov.steps)
     stalled = property(lambda self: self.krylov.stalled)
 
-    def start(self) -> FloatArray:
-        _, m, _, _ = self.scheme.solve()
+    def start(self, near: tuple[FloatArray, FloatArray] | None = None) -> FloatArray:
+        """The monotone scheme's m, solved from ``near`` = (u, m) if given (else from g, m0)."""
+        _, m, _, _ = self.scheme.solve(near=near)
         return np.maximum(m, 0.0)
 
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
