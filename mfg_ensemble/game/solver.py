@@ -52,7 +52,7 @@ from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.game.coarse import COARSE_TOL, coarse_problem, prolong
 from mfg_ensemble.game.fixed_point import Anderson, Safeguarded, relative_change
-from mfg_ensemble.game.newton import STALL_STEPS, MonotoneScheme, NewtonKrylov
+from mfg_ensemble.game.newton import MonotoneScheme, NewtonKrylov
 from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.game.problem2d import Problem2D
 from mfg_ensemble.kernels import backend as _backend
@@ -571,8 +571,8 @@ def iterate(
             m, u, g = advance(m, u, g)
             history.evaluations, history.backtracks = advance.evaluations, advance.backtracks
             history.newton_steps = advance.newton_steps
-            if advance.stalled:
-                history.reason = f"newton stalled: {STALL_STEPS} steps in a row did not reduce the residual"
+            if advance.stall_reason is not None:
+                history.reason = f"newton stalled: {advance.stall_reason}"
                 return u, g, history
             if not np.isfinite(m).all():
                 history.reason = "diverged: the iterate is not finite"
@@ -586,7 +586,7 @@ class _Mixing:
     """The next iterate of "adaptive" or "picard": m' = mixer(m, G(m)), then (u', G(m'))."""
 
     newton_steps = 0
-    stalled = False
+    stall_reason: str | None = None
 
     def __init__(self, G: FixedPointMap, mixer: Anderson | Safeguarded) -> None:
         self.G, self.mixer, self.evaluations = G, mixer, 1
@@ -639,8 +639,8 @@ class _Adaptive:
         return self.newton.newton_steps if self.newton is not None else 0
 
     @property
-    def stalled(self) -> bool:
-        return self.newton is not None and self.newton.stalled
+    def stall_reason(self) -> str | None:
+        return self.newton.stall_reason if self.newton is not None else None
 
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         if self.newton is not None:
@@ -692,7 +692,7 @@ class _Newton:
     evaluations = property(lambda self: self.krylov.evaluations)
     backtracks = property(lambda self: self.krylov.backtracks)
     newton_steps = property(lambda self: self.krylov.steps)
-    stalled = property(lambda self: self.krylov.stalled)
+    stall_reason = property(lambda self: self.krylov.stall_reason)
 
     def start(self, near: tuple[FloatArray, FloatArray] | None = None) -> FloatArray:
         """The monotone scheme's m, solved from ``near`` = (u, m) if given (else from g, m0)."""
