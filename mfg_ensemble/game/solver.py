@@ -155,7 +155,8 @@ class History:
     newton_steps: int = 0
     """Iterations computed by a Newton–Krylov step (method "newton", or "adaptive" after it switched)."""
     start: str = "m0"
-    """Where the first iterate came from: "m0", "initial" or "coarse (...)" (:func:`_coarse_start`)."""
+    """Where the first iterate came from: "m0", "initial", "monotone scheme" (method "newton")
+    or "coarse (...)" (:func:`_coarse_start`)."""
 
     @property
     def residual(self) -> FloatArray:
@@ -746,11 +747,13 @@ def _coarse_start(problem: Problem | Problem2D, opts: SolverOptions, backend: st
     """The first iterate of ``start = "coarse"`` (:mod:`mfg_ensemble.game.coarse`) and what it was,
     for attrs["start"]: the game solved by finite volumes on the coarse grid to
     ``max(tol, COARSE_TOL)`` (itself from a coarser start while the grids allow), prolonged to
-    ``problem``'s grid; ``(None, "m0")`` where it does not apply (2-D, method "newton", which
-    starts from its monotone scheme, a grid too coarse to coarsen) or the coarse solve did not
-    converge."""
+    ``problem``'s grid; ``(None, "m0")`` where it does not apply (2-D, a grid too coarse to
+    coarsen) or the coarse solve did not converge; ``(None, "monotone scheme")`` for method
+    "newton", which starts from that scheme's solution."""
+    if opts.method == "newton":
+        return None, "monotone scheme"
     coarse = coarse_problem(problem) if isinstance(problem, Problem) else None
-    if opts.start != "coarse" or opts.method == "newton" or coarse is None:
+    if opts.start != "coarse" or coarse is None:
         return None, "m0"
     loose = opts.replace(fp="fv", tol=max(opts.tol, COARSE_TOL))
     result = solve(coarse, loose, backend=backend)

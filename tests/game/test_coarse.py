@@ -79,6 +79,8 @@ def test_where_the_coarse_start_does_not_apply_the_solve_starts_from_m0() -> Non
     assert solve(small, fp="fv").attrs["start"] == "m0"  # a coarse grid of 16 nodes: too few
     given = solve(CROWD.replace(nt=21), fp="fv", initial=np.repeat(CROWD.initial_density()[None], 21, axis=0))
     assert given.attrs["start"] == "initial"
+    newton = solve(CROWD.replace(nt=21), fp="fv", method="newton", max_iter=2)
+    assert newton.attrs["start"] == "monotone scheme"
     # the coarse solve gets the same max_iter: one iteration does not converge, so m0 it is
     stopped = solve(CROWD.replace(nt=21), fp="fv", max_iter=1)
     assert stopped.attrs["start"] == "m0 (the coarse solve stopped after 1 iterations on nx = 51: max_iter reached)"
