@@ -28,7 +28,7 @@ MIN_COARSE_NODES = 21
 COARSE_TOL = 1e-3
 """Tolerance of the coarse solve (or the fine one's, if looser): the coarse solution is only
 as close to the fine one as the grids' discretisation difference, so a tighter one buys nothing."""
-GRID_FIELDS = ("potential", "m0", "terminal")
+FUNCTIONS_OF_X = ("potential", "m0", "terminal")
 """The problem's functions of x, which a ``values`` family gives node by node."""
 
 
@@ -48,7 +48,7 @@ def coarse_problem(problem: Problem) -> Problem | None:
         return None
     grid = problem.model_copy(update={"nx": nx}).grid()  # unvalidated: its families still fit nx
     changes: dict[str, object] = {"nx": nx}
-    for name in GRID_FIELDS:
+    for name in FUNCTIONS_OF_X:
         family = getattr(problem, name)
         if isinstance(family, Values):
             values = interpolate(np.asarray(family.values), problem.grid(), grid, _period(problem))
