@@ -8,7 +8,7 @@ coarser an iteration costs about 1/16 as much (4× fewer nodes, 4× fewer CFL-li
 sub-steps), and the coarse solution differs from the fine one only by the discretisation
 difference between the two grids, so the fine iteration starts near its answer: crowd_log with
 finite volumes at nx = 201 takes 8 fine iterations from the start on nx = 51 instead of 15
-from m0 (README, "The coupling"). The driver (coarse solve, tolerance, fallback to m0) is
+from m0 (README, "One solve", "The first iterate"). The driver (coarse solve, tolerance, fallback to m0) is
 :func:`mfg_ensemble.game.solver.solve`; this module does the grid work.
 """
 
