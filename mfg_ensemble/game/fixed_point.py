@@ -16,7 +16,7 @@ density negative beyond rounding; the damped Picard step is taken instead.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +108,17 @@ def relative_change(new: FloatArray, old: FloatArray) -> float:
     """‖new − old‖/‖new‖ (‖new − old‖ when new = 0): the solver's res_u and res_m."""
     norm = l2(new)
     return l2(new - old) / (norm if norm > 0 else 1.0)
+
+
+def not_halved(residuals: Sequence[float] | FloatArray, window: int) -> bool:
+    """Whether the best of the last ``window`` residuals is not half the best before them (a
+    NaN counts as not halved); False while there are no more than ``window``. The stall test
+    of the adaptive mixing and of Newton–Krylov."""
+    if len(residuals) <= window:
+        return False
+    res = np.asarray(residuals, dtype=np.float64)
+    before, now = res[:-window].min(), res[-window:].min()  # NumPy's min propagates NaN
+    return not now <= 0.5 * before
 
 
 @dataclass

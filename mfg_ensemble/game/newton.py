@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from mfg_ensemble.game.fixed_point import l2, relative_change
+from mfg_ensemble.game.fixed_point import l2, not_halved, relative_change
 from mfg_ensemble.game.problem import Problem
 from mfg_ensemble.kernels.checks import FloatArray
 
@@ -268,9 +268,8 @@ class NewtonKrylov:
         ``STALL_WINDOW`` steps (steps that decrease it a little now and then, never for good)."""
         if self.failures >= STALL_STEPS:
             return f"{STALL_STEPS} steps in a row did not reduce the residual"
-        res, w = self.residuals, STALL_WINDOW
-        if len(res) > w and min(res[-w:]) > 0.5 * min(res[:-w]):
-            return f"the best residual did not halve in {w} steps"
+        if not_halved(self.residuals, STALL_WINDOW):
+            return f"the best residual did not halve in {STALL_WINDOW} steps"
         return None
 
     def step(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mfg_ensemble import schema
 from mfg_ensemble.errors import Diverged
 from mfg_ensemble.game.coarse import COARSE_TOL, coarse_problem, prolong
-from mfg_ensemble.game.fixed_point import Anderson, Safeguarded, relative_change
+from mfg_ensemble.game.fixed_point import Anderson, Safeguarded, not_halved, relative_change
 from mfg_ensemble.game.newton import MonotoneScheme, NewtonKrylov
 from mfg_ensemble.game.problem import Problem, physical_memory
 from mfg_ensemble.game.problem2d import Problem2D
@@ -660,13 +660,11 @@ class _Adaptive:
         """No halving of the best residual over the window, or a rate too slow for the budget."""
         res, w = self.history.residual, STALL_WINDOW
         k = res.size
-        if k <= w:
-            return False
-        before, now = res[:-w].min(), res[-w:].min()
-        if not now <= 0.5 * before:
+        if not_halved(res, w):
             return True
         if k < 2 * w or res[-1] <= self.tol:
             return False
+        before, now = res[:-w].min(), res[-w:].min()
         rate = (now / before) ** (1.0 / w)
         return k + np.log(self.tol / res[-1]) / np.log(rate) > SWITCH_BUDGET
 
