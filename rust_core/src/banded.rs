@@ -46,33 +46,46 @@ impl Penta {
         f
     }
 
-    /// `solve` of four systems of the same size n at once, x = [x₀, x₁, x₂, x₃] (4n values), each
-    /// with its own factors: the same operations per system as `solve`, the four recurrences
-    /// interleaved so that their latencies overlap.
-    pub fn solve4(fs: [&Penta; 4], x: &mut [f64]) {
-        let n = x.len() / 4;
-        assert!(x.len() == 4 * n && fs.iter().all(|f| f.u0.len() == n), "solve4: sizes");
+    /// `solve` of up to four systems at once: `x` holds them one after the other, system s of
+    /// `fs[s]`'s size (sizes may differ). The same operations per system as `solve`, their
+    /// recurrences interleaved so that the latencies overlap.
+    pub fn solve_interleaved(fs: &[&Penta], x: &mut [f64]) {
+        assert!(fs.len() <= 4, "solve_interleaved: at most four systems");
+        let mut len = [0usize; 4];
+        let mut off = [0usize; 4];
+        let mut total = 0;
+        for (s, f) in fs.iter().enumerate() {
+            (off[s], len[s]) = (total, f.u0.len());
+            total += len[s];
+        }
+        assert_eq!(x.len(), total, "solve_interleaved: sizes");
+        let n = len.iter().copied().max().unwrap_or(0);
         for i in 1..n {
             for (s, f) in fs.iter().enumerate() {
-                let o = s * n;
-                let mut y = x[o + i] - f.l1[i] * x[o + i - 1];
-                if i >= 2 {
-                    y -= f.l2[i] * x[o + i - 2];
+                if i < len[s] {
+                    let o = off[s];
+                    let mut y = x[o + i] - f.l1[i] * x[o + i - 1];
+                    if i >= 2 {
+                        y -= f.l2[i] * x[o + i - 2];
+                    }
+                    x[o + i] = y;
                 }
-                x[o + i] = y;
             }
         }
         for i in (0..n).rev() {
             for (s, f) in fs.iter().enumerate() {
-                let o = s * n;
-                let mut y = x[o + i];
-                if i + 1 < n {
-                    y -= f.u1[i] * x[o + i + 1];
+                let m = len[s];
+                if i < m {
+                    let o = off[s];
+                    let mut y = x[o + i];
+                    if i + 1 < m {
+                        y -= f.u1[i] * x[o + i + 1];
+                    }
+                    if i + 2 < m {
+                        y -= f.u2[i] * x[o + i + 2];
+                    }
+                    x[o + i] = y / f.u0[i];
                 }
-                if i + 2 < n {
-                    y -= f.u2[i] * x[o + i + 2];
-                }
-                x[o + i] = y / f.u0[i];
             }
         }
     }
@@ -405,11 +418,19 @@ mod tests {
             .collect();
         let r: Vec<f64> = (0..4 * n).map(|i| (i as f64 * 0.37).sin()).collect();
         let mut x = r.clone();
-        Penta::solve4([&mats[0], &mats[1], &mats[2], &mats[3]], &mut x);
+        Penta::solve_interleaved(&[&mats[0], &mats[1], &mats[2], &mats[3]], &mut x);
         for (s, m) in mats.iter().enumerate() {
             let mut y = r[s * n..(s + 1) * n].to_vec();
             m.solve(&mut y);
             assert_eq!(y, x[s * n..(s + 1) * n].to_vec());
         }
+        // systems of different sizes, fewer than four
+        let short = Penta::factor(&[0.1; 5], &[0.2; 5], &[3.0; 5], &[0.3; 5], &[0.05; 5]);
+        let mut x = r[..n + 5].to_vec();
+        Penta::solve_interleaved(&[&mats[1], &short], &mut x);
+        let (mut a, mut b) = (r[..n].to_vec(), r[n..n + 5].to_vec());
+        mats[1].solve(&mut a);
+        short.solve(&mut b);
+        assert_eq!((a, b), (x[..n].to_vec(), x[n..].to_vec()));
     }
 }

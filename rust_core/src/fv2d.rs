@@ -6,7 +6,7 @@
 //!
 //! The maths: see mfg_ensemble/kernels/reference/fv2d.py (the twin). The advection does the
 //! same operations in the same order per value. The line solves differ in form only: lines are
-//! solved whole, 32 at a time with the inner loops across the lines (they vectorise; columns
+//! solved whole, 16 at a time with the inner loops across the lines (they vectorise; columns
 //! need no transposition), a zero coupling at every closed face and a row of 1 at every
 //! non-FREE node, which is exactly the reference's per-segment Thomas solves; a segment that
 //! wraps around a periodic line is solved by Sherman–Morrison instead of by rotating the line
@@ -48,8 +48,9 @@ fn gamma() -> f64 {
 }
 
 /// Lines per Rayon task of the diffusion sweeps: the lines of a block are solved together, the
-/// inner loops running across them (independent recurrences, so they vectorise).
-const BLOCK: usize = 32;
+/// inner loops running across them (independent recurrences, so they vectorise). 16 keeps two
+/// threads balanced from about 50 lines (101 lines: 7 blocks; 32 made 4, split 64 : 37).
+const BLOCK: usize = 16;
 
 /// The geometry of up to `BLOCK` lines, values laid out [p][line] (p along the lines).
 struct Block {
@@ -529,10 +530,22 @@ impl Grid {
         a.iter().zip(open).filter(|(_, &o)| o).fold(0.0_f64, |acc, (v, _)| acc.max(v.abs()))
     }
 
-    /// `to` ← m + δR(m) (0 off the FREE nodes); returns the rate of flux into the exit cells.
+    /// `to` ← m + δR(m) (0 off the FREE nodes), or with `average` `to` ← ½(`to` + m + δR(m)),
+    /// the drift at the fraction `drift.2` of the interval; returns the rate of flux into the
+    /// exit cells.
     #[allow(clippy::too_many_arguments)]
-    fn euler(&self, m: &[f64], ax: &[f64], ay: &[f64], dt: f64, limited: bool, w: &mut AdvWork, to: &mut [f64]) -> f64 {
+    fn euler(
+        &self,
+        m: &[f64],
+        drift: Drift,
+        dt: f64,
+        limited: bool,
+        w: &mut AdvWork,
+        to: &mut [f64],
+        average: bool,
+    ) -> f64 {
         let (nx, ny, nfx, nfy) = (self.nx, self.ny, self.nfx, self.nfy);
+        let ((ax0, ay0), (ax1, ay1), t) = (&drift.0, &drift.1, drift.2);
         // reconstructions: lx = m + s^x/2, rx = m − s^x/2, likewise y
         w.lx.par_chunks_mut(nx)
             .zip(w.rx.par_chunks_mut(nx))
@@ -565,18 +578,22 @@ impl Grid {
         let (lx, rx, ly, ry) = (&w.lx, &w.rx, &w.ly, &w.ry);
         w.gx.par_chunks_mut(nfx).zip(w.gy.par_chunks_mut(nx)).enumerate().for_each(|(j, (g, h))| {
             let (l, r) = (&lx[j * nx..(j + 1) * nx], &rx[j * nx..(j + 1) * nx]);
-            let (a, open) = (&ax[j * nfx..(j + 1) * nfx], &self.open_x[j * nfx..(j + 1) * nfx]);
+            let (a0, a1) = (&ax0[j * nfx..(j + 1) * nfx], &ax1[j * nfx..(j + 1) * nfx]);
+            let open = &self.open_x[j * nfx..(j + 1) * nfx];
             for f in 0..nfx {
                 let right = r[if f + 1 == nx { 0 } else { f + 1 }];
-                let v = a[f].max(0.0) * l[f] + a[f].min(0.0) * right;
+                let a = (1.0 - t) * a0[f] + t * a1[f];
+                let v = a.max(0.0) * l[f] + a.min(0.0) * right;
                 g[f] = if open[f] { v } else { 0.0 };
             }
             if j < nfy {
                 let up = (if j + 1 == ny { 0 } else { j + 1 }) * nx;
                 let (l, r) = (&ly[j * nx..(j + 1) * nx], &ry[up..up + nx]);
-                let (a, open) = (&ay[j * nx..(j + 1) * nx], &self.open_y[j * nx..(j + 1) * nx]);
+                let (a0, a1) = (&ay0[j * nx..(j + 1) * nx], &ay1[j * nx..(j + 1) * nx]);
+                let open = &self.open_y[j * nx..(j + 1) * nx];
                 for i in 0..nx {
-                    let v = a[i].max(0.0) * l[i] + a[i].min(0.0) * r[i];
+                    let a = (1.0 - t) * a0[i] + t * a1[i];
+                    let v = a.max(0.0) * l[i] + a.min(0.0) * r[i];
                     h[i] = if open[i] { v } else { 0.0 };
                 }
             }
@@ -604,7 +621,7 @@ impl Grid {
                 let (row, free) = (&m[j * nx..(j + 1) * nx], &self.free[j * nx..(j + 1) * nx]);
                 for i in 0..nx {
                     if !free[i] {
-                        out[i] = 0.0;
+                        out[i] = if average { 0.5 * (out[i] + 0.0) } else { 0.0 };
                         continue;
                     }
                     let divx = if self.px {
@@ -617,7 +634,8 @@ impl Grid {
                     let after = after_y.map_or(0.0, |g| g[i]);
                     let before = before_y.map_or(0.0, |g| g[i]);
                     let divy = after - before;
-                    out[i] = row[i] - (rate_x[i] * divx + rate_y[j] * divy);
+                    let v = row[i] - (rate_x[i] * divx + rate_y[j] * divy);
+                    out[i] = if average { 0.5 * (out[i] + v) } else { v };
                 }
                 // the exit fluxes of the x-faces of row j and of the y-faces of face row j
                 let mut flow_x = 0.0;
@@ -638,6 +656,10 @@ impl Grid {
         rates.iter().sum()
     }
 }
+
+/// The face drifts (α^x, α^y) at the ends of an output interval and the fraction of it at
+/// which they are interpolated linearly.
+type Drift<'a> = (&'a (Vec<f64>, Vec<f64>), &'a (Vec<f64>, Vec<f64>), f64);
 
 /// Work arrays of the advection.
 struct AdvWork {
@@ -713,6 +735,22 @@ pub fn fv_forward_2d(
 ) -> KernelResult<Fv2dOut> {
     validate(u, m0, nodes, nt, ny, nx, p)?;
     let floor = floors(min_substeps, nt - 1)?;
+    // on a Rayon worker, as the 2-D HJB march: its many short parallel loops then start
+    // without the hand-over from a foreign thread
+    Ok(rayon::scope(|_| march(u, m0, nodes, nt, ny, nx, p, &floor)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn march(
+    u: &[f64],
+    m0: &[f64],
+    nodes: Option<&[u8]>,
+    nt: usize,
+    ny: usize,
+    nx: usize,
+    p: &Fv2dParams,
+    floor: &[usize],
+) -> Fv2dOut {
     let all_free = vec![FREE; ny * nx];
     let kinds = nodes.unwrap_or(&all_free);
     let size = ny * nx;
@@ -732,39 +770,34 @@ pub fn fv_forward_2d(
         let limit = p.cfl / (2.0 * (amax_x / p.dx + amax_y / p.dy));
         let Some((k, dt)) = substeps(dt_out, limit, floor[j]) else {
             out.march.diverged = Some(format!("FP: the CFL sub-step collapsed near t = {}", j as f64 * dt_out));
-            return Ok(out);
+            return out;
         };
         gone += interval(&grid, &mut m, &now, &next, k, dt, &mut work);
         out.march.substeps[j] = k;
         if let Some(q) = m.iter().position(|v| !v.is_finite()) {
             out.march.diverged =
                 Some(format!("FP: m is not finite at t = {}, node ({}, {})", (j + 1) as f64 * dt_out, q / nx, q % nx));
-            return Ok(out);
+            return out;
         }
         out.march.row_mut(j + 1, size).copy_from_slice(&m);
         out.exited[j + 1] = gone;
         now = next;
     }
-    Ok(out)
+    out
 }
 
 /// Work arrays of a march.
 struct Work {
     adv: AdvWork,
-    ax0: Vec<f64>,
-    ay0: Vec<f64>,
-    ax1: Vec<f64>,
-    ay1: Vec<f64>,
     y: Vec<f64>,
     y1: Vec<f64>,
-    y2: Vec<f64>,
     buf: Vec<f64>,
 }
 
 impl Work {
     fn new(grid: &Grid) -> Work {
         let size = grid.nx * grid.ny;
-        let (fx, fy) = (grid.ny * grid.nfx, grid.nfy * grid.nx);
+        let fx = grid.ny * grid.nfx;
         Work {
             adv: AdvWork {
                 lx: vec![0.0; size],
@@ -777,21 +810,10 @@ impl Work {
                 rate_x: vec![0.0; grid.nx],
                 rate_y: vec![0.0; grid.ny],
             },
-            ax0: vec![0.0; fx],
-            ay0: vec![0.0; fy],
-            ax1: vec![0.0; fx],
-            ay1: vec![0.0; fy],
             y: vec![0.0; size],
             y1: vec![0.0; size],
-            y2: vec![0.0; size],
             buf: vec![0.0; size],
         }
-    }
-}
-
-fn interpolate(now: &[f64], next: &[f64], t: f64, to: &mut [f64]) {
-    for ((o, a), b) in to.iter_mut().zip(now).zip(next) {
-        *o = (1.0 - t) * a + t * b;
     }
 }
 
@@ -815,34 +837,28 @@ fn interval(
     let mut gone = 0.0;
     for s in 0..k {
         let (t0, t1) = (s as f64 / k as f64, (s + 1) as f64 / k as f64);
-        interpolate(&now.0, &next.0, t0, &mut w.ax0);
-        interpolate(&now.1, &next.1, t0, &mut w.ay0);
-        interpolate(&now.0, &next.0, t1, &mut w.ax1);
-        interpolate(&now.1, &next.1, t1, &mut w.ay1);
         w.y.copy_from_slice(m);
         let mut lost = 0.0;
         if let Some((rows, cols)) = &halves {
             lost += grid.cols.sdirk2(&mut w.y, half, cols, &mut w.buf);
             lost += grid.rows.sdirk2(&mut w.y, half, rows, &mut w.buf);
         }
-        let e0 = grid.euler(&w.y, &w.ax0, &w.ay0, dt, true, &mut w.adv, &mut w.y1);
-        let e1 = grid.euler(&w.y1, &w.ax1, &w.ay1, dt, true, &mut w.adv, &mut w.y2);
-        for (yi, y2i) in w.y.iter_mut().zip(&w.y2) {
-            *yi = 0.5 * (*yi + y2i);
-        }
+        // SSP-RK2: y ← ½(y + E₁(E₀(y))), the average done in E₁'s pass
+        let e0 = grid.euler(&w.y, (now, next, t0), dt, true, &mut w.adv, &mut w.y1, false);
+        let e1 = grid.euler(&w.y1, (now, next, t1), dt, true, &mut w.adv, &mut w.y, true);
         lost += 0.5 * dt * (e0 + e1);
         if let Some((rows, cols)) = &halves {
             lost += grid.rows.sdirk2(&mut w.y, half, rows, &mut w.buf);
             lost += grid.cols.sdirk2(&mut w.y, half, cols, &mut w.buf);
         }
-        if lost < 0.0 || w.y.iter().any(|&v| v < 0.0) {
+        if lost < 0.0 || w.y.par_iter().any(|&v| v < 0.0) {
             if implicit && fallback.is_none() {
                 fallback = Some((grid.rows.solvers(dt * grid.rows.ratio), grid.cols.solvers(dt * grid.cols.ratio)));
             }
             lost = first_order_imex_step(
                 grid,
                 m,
-                (&w.ax0, &w.ay0),
+                (now, next, t0),
                 dt,
                 fallback.as_ref(),
                 &mut w.adv,
@@ -862,14 +878,14 @@ fn interval(
 fn first_order_imex_step(
     grid: &Grid,
     m: &[f64],
-    (ax, ay): (&[f64], &[f64]),
+    drift: Drift,
     dt: f64,
     solvers: Option<&(Solvers, Solvers)>,
     adv: &mut AdvWork,
     y: &mut [f64],
     buf: &mut [f64],
 ) -> f64 {
-    let rate = grid.euler(m, ax, ay, dt, false, adv, y);
+    let rate = grid.euler(m, drift, dt, false, adv, y, false);
     let mut lost = dt * rate;
     if let Some((rows, cols)) = solvers {
         lost += grid.rows.backward_euler(y, dt, rows, buf);

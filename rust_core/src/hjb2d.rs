@@ -5,8 +5,9 @@
 //! per output interval), CFL sub-steps as in 1-D.
 //!
 //! The maths: see mfg_ensemble/kernels/reference/hjb2d.py (this module follows it operation
-//! for operation). Columns are processed on transposed copies; Rayon works over lines, each
-//! line computed by the same operations whatever the thread count (bit-identical results).
+//! for operation). A stage is four passes over groups of lines, rows and columns alternately,
+//! each pass one Rayon loop (see `Grid`); every line is computed by the same operations
+//! whatever the thread count (bit-identical results).
 
 use rayon::prelude::*;
 
@@ -20,9 +21,6 @@ use crate::weno::{derivatives_extended_into, weno_combine, Variant, Workspace, M
 
 /// K, the defect-correction sweeps of each implicit stage.
 pub const ADI_SWEEPS: usize = 2;
-/// Whether each sweep is the mean of both orders of the factors (exact x ↔ y invariance, 1.3×
-/// the cost of a sub-step; off: see the reference's docstring).
-const SYMMETRISED: bool = false;
 const LAPLACE: [f64; 5] = [-1.0, 16.0, -30.0, 16.0, -1.0];
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +138,8 @@ fn ghost_coefficients(len: usize, left: End, right: End) -> Vec<Combo> {
 /// for a cyclic run) diagonals, which nodes are free.
 struct Run {
     idx: Vec<usize>,
+    /// the line's nodes `span .. span + len` when the run is one unwrapped stretch of them
+    span: Option<usize>,
     ext: Vec<Combo>,
     lap: [Vec<f64>; 5],
     free: Vec<bool>,
@@ -172,17 +172,29 @@ fn fill_ext(run: &Run, line: &[f64], e: &mut Vec<f64>) {
     let len = run.idx.len();
     e.clear();
     e.extend(run.ext[..3].iter().map(combine));
-    e.extend(run.idx.iter().map(|&i| line[i]));
+    match run.span {
+        Some(a) => e.extend_from_slice(&line[a..a + len]),
+        None => e.extend(run.idx.iter().map(|&i| line[i])),
+    }
     e.extend(run.ext[len + 3..].iter().map(combine));
 }
 
-/// The buffers of one worker's WENO derivatives.
+/// The buffers of one task of a pass: a group's gathered lines, its other inputs, the WENO
+/// scratch and one line's Ĥ and Δ₄.
 #[derive(Default)]
-struct LineBufs {
+struct Work {
     e: Vec<f64>,
     rm: Vec<f64>,
     rp: Vec<f64>,
     ws: Workspace,
+    lines: Vec<f64>,
+    other: Vec<f64>,
+    other2: Vec<f64>,
+    rhs: Vec<f64>,
+    solved: Vec<f64>,
+    buf: Vec<f64>,
+    h: Vec<f64>,
+    l: Vec<f64>,
 }
 
 /// max that propagates NaN, as NumPy's maximum.
@@ -192,6 +204,19 @@ fn max_nan(a: f64, b: f64) -> f64 {
         a
     } else {
         b
+    }
+}
+
+/// Lines `first .. first + count` of the transpose of `src` (shape (a, b), row-major) into
+/// `out` (count × a): out[s·a + q] = src[q·b + first + s].
+fn gather(src: &[f64], a: usize, b: usize, first: usize, count: usize, out: &mut Vec<f64>) {
+    out.clear();
+    out.resize(count * a, 0.0);
+    for q in 0..a {
+        let row = &src[q * b + first..q * b + first + count];
+        for (s, &x) in row.iter().enumerate() {
+            out[s * a + q] = x;
+        }
     }
 }
 
@@ -226,7 +251,8 @@ impl Lines {
                             }
                         }
                         let free = idx.iter().map(|&i| line[i] == FREE).collect();
-                        Run { idx, ext, lap, free, cyclic }
+                        let span = idx.windows(2).all(|w| w[1] == w[0] + 1).then_some(idx[0]);
+                        Run { idx, span, ext, lap, free, cyclic }
                     })
                     .collect()
             })
@@ -234,70 +260,74 @@ impl Lines {
         Lines { n, d, runs, solver: None }
     }
 
-    /// This direction's part of Ĥ, ½ max(max(d⁻, 0)², min(d⁺, 0)²), into `h` (0 at obstacle
-    /// nodes); returns the largest |d⁻|, |d⁺| over the free nodes (NaN propagated).
-    fn hamiltonian(&self, u: &[f64], variant: Variant, eps: f64, h: &mut [f64]) -> f64 {
-        let (n, d) = (self.n, self.d);
-        h.par_chunks_mut(n)
-            .zip(u.par_chunks(n))
-            .zip(self.runs.par_iter())
-            .map_init(LineBufs::default, |b, ((h, line), runs)| {
-                h.fill(0.0);
-                let LineBufs { e, rm, rp, ws } = b;
-                let inv_d = 1.0 / d;
-                let mut pmax = 0.0_f64;
-                for run in runs {
-                    fill_ext(run, line, e);
-                    let len = run.idx.len();
-                    rm.resize(len, 0.0);
-                    rp.resize(len, 0.0);
-                    if len >= MIN_NODES {
-                        // the SIMD blocks of the 1-D kernel: the same bits as the scalar form below
-                        derivatives_extended_into(e, d, variant, eps, rm, rp, ws);
-                    } else {
-                        for p in 0..len {
-                            let w: [f64; 6] = std::array::from_fn(|t| (e[p + t + 1] - e[p + t]) * inv_d);
-                            rm[p] = weno_combine([w[0], w[1], w[2], w[3], w[4]], variant, eps);
-                            rp[p] = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
-                        }
-                    }
-                    for (((&i, &fr), &m), &pl) in run.idx.iter().zip(&run.free).zip(rm.iter()).zip(rp.iter()) {
-                        h[i] = godunov(m, pl);
-                        if fr {
-                            pmax = max_nan(pmax, max_nan(m.abs(), pl.abs()));
-                        }
-                    }
+    /// This direction's part of Ĥ on line `j` (values `line`), ½ max(max(d⁻, 0)², min(d⁺, 0)²),
+    /// into `h` (0 at obstacle nodes), and with `lap` its `laplacian` from the same ghosts;
+    /// returns the largest |d⁻|, |d⁺| over its free nodes (NaN propagated).
+    #[allow(clippy::too_many_arguments)]
+    fn hamiltonian(
+        &self,
+        j: usize,
+        line: &[f64],
+        variant: Variant,
+        eps: f64,
+        w: &mut Work,
+        h: &mut [f64],
+        mut lap: Option<&mut [f64]>,
+    ) -> f64 {
+        h.fill(0.0);
+        if let Some(l) = lap.as_deref_mut() {
+            l.fill(0.0);
+        }
+        let Work { e, rm, rp, ws, .. } = w;
+        let inv_d = 1.0 / self.d;
+        let mut pmax = 0.0_f64;
+        for run in &self.runs[j] {
+            fill_ext(run, line, e);
+            if let Some(l) = lap.as_deref_mut() {
+                self.laplacian_run(run, e, l);
+            }
+            let len = run.idx.len();
+            rm.resize(len, 0.0);
+            rp.resize(len, 0.0);
+            if len >= MIN_NODES {
+                // the SIMD blocks of the 1-D kernel: the same bits as the scalar form below
+                derivatives_extended_into(e, self.d, variant, eps, rm, rp, ws);
+            } else {
+                for p in 0..len {
+                    let w: [f64; 6] = std::array::from_fn(|t| (e[p + t + 1] - e[p + t]) * inv_d);
+                    rm[p] = weno_combine([w[0], w[1], w[2], w[3], w[4]], variant, eps);
+                    rp[p] = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
                 }
-                pmax
-            })
-            .reduce(|| 0.0, max_nan)
+            }
+            for (((&i, &fr), &m), &pl) in run.idx.iter().zip(&run.free).zip(rm.iter()).zip(rp.iter()) {
+                h[i] = godunov(m, pl);
+                if fr {
+                    pmax = max_nan(pmax, max_nan(m.abs(), pl.abs()));
+                }
+            }
+        }
+        pmax
     }
 
-    /// Δ₄u on the free nodes (0 elsewhere) into `out`; times 1/(12d²) where the reference
-    /// divides by 12d² (≤ 1 ulp).
-    fn laplacian(&self, u: &[f64], out: &mut [f64]) {
-        let (n, inv) = (self.n, 1.0 / (12.0 * (self.d * self.d)));
-        out.par_chunks_mut(n).zip(u.par_chunks(n)).zip(self.runs.par_iter()).for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(e, l), ((out, line), runs)| {
-                out.fill(0.0);
-                for run in runs {
-                    fill_ext(run, line, e);
-                    let len = run.idx.len();
-                    l.clear();
-                    l.extend(
-                        (0..len).map(|p| {
-                            (-e[p + 5] + 16.0 * e[p + 4] - 30.0 * e[p + 3] + 16.0 * e[p + 2] - e[p + 1]) * inv
-                        }),
-                    );
-                    for ((&i, &fr), &v) in run.idx.iter().zip(&run.free).zip(l.iter()) {
-                        if fr {
-                            out[i] = v;
-                        }
-                    }
-                }
-            },
-        );
+    /// Δ₄ of line `j` (values `line`) on its free nodes (0 elsewhere) into `out`; times
+    /// 1/(12d²) where the reference divides by 12d² (≤ 1 ulp).
+    fn laplacian(&self, j: usize, line: &[f64], e: &mut Vec<f64>, out: &mut [f64]) {
+        out.fill(0.0);
+        for run in &self.runs[j] {
+            fill_ext(run, line, e);
+            self.laplacian_run(run, e, out);
+        }
+    }
+
+    /// Δ₄ of one run from its extended values `e` into the run's free nodes of `out`.
+    #[inline]
+    fn laplacian_run(&self, run: &Run, e: &[f64], out: &mut [f64]) {
+        let inv = 1.0 / (12.0 * (self.d * self.d));
+        for (p, (&i, &fr)) in run.idx.iter().zip(&run.free).enumerate() {
+            if fr {
+                out[i] = (-e[p + 5] + 16.0 * e[p + 4] - 30.0 * e[p + 3] + 16.0 * e[p + 2] - e[p + 1]) * inv;
+            }
+        }
     }
 
     /// The factors of I − cΔ₄ per run (identity rows at non-free nodes), kept for the last c.
@@ -333,91 +363,80 @@ impl Lines {
         self.solver = Some((c, factors));
     }
 
-    /// (I − cΔ₄)⁻¹ r line by line, run by run (0 at obstacle nodes), after `prepare(c)`. Lines
-    /// go in fixed groups of four; when the four have runs of the same lengths, their solves
-    /// are interleaved (`Penta::solve4`: the same operations per line).
-    fn solve(&self, r: &[f64], out: &mut [f64]) {
-        const GROUP: usize = 4;
+    /// (I − cΔ₄)⁻¹ r of the lines of group `gi` (lines GROUP·gi …; `r` and `out` hold them one
+    /// after the other), run by run (0 at obstacle nodes), after `prepare(c)`. The group's runs,
+    /// in order, are solved four at a time (`Penta::solve_interleaved`: the same operations per
+    /// run), then a cyclic run's correction.
+    fn solve(&self, gi: usize, r: &[f64], out: &mut [f64], buf: &mut Vec<f64>) {
         let n = self.n;
         let factors = &self.solver.as_ref().expect("prepared").1;
-        out.par_chunks_mut(GROUP * n).zip(r.par_chunks(GROUP * n)).enumerate().for_each_init(
-            Vec::new,
-            |buf, (gi, (out, rr))| {
-                out.fill(0.0);
-                let lines = out.len() / n;
-                let runs = &self.runs[gi * GROUP..gi * GROUP + lines];
-                let facs = &factors[gi * GROUP..gi * GROUP + lines];
-                let alike = lines == GROUP
-                    && runs.iter().all(|rs| {
-                        rs.len() == runs[0].len()
-                            && rs.iter().zip(&runs[0]).all(|(a, b)| a.idx.len() == b.idx.len() && a.cyclic == b.cyclic)
-                    });
-                if alike {
-                    for q in 0..runs[0].len() {
-                        let len = runs[0][q].idx.len();
-                        buf.clear();
-                        for (s, rs) in runs.iter().enumerate() {
-                            let line = &rr[s * n..(s + 1) * n];
-                            buf.extend(rs[q].idx.iter().map(|&i| line[i]));
-                        }
-                        let bands: [&Penta; GROUP] = std::array::from_fn(|s| match &facs[s][q] {
-                            Factor::Band(f) => f,
-                            Factor::Cyclic(f) => f.band(),
-                        });
-                        Penta::solve4(bands, buf);
-                        for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
-                            let x = &mut buf[s * len..(s + 1) * len];
-                            if let Factor::Cyclic(f) = &fs[q] {
-                                f.correct(x);
-                            }
-                            let o = &mut out[s * n..(s + 1) * n];
-                            for (&i, &v) in rs[q].idx.iter().zip(x.iter()) {
-                                o[i] = v;
-                            }
-                        }
-                    }
-                    return;
+        out.fill(0.0);
+        let lines = out.len() / n;
+        let first = gi * GROUP;
+        let mut all = (0..lines).flat_map(|s| (0..self.runs[first + s].len()).map(move |q| (s, q))).peekable();
+        while all.peek().is_some() {
+            let batch: Vec<(usize, usize)> = all.by_ref().take(4).collect();
+            buf.clear();
+            for &(s, q) in &batch {
+                let (run, line) = (&self.runs[first + s][q], &r[s * n..(s + 1) * n]);
+                match run.span {
+                    Some(a) => buf.extend_from_slice(&line[a..a + run.idx.len()]),
+                    None => buf.extend(run.idx.iter().map(|&i| line[i])),
                 }
-                for (s, (rs, fs)) in runs.iter().zip(facs).enumerate() {
-                    let line = &rr[s * n..(s + 1) * n];
-                    let o = &mut out[s * n..(s + 1) * n];
-                    for (run, fac) in rs.iter().zip(fs) {
-                        buf.clear();
-                        buf.extend(run.idx.iter().map(|&i| line[i]));
-                        match fac {
-                            Factor::Band(f) => f.solve(buf),
-                            Factor::Cyclic(f) => f.solve(buf),
-                        }
-                        for (&i, &x) in run.idx.iter().zip(buf.iter()) {
-                            o[i] = x;
+            }
+            let bands: Vec<&Penta> = batch
+                .iter()
+                .map(|&(s, q)| match &factors[first + s][q] {
+                    Factor::Band(f) => f,
+                    Factor::Cyclic(f) => f.band(),
+                })
+                .collect();
+            Penta::solve_interleaved(&bands, buf);
+            let mut at = 0;
+            for &(s, q) in &batch {
+                let run = &self.runs[first + s][q];
+                let x = &mut buf[at..at + run.idx.len()];
+                at += run.idx.len();
+                if let Factor::Cyclic(f) = &factors[first + s][q] {
+                    f.correct(x);
+                }
+                let o = &mut out[s * n..(s + 1) * n];
+                match run.span {
+                    Some(a) => o[a..a + x.len()].copy_from_slice(x),
+                    None => {
+                        for (&i, &v) in run.idx.iter().zip(x.iter()) {
+                            o[i] = v;
                         }
                     }
                 }
-            },
-        );
+            }
+        }
     }
 }
 
-/// `dst` (cols, rows) = `src` (rows, cols) transposed.
-fn transpose(src: &[f64], rows: usize, cols: usize, dst: &mut [f64]) {
-    dst.par_chunks_mut(rows).enumerate().for_each(|(i, col)| {
-        for (j, x) in col.iter_mut().enumerate() {
-            *x = src[j * cols + i];
-        }
-    });
+/// Lines go in fixed groups of four, the unit of a parallel task (and of `Penta::solve4`).
+const GROUP: usize = 4;
+
+/// What a column pass makes of its gathered columns y: the value is y as it is (no implicit
+/// solve: σ = 0, or the start of an interval), the first ADI sweep's 0 + (I − cLy)⁻¹y, or a
+/// later sweep's U + (I − cLy)⁻¹y.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    Copy,
+    First,
+    Add,
 }
 
-/// `out` (rows, cols) += `src` (cols, rows) transposed.
-fn add_transposed(out: &mut [f64], src: &[f64], rows: usize, cols: usize) {
-    out.par_chunks_mut(cols).enumerate().for_each(|(j, row)| {
-        for (i, o) in row.iter_mut().enumerate() {
-            *o += src[i * rows + j];
-        }
-    });
-}
-
-/// The x lines (rows) and y lines (columns, on transposed arrays) of the grid, and the
-/// buffers of its operations (allocated once per march).
+/// The x lines (rows) and y lines (columns) of the grid, and the work arrays of a march
+/// (allocated once). Arrays named `*_t` are held by columns, (nx, ny); the others by rows.
+///
+/// One sub-step stage is four passes over the lines, each one parallel loop over groups of
+/// four lines (the barriers the dimension splitting needs, and no others): rows (the previous
+/// stage's Ĥx, Δx completing its E and I, the stage's right side R and the first sweep's x
+/// solve), columns (the y solve, and Δy of the sweep's U), rows (the second sweep's defect and
+/// x solve), columns (its y solve; Ĥy and Δy of the stage value). A pass reads the other
+/// layout's arrays by gathering a group's lines; each line's operations are those of the
+/// reference in its order, whatever the thread count.
 struct Grid {
     nx: usize,
     ny: usize,
@@ -425,22 +444,32 @@ struct Grid {
     y: Lines,
     free: Vec<bool>,
     p: Hjb2dParams,
-    s: Scratch,
+    /// the stage value (U of the ADI sweeps), by columns
+    w_t: Vec<f64>,
+    /// Ĥy and Δy of `w_t`
+    hy_t: Vec<f64>,
+    ly_t: Vec<f64>,
+    /// the sub-step's start value, the stage's right side R, the x solve's output
+    v: Vec<f64>,
+    r: Vec<f64>,
+    t1: Vec<f64>,
+    /// E and I of the stages (ARS), and a sink for outputs a pass does not need
+    e: [Vec<f64>; 4],
+    li: [Vec<f64>; 3],
+    sink: Vec<f64>,
 }
 
-/// Work arrays of nx·ny values.
-struct Scratch {
-    hx: Vec<f64>,
-    ut: Vec<f64>,
-    hy: Vec<f64>,
-    lyt: Vec<f64>,
-    u: Vec<f64>,
-    lap: Vec<f64>,
-    defect: Vec<f64>,
-    t1: Vec<f64>,
-    t2: Vec<f64>,
-    xy: Vec<f64>,
-    yx: Vec<f64>,
+/// The data of one stage's row pass.
+struct Stage<'a> {
+    /// the stage (1 … 4): it completes E of stage − 1 (and I, from stage 2)
+    st: usize,
+    dt: f64,
+    /// θ of stage − 1's E
+    theta: f64,
+    f_hi: &'a [f64],
+    f_lo: &'a [f64],
+    /// whether to solve the x factor (σ > 0)
+    solve: bool,
 }
 
 impl Grid {
@@ -459,103 +488,211 @@ impl Grid {
             y: Lines::new(&nt_, nx, ny, p.bc[1] == Boundary::Periodic, p.dy),
             free: nodes.iter().map(|&k| k == FREE).collect(),
             p: *p,
-            s: Scratch {
-                hx: z(),
-                ut: z(),
-                hy: z(),
-                lyt: z(),
-                u: z(),
-                lap: z(),
-                defect: z(),
-                t1: z(),
-                t2: z(),
-                xy: z(),
-                yx: z(),
-            },
+            w_t: z(),
+            hy_t: z(),
+            ly_t: z(),
+            v: z(),
+            r: z(),
+            t1: z(),
+            e: std::array::from_fn(|_| z()),
+            li: std::array::from_fn(|_| z()),
+            sink: z(),
         }
     }
 
-    fn zeros(&self) -> Vec<f64> {
-        vec![0.0; self.nx * self.ny]
+    /// The column pass: `w_t` from `src` (by rows: R, or the x solve's output) as `how` says,
+    /// then Δy of each column into `ly_t` and, if `last` (the stage value is final), Ĥy into
+    /// `hy_t`; returns the largest |dy±| over the free nodes (0 unless `last`).
+    fn columns(&mut self, src: Src, how: Columns, last: bool) -> f64 {
+        let (nx, ny, p) = (self.nx, self.ny, self.p);
+        let (ylines, src) = (
+            &self.y,
+            match src {
+                Src::R => &self.r,
+                Src::T1 => &self.t1,
+                Src::V => &self.v,
+            },
+        );
+        let chunk = GROUP * ny;
+        (self.w_t.par_chunks_mut(chunk), self.ly_t.par_chunks_mut(chunk), self.hy_t.par_chunks_mut(chunk))
+            .into_par_iter()
+            .enumerate()
+            .map_init(Work::default, |w, (gi, (w_t, ly_t, hy_t))| {
+                let count = w_t.len() / ny;
+                let mut lines = std::mem::take(&mut w.lines);
+                gather(src, ny, nx, gi * GROUP, count, &mut lines);
+                if how == Columns::Copy {
+                    w_t.copy_from_slice(&lines);
+                } else {
+                    let mut solved = std::mem::take(&mut w.solved);
+                    solved.resize(lines.len(), 0.0);
+                    ylines.solve(gi, &lines, &mut solved, &mut w.buf);
+                    for (u, &y) in w_t.iter_mut().zip(&solved) {
+                        *u = if how == Columns::First { 0.0 + y } else { *u + y };
+                    }
+                    w.solved = solved;
+                }
+                w.lines = lines;
+                let mut pmax = 0.0_f64;
+                for s in 0..count {
+                    let (i, col, l) = (gi * GROUP + s, &w_t[s * ny..(s + 1) * ny], &mut ly_t[s * ny..(s + 1) * ny]);
+                    if last {
+                        let h = &mut hy_t[s * ny..(s + 1) * ny];
+                        pmax = max_nan(pmax, ylines.hamiltonian(i, col, p.variant, p.eps, w, h, Some(l)));
+                    } else {
+                        ylines.laplacian(i, col, &mut w.e, l);
+                    }
+                }
+                pmax
+            })
+            .reduce(|| 0.0, max_nan)
     }
 
-    /// f(θ) − Ĥ on the free nodes (0 elsewhere) into `out`; returns px/dx + py/dy.
-    fn explicit(&mut self, u: &[f64], (f_hi, f_lo, theta): (&[f64], &[f64], f64), out: &mut [f64]) -> f64 {
+    /// The row pass of a stage (see `Stage`): the rows of the previous stage's value (`w_t`;
+    /// the sub-step's start value, copied to `v`, at stage 1), its E = f(θ) − Ĥ and, from stage
+    /// 2, I = (σ²/2)(Δx + Δy); R = v + dt Σ(aE + âI) into `r`; the first ADI sweep's x solve of
+    /// R into `t1`. Returns the largest |dx±| over the free nodes.
+    fn stage_rows(&mut self, a: &Stage) -> f64 {
+        let (nx, ny, p) = (self.nx, self.ny, self.p);
+        let (st, half_var) = (a.st, 0.5 * p.sigma * p.sigma);
+        let (ae, ai) = (&ARS_EXPLICIT[st - 1], &ARS_IMPLICIT[st - 1]);
+        let (e_done, e_rest) = self.e.split_at_mut(st - 1);
+        let (li_done, li_rest) = self.li.split_at_mut(st.saturating_sub(2));
+        let e_out = &mut e_rest[0];
+        let li_out = if st >= 2 { &mut li_rest[0] } else { &mut self.sink };
+        let (xlines, free, w_t, hy_t, ly_t) = (&self.x, &self.free, &self.w_t, &self.hy_t, &self.ly_t);
+        let chunk = GROUP * nx;
+        (
+            self.v.par_chunks_mut(chunk),
+            e_out.par_chunks_mut(chunk),
+            li_out.par_chunks_mut(chunk),
+            self.r.par_chunks_mut(chunk),
+            self.t1.par_chunks_mut(chunk),
+        )
+            .into_par_iter()
+            .enumerate()
+            .map_init(Work::default, |w, (gi, (v, e_out, li_out, r, t1))| {
+                let count = v.len() / nx;
+                let j0 = gi * GROUP;
+                let (mut lines, mut hy, mut ly) =
+                    (std::mem::take(&mut w.lines), std::mem::take(&mut w.other), std::mem::take(&mut w.other2));
+                gather(w_t, nx, ny, j0, count, &mut lines);
+                gather(hy_t, nx, ny, j0, count, &mut hy);
+                if st >= 2 {
+                    gather(ly_t, nx, ny, j0, count, &mut ly);
+                }
+                if st == 1 {
+                    v.copy_from_slice(&lines);
+                }
+                let (mut h, mut l) = (std::mem::take(&mut w.h), std::mem::take(&mut w.l));
+                h.resize(nx, 0.0);
+                l.resize(nx, 0.0);
+                let mut pmax = 0.0_f64;
+                for s in 0..count {
+                    let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
+                    let lap = if st >= 2 { Some(&mut l[..]) } else { None };
+                    pmax = max_nan(pmax, xlines.hamiltonian(j, &lines[row], p.variant, p.eps, w, &mut h, lap));
+                    for i in 0..nx {
+                        let (q, at) = (s * nx + i, j * nx + i);
+                        e_out[q] = if free[at] {
+                            let h = h[i] + hy[q];
+                            let f = (1.0 - a.theta) * a.f_hi[at] + a.theta * a.f_lo[at];
+                            f - h
+                        } else {
+                            0.0
+                        };
+                        if st >= 2 {
+                            li_out[q] = (l[i] + ly[q]) * half_var;
+                        }
+                        let mut acc = 0.0;
+                        for (jj, &c) in ae.iter().enumerate().take(st) {
+                            acc += c * if jj == st - 1 { e_out[q] } else { e_done[jj][at] };
+                        }
+                        for jj in 1..st {
+                            let li = if jj == st - 1 { li_out[q] } else { li_done[jj - 1][at] };
+                            acc += ai[jj - 1] * li;
+                        }
+                        r[q] = v[q] + a.dt * acc;
+                    }
+                }
+                if a.solve {
+                    xlines.solve(gi, r, t1, &mut w.buf);
+                }
+                (w.lines, w.other, w.other2, w.h, w.l) = (lines, hy, ly, h, l);
+                pmax
+            })
+            .reduce(|| 0.0, max_nan)
+    }
+
+    /// The row pass of a later ADI sweep: the defect D = R − (U − c(ΔxU + ΔyU)) of the rows of
+    /// U = `w_t` (its Δy in `ly_t`) and its x solve into `t1`.
+    fn defect_rows(&mut self, c: f64) {
         let (nx, ny) = (self.nx, self.ny);
-        let s = &mut self.s;
-        let px = self.x.hamiltonian(u, self.p.variant, self.p.eps, &mut s.hx);
-        transpose(u, ny, nx, &mut s.ut);
-        let py = self.y.hamiltonian(&s.ut, self.p.variant, self.p.eps, &mut s.hy);
-        let (hx, hy, free) = (&s.hx, &s.hy, &self.free);
-        out.par_chunks_mut(nx).enumerate().for_each(|(j, row)| {
-            for (i, o) in row.iter_mut().enumerate() {
-                let at = j * nx + i;
-                *o = if free[at] {
-                    let h = hx[at] + hy[i * ny + j];
-                    let f = (1.0 - theta) * f_hi[at] + theta * f_lo[at];
-                    f - h
-                } else {
-                    0.0
-                };
+        let (xlines, w_t, ly_t, r) = (&self.x, &self.w_t, &self.ly_t, &self.r);
+        let chunk = GROUP * nx;
+        self.t1.par_chunks_mut(chunk).enumerate().for_each_init(Work::default, |w, (gi, t1)| {
+            let count = t1.len() / nx;
+            let j0 = gi * GROUP;
+            let (mut lines, mut ly, mut d, mut l) = (
+                std::mem::take(&mut w.lines),
+                std::mem::take(&mut w.other),
+                std::mem::take(&mut w.rhs),
+                std::mem::take(&mut w.l),
+            );
+            gather(w_t, nx, ny, j0, count, &mut lines);
+            gather(ly_t, nx, ny, j0, count, &mut ly);
+            d.resize(lines.len(), 0.0);
+            l.resize(nx, 0.0);
+            for s in 0..count {
+                let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
+                xlines.laplacian(j, &lines[row], &mut w.e, &mut l);
+                for i in 0..nx {
+                    let q = s * nx + i;
+                    let lap = l[i] + ly[q];
+                    d[q] = r[j * nx + i] - (lines[q] - c * lap);
+                }
             }
+            xlines.solve(gi, &d, t1, &mut w.buf);
+            (w.lines, w.other, w.rhs, w.l) = (lines, ly, d, l);
         });
+    }
+
+    /// The rows of `w_t` into `v`; returns the largest |dx±| over the free nodes.
+    fn value_rows(&mut self) -> f64 {
+        let (nx, ny, p) = (self.nx, self.ny, self.p);
+        let (xlines, w_t) = (&self.x, &self.w_t);
+        let chunk = GROUP * nx;
+        (self.v.par_chunks_mut(chunk), self.sink.par_chunks_mut(chunk))
+            .into_par_iter()
+            .enumerate()
+            .map_init(Work::default, |w, (gi, (v, h))| {
+                let count = v.len() / nx;
+                let mut lines = std::mem::take(&mut w.lines);
+                gather(w_t, nx, ny, gi * GROUP, count, &mut lines);
+                v.copy_from_slice(&lines);
+                w.lines = lines;
+                (0..count)
+                    .map(|s| {
+                        let row = s * nx..(s + 1) * nx;
+                        xlines.hamiltonian(gi * GROUP + s, &v[row.clone()], p.variant, p.eps, w, &mut h[row], None)
+                    })
+                    .fold(0.0, max_nan)
+            })
+            .reduce(|| 0.0, max_nan)
+    }
+
+    /// The CFL rate px/dx + py/dy of the value in `w_t` (py its column pass's).
+    fn rate(&self, px: f64, py: f64) -> f64 {
         px / self.p.dx + py / self.p.dy
     }
+}
 
-    /// (Lx + Ly) u into `out`.
-    fn diffusion(&mut self, u: &[f64], out: &mut [f64]) {
-        let (nx, ny) = (self.nx, self.ny);
-        let s = &mut self.s;
-        self.x.laplacian(u, out);
-        transpose(u, ny, nx, &mut s.ut);
-        self.y.laplacian(&s.ut, &mut s.lyt);
-        add_transposed(out, &s.lyt, ny, nx);
-    }
-
-    /// u ≈ (I − c(Lx + Ly))⁻¹ r by ADI_SWEEPS defect-correction sweeps from 0 (the first
-    /// sweep's defect is r itself).
-    fn implicit_solve(&mut self, c: f64, r: &mut [f64]) {
-        let (nx, ny) = (self.nx, self.ny);
-        self.x.prepare(c);
-        self.y.prepare(c);
-        let mut u = std::mem::take(&mut self.s.u);
-        let mut lap = std::mem::take(&mut self.s.lap);
-        u.fill(0.0);
-        for sweep in 0..ADI_SWEEPS {
-            if sweep > 0 {
-                self.diffusion(&u, &mut lap);
-            }
-            let s = &mut self.s;
-            if sweep == 0 {
-                s.defect.copy_from_slice(r);
-            } else {
-                s.defect
-                    .par_iter_mut()
-                    .zip(r.par_iter())
-                    .zip(u.par_iter().zip(lap.par_iter()))
-                    .for_each(|((dd, &rr), (&uu, &ll))| *dd = rr - (uu - c * ll));
-            }
-            // x then y
-            self.x.solve(&s.defect, &mut s.t1);
-            transpose(&s.t1, ny, nx, &mut s.t2);
-            self.y.solve(&s.t2, &mut s.t1);
-            if SYMMETRISED {
-                transpose(&s.t1, nx, ny, &mut s.xy);
-                // y then x
-                transpose(&s.defect, ny, nx, &mut s.t1);
-                self.y.solve(&s.t1, &mut s.t2);
-                transpose(&s.t2, nx, ny, &mut s.t1);
-                self.x.solve(&s.t1, &mut s.yx);
-                let (xy, yx) = (&s.xy, &s.yx);
-                u.par_iter_mut().zip(xy.par_iter().zip(yx.par_iter())).for_each(|(uu, (&a, &b))| *uu += 0.5 * (a + b));
-            } else {
-                add_transposed(&mut u, &s.t1, ny, nx);
-            }
-        }
-        r.copy_from_slice(&u);
-        self.s.u = u;
-        self.s.lap = lap;
-    }
+/// The row-held array a column pass reads.
+#[derive(Clone, Copy)]
+enum Src {
+    R,
+    T1,
+    V,
 }
 
 fn validate(f: &[f64], g: &[f64], nodes: &[u8], nt: usize, ny: usize, nx: usize, p: &Hjb2dParams) -> KernelResult<()> {
@@ -656,62 +793,64 @@ fn interval(
     let collapsed = || format!("HJB 2-D near t = {}: the CFL sub-step collapsed", j as f64 * dt_out);
     let limit = |rate: f64| p.cfl / rate;
     let half_var = 0.5 * p.sigma * p.sigma;
-    let mut e_start = grid.zeros();
-    let rate_start = grid.explicit(u, (f_hi, f_lo, 0.0), &mut e_start);
+    // u by columns with its Ĥy (the start value of every try), then its Ĥx for the rate
+    let start = |grid: &mut Grid| {
+        grid.v.copy_from_slice(u);
+        grid.columns(Src::V, Columns::Copy, true)
+    };
+    let py = start(grid);
+    let px = grid.value_rows();
+    let rate_start = grid.rate(px, py);
     let (mut k, _) = substeps(dt_out, limit(rate_start), floor).ok_or_else(collapsed)?;
-    let mut e: [Vec<f64>; 4] = std::array::from_fn(|_| grid.zeros());
-    let mut li: [Vec<f64>; 3] = std::array::from_fn(|_| grid.zeros());
-    let mut stage = grid.zeros();
+    let mut first_try = true;
     loop {
+        if !first_try {
+            start(grid);
+        }
+        first_try = false;
         let dt = dt_out / k as f64;
         let dtheta = 1.0 / k as f64;
         let c = ARS_GAMMA * dt * half_var;
-        let mut v = u.to_vec();
+        let solve = p.sigma > 0.0;
+        if solve {
+            grid.x.prepare(c);
+            grid.y.prepare(c);
+        }
+        let mut py = py;
         let mut failed = None;
-        for s in 0..k {
+        'steps: for s in 0..k {
             let theta = s as f64 / k as f64;
-            let rate = if s == 0 {
-                e[0].copy_from_slice(&e_start);
-                rate_start
-            } else {
-                grid.explicit(&v, (f_hi, f_lo, theta), &mut e[0])
-            };
-            let allowed = limit(rate);
-            if dt > 2.0 * allowed || allowed.is_nan() {
-                failed = Some(allowed);
-                break;
-            }
             for st in 1..=4 {
-                let (ae, ai) = (&ARS_EXPLICIT[st - 1], &ARS_IMPLICIT[st - 1]);
-                let (e_ref, li_ref) = (&e, &li);
-                stage.par_iter_mut().enumerate().for_each(|(i, x)| {
-                    let mut acc = 0.0;
-                    for jj in 0..st {
-                        acc += ae[jj] * e_ref[jj][i];
+                let stage_theta = if st == 1 { theta } else { theta + ARS_C[st - 1] * dtheta };
+                let px = grid.stage_rows(&Stage { st, dt, theta: stage_theta, f_hi, f_lo, solve });
+                if st == 1 && s > 0 {
+                    // the rate of the sub-step's start value (its E is now complete)
+                    let allowed = limit(grid.rate(px, py));
+                    if dt > 2.0 * allowed || allowed.is_nan() {
+                        failed = Some(allowed);
+                        break 'steps;
                     }
-                    for jj in 1..st {
-                        acc += ai[jj - 1] * li_ref[jj - 1][i];
-                    }
-                    *x = v[i] + dt * acc;
-                });
-                if p.sigma > 0.0 {
-                    grid.implicit_solve(c, &mut stage);
                 }
-                if st < 4 {
-                    grid.explicit(&stage, (f_hi, f_lo, theta + ARS_C[st] * dtheta), &mut e[st]);
-                    let l = &mut li[st - 1];
-                    grid.diffusion(&stage, l);
-                    l.par_iter_mut().for_each(|x| *x *= half_var);
+                if !solve {
+                    py = grid.columns(Src::R, Columns::Copy, true);
+                    continue;
+                }
+                for sweep in 0..ADI_SWEEPS {
+                    if sweep > 0 {
+                        grid.defect_rows(c);
+                    }
+                    let how = if sweep == 0 { Columns::First } else { Columns::Add };
+                    py = grid.columns(Src::T1, how, sweep + 1 == ADI_SWEEPS);
                 }
             }
-            v.copy_from_slice(&stage);
         }
         let allowed = match failed {
             Some(a) => a,
             None => {
-                let a = limit(grid.explicit(&v, (f_hi, f_lo, 1.0), &mut stage));
+                let px = grid.value_rows();
+                let a = limit(grid.rate(px, py));
                 if !(dt > 2.0 * a || a.is_nan()) {
-                    return Ok((v, k));
+                    return Ok((grid.v.clone(), k));
                 }
                 a
             }
