@@ -735,9 +735,7 @@ pub fn fv_forward_2d(
 ) -> KernelResult<Fv2dOut> {
     validate(u, m0, nodes, nt, ny, nx, p)?;
     let floor = floors(min_substeps, nt - 1)?;
-    // on a Rayon worker, as the 2-D HJB march: its many short parallel loops then start
-    // without the hand-over from a foreign thread
-    Ok(rayon::scope(|_| march(u, m0, nodes, nt, ny, nx, p, &floor)))
+    Ok(march(u, m0, nodes, nt, ny, nx, p, &floor))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -734,9 +734,7 @@ pub fn hjb_backward_2d(
 ) -> KernelResult<Marching> {
     validate(f, g, nodes, nt, ny, nx, p)?;
     let floor = floors(min_substeps, nt - 1)?;
-    // on a Rayon worker: the many short parallel loops of a sub-step then start without the
-    // hand-over from a foreign thread (futex waits took ~20 % of a single-thread march)
-    rayon::scope(|_| march(f, g, nodes, nt, ny, nx, p, &floor))
+    march(f, g, nodes, nt, ny, nx, p, &floor)
 }
 
 #[allow(clippy::too_many_arguments)]

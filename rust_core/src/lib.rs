@@ -39,6 +39,13 @@ mod bindings {
 
     type Array1Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 
+    /// `kernel()` with the GIL released, on a Rayon worker: a kernel's parallel loops (one or
+    /// more per time step) then start without the hand-over from the calling thread, which
+    /// cost a futex wake and wait per loop, most of a one-thread march's time in small loops.
+    fn compute<T: Send>(py: Python<'_>, kernel: impl FnOnce() -> T + Send) -> T {
+        py.detach(|| rayon::scope(|_| kernel()))
+    }
+
     // The choice defaults are Rust values, so each signature's text is given as Python shows it.
 
     #[pyfunction]
@@ -47,7 +54,7 @@ mod bindings {
         u: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let u = slice(&u);
-        let betas = py.detach(|| weno::smoothness_indicators(&u))?;
+        let betas = compute(py, || weno::smoothness_indicators(&u))?;
         array2(py, betas, 3, u.len() - 4)
     }
 
@@ -65,7 +72,7 @@ mod bindings {
         eps: f64,
     ) -> PyResult<Array1Pair<'py>> {
         let u = slice(&u);
-        let (dm, dp) = py.detach(|| weno::weno5_derivatives(&u, dx, bc.0, variant, eps))?;
+        let (dm, dp) = compute(py, || weno::weno5_derivatives(&u, dx, bc.0, variant, eps))?;
         Ok((dm.into_pyarray(py), dp.into_pyarray(py)))
     }
 
@@ -87,7 +94,7 @@ mod bindings {
             Method::Binned => density::kde_binned,
         };
         let (p, g) = (slice(&particles), slice(&grid));
-        let density = py.detach(|| kernel(&p, &g, bandwidth, bc.0))?;
+        let density = compute(py, || kernel(&p, &g, bandwidth, bc.0))?;
         Ok(density.into_pyarray(py))
     }
 
@@ -111,7 +118,7 @@ mod bindings {
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let params = particles::Step { dt, sigma, lo, hi, seed, step, bc: bc.0 };
         let (x, drift) = (slice(&x), slice(&drift));
-        let out = py.detach(|| particles::evolve_particles(&x, &drift, &params))?;
+        let out = compute(py, || particles::evolve_particles(&x, &drift, &params))?;
         Ok(out.into_pyarray(py))
     }
 
@@ -140,7 +147,7 @@ mod bindings {
         let (f, nt, _) = slice2(&f);
         let g = slice(&g);
         let floor = min_substeps.map(|m| m.0);
-        let march = py.detach(|| hjb::hjb_backward(&f, &g, nt, &params, floor.as_deref()))?;
+        let march = compute(py, || hjb::hjb_backward(&f, &g, nt, &params, floor.as_deref()))?;
         march_to_py(py, march, nt, g.len())
     }
 
@@ -167,7 +174,7 @@ mod bindings {
         let (u, nt, _) = slice2(&u);
         let m0 = slice(&m0);
         let floor = min_substeps.map(|m| m.0);
-        let march = py.detach(|| fv::fv_forward(&u, &m0, nt, &params, floor.as_deref()))?;
+        let march = compute(py, || fv::fv_forward(&u, &m0, nt, &params, floor.as_deref()))?;
         march_to_py(py, march, nt, m0.len())
     }
 
@@ -203,7 +210,7 @@ mod bindings {
         let (u, nt, _) = slice2(&u);
         let (x0, grid) = (slice(&x0), slice(&grid));
         let floor = min_substeps.map(|m| m.0);
-        let march = py.detach(|| particles::particles_forward(&x0, &u, &grid, nt, &params, floor.as_deref()))?;
+        let march = compute(py, || particles::particles_forward(&x0, &u, &grid, nt, &params, floor.as_deref()))?;
         march_to_py(py, march, nt, grid.len())
     }
 
@@ -219,7 +226,7 @@ mod bindings {
         start: u64,
     ) -> Bound<'py, PyArray1<f64>> {
         let mut out = vec![0.0; n];
-        py.detach(|| rng::fill_normals(seed, step, stream, start, &mut out));
+        compute(py, || rng::fill_normals(seed, step, stream, start, &mut out));
         out.into_pyarray(py)
     }
 
@@ -254,7 +261,7 @@ mod bindings {
         let nodes = slice2_u8(&nodes);
         let floor = min_substeps.map(|m| m.0);
         let march =
-            py.detach(|| crate::hjb2d::hjb_backward_2d(&f, &g, &nodes, nt, ny, nx, &params, floor.as_deref()))?;
+            compute(py, || crate::hjb2d::hjb_backward_2d(&f, &g, &nodes, nt, ny, nx, &params, floor.as_deref()))?;
         march_to_py(py, march, nt, ny * nx)
     }
 
@@ -302,8 +309,9 @@ mod bindings {
         let kinds = nodes.as_ref().map(slice2_u8);
         let floor = min_substeps.map(|m| m.0);
         let [nt, ny, nx] = shape;
-        let out =
-            py.detach(|| crate::fv2d::fv_forward_2d(&u, &m0, kinds.as_deref(), nt, ny, nx, &params, floor.as_deref()))?;
+        let out = compute(py, || {
+            crate::fv2d::fv_forward_2d(&u, &m0, kinds.as_deref(), nt, ny, nx, &params, floor.as_deref())
+        })?;
         march2d_to_py(py, out, shape)
     }
 
@@ -339,7 +347,7 @@ mod bindings {
         let ay = Axis { lo: y_axis.0, d: y_axis.1, n: y_axis.2, bc: bc.1 .0 };
         let (p, _, _) = slice2(&particles);
         let kinds = kinds_slice(&kinds);
-        let m = py.detach(|| crate::kde2d::kde_2d(&p, &ax, &ay, bandwidth, method, &kinds))?;
+        let m = compute(py, || crate::kde2d::kde_2d(&p, &ax, &ay, bandwidth, method, &kinds))?;
         array2(py, m, ay.n, ax.n)
     }
 
@@ -390,7 +398,7 @@ mod bindings {
             bandwidth,
         };
         let floor = min_substeps.map(|m| m.0);
-        let out = py.detach(|| p2d::particles_forward_2d(&x0, &u, nt, ny, nx, &kinds, &params, floor.as_deref()))?;
+        let out = compute(py, || p2d::particles_forward_2d(&x0, &u, nt, ny, nx, &kinds, &params, floor.as_deref()))?;
         let march = crate::substeps::Marching { values: out.values, substeps: out.substeps, diverged: out.diverged };
         let (m, counts) = march_to_py(py, march, nt, ny * nx)?;
         let exited = out.exited.into_pyarray(py);
