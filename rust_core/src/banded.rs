@@ -18,6 +18,9 @@ pub struct Penta {
     u2: Vec<f64>,
 }
 
+/// The most systems `Penta::solve_interleaved` takes at once.
+pub const INTERLEAVE: usize = 8;
+
 impl Penta {
     /// Factors A given by its diagonals: row i holds `m2[i]`, `m1[i]`, `d[i]`, `p1[i]`, `p2[i]`
     /// in the columns i − 2 … i + 2 (entries outside the matrix ignored).
@@ -46,13 +49,13 @@ impl Penta {
         f
     }
 
-    /// `solve` of up to four systems at once: `x` holds them one after the other, system s of
+    /// `solve` of up to `INTERLEAVE` systems at once: `x` holds them one after the other, system s of
     /// `fs[s]`'s size (sizes may differ). The same operations per system as `solve`, their
     /// recurrences interleaved so that the latencies overlap.
     pub fn solve_interleaved(fs: &[&Penta], x: &mut [f64]) {
-        assert!(fs.len() <= 4, "solve_interleaved: at most four systems");
-        let mut len = [0usize; 4];
-        let mut off = [0usize; 4];
+        assert!(fs.len() <= INTERLEAVE, "solve_interleaved: at most INTERLEAVE systems");
+        let mut len = [0usize; INTERLEAVE];
+        let mut off = [0usize; INTERLEAVE];
         let mut total = 0;
         for (s, f) in fs.iter().enumerate() {
             (off[s], len[s]) = (total, f.u0.len());
