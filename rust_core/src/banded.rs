@@ -18,9 +18,6 @@ pub struct Penta {
     u2: Vec<f64>,
 }
 
-/// The most systems `Penta::solve_interleaved` takes at once.
-pub const INTERLEAVE: usize = 8;
-
 impl Penta {
     /// Factors A given by its diagonals: row i holds `m2[i]`, `m1[i]`, `d[i]`, `p1[i]`, `p2[i]`
     /// in the columns i − 2 … i + 2 (entries outside the matrix ignored).
@@ -49,50 +46,6 @@ impl Penta {
         f
     }
 
-    /// `solve` of up to `INTERLEAVE` systems at once: `x` holds them one after the other, system s of
-    /// `fs[s]`'s size (sizes may differ). The same operations per system as `solve`, their
-    /// recurrences interleaved so that the latencies overlap.
-    pub fn solve_interleaved(fs: &[&Penta], x: &mut [f64]) {
-        assert!(fs.len() <= INTERLEAVE, "solve_interleaved: at most INTERLEAVE systems");
-        let mut len = [0usize; INTERLEAVE];
-        let mut off = [0usize; INTERLEAVE];
-        let mut total = 0;
-        for (s, f) in fs.iter().enumerate() {
-            (off[s], len[s]) = (total, f.u0.len());
-            total += len[s];
-        }
-        assert_eq!(x.len(), total, "solve_interleaved: sizes");
-        let n = len.iter().copied().max().unwrap_or(0);
-        for i in 1..n {
-            for (s, f) in fs.iter().enumerate() {
-                if i < len[s] {
-                    let o = off[s];
-                    let mut y = x[o + i] - f.l1[i] * x[o + i - 1];
-                    if i >= 2 {
-                        y -= f.l2[i] * x[o + i - 2];
-                    }
-                    x[o + i] = y;
-                }
-            }
-        }
-        for i in (0..n).rev() {
-            for (s, f) in fs.iter().enumerate() {
-                let m = len[s];
-                if i < m {
-                    let o = off[s];
-                    let mut y = x[o + i];
-                    if i + 1 < m {
-                        y -= f.u1[i] * x[o + i + 1];
-                    }
-                    if i + 2 < m {
-                        y -= f.u2[i] * x[o + i + 2];
-                    }
-                    x[o + i] = y / f.u0[i];
-                }
-            }
-        }
-    }
-
     /// x ← A⁻¹ x: forward substitution with L, back substitution with U.
     pub fn solve(&self, x: &mut [f64]) {
         let n = x.len();
@@ -112,6 +65,98 @@ impl Penta {
                 y -= self.u2[i] * x[i + 2];
             }
             x[i] = y / self.u0[i];
+        }
+    }
+}
+
+/// Systems side by side in a `Lanes`: one SIMD register of f64 on AVX-512.
+pub const LANES: usize = 8;
+
+/// The factors of up to `LANES` pentadiagonal systems laid side by side: row i of system s at
+/// i·LANES + s, n the largest size; a system shorter than n (or an absent one) continues with
+/// identity rows coupled to nothing. Its solve runs the recurrences of all systems together,
+/// across the lanes (they vectorise).
+#[derive(Debug, Clone)]
+pub struct Lanes {
+    n: usize,
+    l2: Vec<f64>,
+    l1: Vec<f64>,
+    u0: Vec<f64>,
+    u1: Vec<f64>,
+    u2: Vec<f64>,
+}
+
+impl Lanes {
+    pub fn new(fs: &[&Penta]) -> Lanes {
+        assert!(fs.len() <= LANES, "Lanes: at most LANES systems");
+        let n = fs.iter().map(|f| f.u0.len()).max().unwrap_or(0);
+        let mut l = Lanes {
+            n,
+            l2: vec![0.0; n * LANES],
+            l1: vec![0.0; n * LANES],
+            u0: vec![1.0; n * LANES],
+            u1: vec![0.0; n * LANES],
+            u2: vec![0.0; n * LANES],
+        };
+        for (s, f) in fs.iter().enumerate() {
+            for i in 0..f.u0.len() {
+                let at = i * LANES + s;
+                (l.l2[at], l.l1[at], l.u0[at], l.u1[at], l.u2[at]) = (f.l2[i], f.l1[i], f.u0[i], f.u1[i], f.u2[i]);
+            }
+        }
+        l
+    }
+
+    /// The rows of the longest system.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// x ← A⁻¹ x for every system, x laid out as the factors (n·LANES values): the operations
+    /// of `Penta::solve` per system. Past a system's end the identity rows add 0·x to its last
+    /// rows, which for finite values changes nothing (but the sign of a zero).
+    pub fn solve(&self, x: &mut [f64]) {
+        const L: usize = LANES;
+        let n = self.n;
+        assert_eq!(x.len(), n * L, "Lanes::solve: size");
+        for i in 1..n {
+            let (done, rest) = x.split_at_mut(i * L);
+            let cur: &mut [f64; L] = (&mut rest[..L]).try_into().expect("a row of lanes");
+            let p1 = &done[(i - 1) * L..i * L];
+            let l1 = &self.l1[i * L..(i + 1) * L];
+            if i >= 2 {
+                let (p2, l2) = (&done[(i - 2) * L..(i - 1) * L], &self.l2[i * L..(i + 1) * L]);
+                for s in 0..L {
+                    let mut y = cur[s] - l1[s] * p1[s];
+                    y -= l2[s] * p2[s];
+                    cur[s] = y;
+                }
+            } else {
+                for s in 0..L {
+                    cur[s] -= l1[s] * p1[s];
+                }
+            }
+        }
+        for i in (0..n).rev() {
+            let (head, tail) = x.split_at_mut((i + 1) * L);
+            let cur = &mut head[i * L..];
+            let (u0, u1, u2) =
+                (&self.u0[i * L..(i + 1) * L], &self.u1[i * L..(i + 1) * L], &self.u2[i * L..(i + 1) * L]);
+            for s in 0..L {
+                let mut y = cur[s];
+                if i + 1 < n {
+                    y -= u1[s] * tail[s];
+                }
+                if i + 2 < n {
+                    y -= u2[s] * tail[L + s];
+                }
+                cur[s] = y / u0[s];
+            }
         }
     }
 }
@@ -405,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn four_interleaved_solves_are_four_solves() {
+    fn systems_side_by_side_are_solved_as_alone() {
         let n = 9;
         let mats: Vec<Penta> = (0..4)
             .map(|s| {
@@ -419,21 +464,24 @@ mod tests {
                 Penta::factor(&d[0], &d[1], &d[2], &d[3], &d[4])
             })
             .collect();
+        // four systems side by side, and two of other sizes (fewer than LANES, ragged)
         let r: Vec<f64> = (0..4 * n).map(|i| (i as f64 * 0.37).sin()).collect();
-        let mut x = r.clone();
-        Penta::solve_interleaved(&[&mats[0], &mats[1], &mats[2], &mats[3]], &mut x);
-        for (s, m) in mats.iter().enumerate() {
-            let mut y = r[s * n..(s + 1) * n].to_vec();
-            m.solve(&mut y);
-            assert_eq!(y, x[s * n..(s + 1) * n].to_vec());
-        }
-        // systems of different sizes, fewer than four
         let short = Penta::factor(&[0.1; 5], &[0.2; 5], &[3.0; 5], &[0.3; 5], &[0.05; 5]);
-        let mut x = r[..n + 5].to_vec();
-        Penta::solve_interleaved(&[&mats[1], &short], &mut x);
-        let (mut a, mut b) = (r[..n].to_vec(), r[n..n + 5].to_vec());
-        mats[1].solve(&mut a);
-        short.solve(&mut b);
-        assert_eq!((a, b), (x[..n].to_vec(), x[n..].to_vec()));
+        for fs in [vec![&mats[0], &mats[1], &mats[2], &mats[3]], vec![&mats[1], &short]] {
+            let lanes = Lanes::new(&fs);
+            let mut x = vec![0.0; lanes.len() * LANES];
+            for (s, f) in fs.iter().enumerate() {
+                for i in 0..f.u0.len() {
+                    x[i * LANES + s] = r[s * n + i];
+                }
+            }
+            lanes.solve(&mut x);
+            for (s, f) in fs.iter().enumerate() {
+                let mut y = r[s * n..s * n + f.u0.len()].to_vec();
+                f.solve(&mut y);
+                let got: Vec<f64> = (0..f.u0.len()).map(|i| x[i * LANES + s]).collect();
+                assert_eq!(y, got);
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::banded::{CyclicPenta, Penta, INTERLEAVE};
+use crate::banded::{CyclicPenta, Lanes, Penta, LANES};
 use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::grid2d::{EXIT, FREE, OBSTACLE};
@@ -156,7 +156,22 @@ struct Lines {
     n: usize,
     d: f64,
     runs: Vec<Vec<Run>>,
-    solver: Option<(f64, Vec<Vec<Factor>>)>,
+    solver: Option<Solver>,
+}
+
+/// The factors of I − cΔ₄ for one c: per line its runs' (for a cyclic run's correction), and
+/// per group of lines its runs, in order, side by side `LANES` at a time.
+struct Solver {
+    c: f64,
+    factors: Vec<Vec<Factor>>,
+    batches: Vec<Vec<Batch>>,
+}
+
+/// Up to `LANES` runs of a group, (line in the group, run in the line), and their band factors
+/// side by side.
+struct Batch {
+    runs: Vec<(usize, usize)>,
+    lanes: Lanes,
 }
 
 /// The extended run of `line`: the run's values copied (their combinations are the identity:
@@ -332,7 +347,7 @@ impl Lines {
 
     /// The factors of I − cΔ₄ per run (identity rows at non-free nodes), kept for the last c.
     fn prepare(&mut self, c: f64) {
-        if self.solver.as_ref().is_some_and(|(cc, _)| *cc == c) {
+        if self.solver.as_ref().is_some_and(|sv| sv.c == c) {
             return;
         }
         let scale = c / (12.0 * (self.d * self.d));
@@ -359,54 +374,63 @@ impl Lines {
                     })
                     .collect()
             })
+            .collect::<Vec<Vec<Factor>>>();
+        let batches = (0..self.runs.len().div_ceil(GROUP))
+            .into_par_iter()
+            .map(|gi| {
+                let lines = GROUP.min(self.runs.len() - gi * GROUP);
+                let all: Vec<(usize, usize)> =
+                    (0..lines).flat_map(|s| (0..self.runs[gi * GROUP + s].len()).map(move |q| (s, q))).collect();
+                all.chunks(LANES)
+                    .map(|runs| {
+                        let bands: Vec<&Penta> = runs
+                            .iter()
+                            .map(|&(s, q)| match &factors[gi * GROUP + s][q] {
+                                Factor::Band(f) => f,
+                                Factor::Cyclic(f) => f.band(),
+                            })
+                            .collect();
+                        Batch { runs: runs.to_vec(), lanes: Lanes::new(&bands) }
+                    })
+                    .collect()
+            })
             .collect();
-        self.solver = Some((c, factors));
+        self.solver = Some(Solver { c, factors, batches });
     }
 
     /// (I − cΔ₄)⁻¹ r of the lines of group `gi` (lines GROUP·gi …; `r` and `out` hold them one
-    /// after the other), run by run (0 at obstacle nodes), after `prepare(c)`. The group's runs,
-    /// in order, are solved INTERLEAVE at a time (`Penta::solve_interleaved`: the same operations per
-    /// run), then a cyclic run's correction.
+    /// after the other), run by run (0 at obstacle nodes), after `prepare(c)`: the group's runs,
+    /// `LANES` at a time side by side (`Lanes::solve`: each run's operations), then a cyclic
+    /// run's correction.
     fn solve(&self, gi: usize, r: &[f64], out: &mut [f64], buf: &mut Vec<f64>) {
         let n = self.n;
-        let factors = &self.solver.as_ref().expect("prepared").1;
+        let solver = self.solver.as_ref().expect("prepared");
         out.fill(0.0);
-        let lines = out.len() / n;
         let first = gi * GROUP;
-        let mut all = (0..lines).flat_map(|s| (0..self.runs[first + s].len()).map(move |q| (s, q))).peekable();
-        while all.peek().is_some() {
-            let batch: Vec<(usize, usize)> = all.by_ref().take(INTERLEAVE).collect();
+        let mut one = Vec::new();
+        for batch in &solver.batches[gi] {
             buf.clear();
-            for &(s, q) in &batch {
-                let (run, line) = (&self.runs[first + s][q], &r[s * n..(s + 1) * n]);
-                match run.span {
-                    Some(a) => buf.extend_from_slice(&line[a..a + run.idx.len()]),
-                    None => buf.extend(run.idx.iter().map(|&i| line[i])),
+            buf.resize(batch.lanes.len() * LANES, 0.0);
+            for (s, &(l, q)) in batch.runs.iter().enumerate() {
+                let (run, line) = (&self.runs[first + l][q], &r[l * n..(l + 1) * n]);
+                for (p, &i) in run.idx.iter().enumerate() {
+                    buf[p * LANES + s] = line[i];
                 }
             }
-            let bands: Vec<&Penta> = batch
-                .iter()
-                .map(|&(s, q)| match &factors[first + s][q] {
-                    Factor::Band(f) => f,
-                    Factor::Cyclic(f) => f.band(),
-                })
-                .collect();
-            Penta::solve_interleaved(&bands, buf);
-            let mut at = 0;
-            for &(s, q) in &batch {
-                let run = &self.runs[first + s][q];
-                let x = &mut buf[at..at + run.idx.len()];
-                at += run.idx.len();
-                if let Factor::Cyclic(f) = &factors[first + s][q] {
-                    f.correct(x);
-                }
-                let o = &mut out[s * n..(s + 1) * n];
-                match run.span {
-                    Some(a) => o[a..a + x.len()].copy_from_slice(x),
-                    None => {
-                        for (&i, &v) in run.idx.iter().zip(x.iter()) {
-                            o[i] = v;
-                        }
+            batch.lanes.solve(buf);
+            for (s, &(l, q)) in batch.runs.iter().enumerate() {
+                let run = &self.runs[first + l][q];
+                let o = &mut out[l * n..(l + 1) * n];
+                if let Factor::Cyclic(f) = &solver.factors[first + l][q] {
+                    one.clear();
+                    one.extend((0..run.idx.len()).map(|p| buf[p * LANES + s]));
+                    f.correct(&mut one);
+                    for (&i, &v) in run.idx.iter().zip(&one) {
+                        o[i] = v;
+                    }
+                } else {
+                    for (p, &i) in run.idx.iter().enumerate() {
+                        o[i] = buf[p * LANES + s];
                     }
                 }
             }
