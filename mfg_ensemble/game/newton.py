@@ -52,8 +52,14 @@ iteration costs an evaluation of G, so a loose step pays: over the 40-cell table
 Newton steps (2026-12-05)."""
 KRYLOV_RESTART = 30
 """GMRES's Krylov space, at most one cycle per Newton step (evaluations of G per step)."""
-FD_EPSILON = 1e-7
-"""Relative size of the difference quotient for G'(m)v."""
+FD_EPSILON = 1e-10
+"""Relative size of the difference quotient for G'(m)v. G is smooth, but at strong coupling and
+low noise it amplifies the rough directions GMRES probes (P⁻¹ of its Krylov vectors) by up to
+~1e5, and is linear along them only while ‖G(m + εv) − G(m)‖ ≪ ‖G‖: at crowd_log σ = 0.02, λ = 5
+the quotients grow like 1/ε (G saturates: m ≥ 0 of mass 1) down to ε ≈ 1e-7 and are constant
+below. At 1e-7 the products were not linear in v, GMRES's true residual went above 1 and Newton
+stalled near 1e-4 from a start that 1e-10 takes to 1e-6 (2026-12-05). The rounding error of a
+quotient is ~1e-16/ε relative to ‖G‖ per unit of G', ≤ 1e-6 for the GMRES tolerance 0.3."""
 SHORTEST_STEP = 1.0 / 64
 """The shortest fraction of a Newton step the line search tries."""
 STALL_STEPS = 3
