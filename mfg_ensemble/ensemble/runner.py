@@ -171,7 +171,8 @@ def _tasks(
 
 
 NUMERICS_CHANGED = {
-    "0.3": "IMEX fourth-order HJB, second-order FV, adaptive coupling, coarse-grid start, relative WENO ε",
+    "0.3": "IMEX fourth-order HJB, second-order FV, adaptive coupling, coarse-grid start, relative WENO ε, "
+    "σ-continuation restart where Newton stalls",
 }
 """Versions whose default numerics differ from the one before, and how."""
 

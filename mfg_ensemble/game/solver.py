@@ -13,7 +13,9 @@ says what was used), or m(t) = m0. The iteration is the one
 ``method`` chooses: "adaptive" (the default: Anderson mixing with residual-based backtracking
 and a damping that shrinks when a step overshoots and grows back on success, starting at
 ``damping``, depth ``anderson`` or 10 (:mod:`mfg_ensemble.game.fixed_point`); when it stalls,
-a 1-D game with a local coupling goes on with Newton's method, :class:`_Adaptive`), "newton"
+a 1-D game with a local coupling goes on with Newton's method, :class:`_Adaptive`; where Newton
+stalls too (1-D, ``start = "coarse"``, no ``initial``), the solve restarts once from the same
+game solved at 2σ, :func:`_iterate`), "newton"
 (Newton–Krylov preconditioned by a monotone scheme, from that scheme's solution:
 :mod:`mfg_ensemble.game.newton`) or "picard" (fixed damping β = ``damping``,
 Anderson-accelerated when ``anderson`` > 0: the iteration of 0.1). A mixing iteration

@@ -125,3 +125,30 @@ def test_newton_gives_up_when_its_best_residual_stops_halving() -> None:
     assert krylov.stall_reason is None
     krylov.failures = STALL_STEPS
     assert krylov.stall_reason == f"{STALL_STEPS} steps in a row did not reduce the residual"
+
+
+def test_a_stalled_newton_restarts_from_the_game_at_twice_the_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where Newton stalls (forced here: the first iteration at the game's σ is reported as
+    stalled), the solve restarts once from the same game solved by finite volumes at 2σ, and
+    attrs ``start`` says so; a solve that does not stall never restarts. (The cells that need
+    it, σ = 0.02 and λ = 5 in the table, take about two minutes each: bench_convergence.py.)"""
+    from mfg_ensemble.game import solver as solver_mod
+
+    real, calls = solver_mod.iterate, []
+
+    def iterate(G, opts, callback=None, initial=None, started=None):  # type: ignore[no-untyped-def]
+        u, m, history = real(G, opts, callback, initial, started)
+        calls.append(G.problem.sigma)
+        if len(calls) == 1:
+            history.converged, history.reason = False, "newton stalled: forced by the test"
+        return u, m, history
+
+    monkeypatch.setattr(solver_mod, "iterate", iterate)
+    problem = _small()
+    ds = solve(problem, fp="fv", tol=1e-8)
+    assert calls == [0.1, 0.2, 0.1]
+    assert ds.attrs["converged"] and ds.attrs["start"].startswith("continuation (")
+    assert "at sigma = 0.2" in ds.attrs["start"] and "stalled" in ds.attrs["start"]
+    calls.clear()
+    monkeypatch.setattr(solver_mod, "iterate", real)
+    assert solve(problem, fp="fv", tol=1e-8).attrs["start"] == "m0"
