@@ -735,20 +735,6 @@ pub fn fv_forward_2d(
 ) -> KernelResult<Fv2dOut> {
     validate(u, m0, nodes, nt, ny, nx, p)?;
     let floor = floors(min_substeps, nt - 1)?;
-    Ok(march(u, m0, nodes, nt, ny, nx, p, &floor))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn march(
-    u: &[f64],
-    m0: &[f64],
-    nodes: Option<&[u8]>,
-    nt: usize,
-    ny: usize,
-    nx: usize,
-    p: &Fv2dParams,
-    floor: &[usize],
-) -> Fv2dOut {
     let all_free = vec![FREE; ny * nx];
     let kinds = nodes.unwrap_or(&all_free);
     let size = ny * nx;
@@ -768,20 +754,20 @@ fn march(
         let limit = p.cfl / (2.0 * (amax_x / p.dx + amax_y / p.dy));
         let Some((k, dt)) = substeps(dt_out, limit, floor[j]) else {
             out.march.diverged = Some(format!("FP: the CFL sub-step collapsed near t = {}", j as f64 * dt_out));
-            return out;
+            return Ok(out);
         };
         gone += interval(&grid, &mut m, &now, &next, k, dt, &mut work);
         out.march.substeps[j] = k;
         if let Some(q) = m.iter().position(|v| !v.is_finite()) {
             out.march.diverged =
                 Some(format!("FP: m is not finite at t = {}, node ({}, {})", (j + 1) as f64 * dt_out, q / nx, q % nx));
-            return out;
+            return Ok(out);
         }
         out.march.row_mut(j + 1, size).copy_from_slice(&m);
         out.exited[j + 1] = gone;
         now = next;
     }
-    out
+    Ok(out)
 }
 
 /// Work arrays of a march.
