@@ -652,7 +652,7 @@ class _Adaptive:
     def __call__(self, m: FloatArray, u: FloatArray, g: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         if self.newton is not None:
             return self.newton(m, u, g)
-        residual = relative_change(g, m)
+        residual = self.history.residual_m[-1]  # relative_change(g, m), recorded by iterate
         if self.best is None or residual < self.best[0]:
             self.best = (residual, m)
         if not (self.can_switch and self._stalled()):
