@@ -9,7 +9,9 @@
 //!
 //! Implementation: particles (interleaved x, y) are moved in fixed chunks (`CHUNK`, in
 //! parallel), each chunk's x and y normals made in two batches by `rng::fill_normals` from the
-//! particles' indices, so the result does not depend on how Rayon splits the work.
+//! particles' indices, so the result does not depend on how Rayon splits the work. The loop
+//! over a chunk's particles (`step_chunk`) runs through `simd::dispatch`, its helpers inlined
+//! into it, so that `floor` is one instruction (the same bits as the baseline's library call).
 //! A step from a node whose clearance (Chebyshev distance in cells to the nearest obstacle,
 //! precomputed) exceeds its length by 2.5 cells skips the cell walk: it cannot meet an obstacle,
 //! and the walk would give exactly exits + fold (`may_meet_obstacle`; tested against the walk).
@@ -23,6 +25,7 @@ use crate::kde::Method;
 use crate::kde2d::{bandwidth_rule_2d, density, Axis};
 use crate::particles::{fold_into, noise_step};
 use crate::rng::{fill_normals, STREAM_EM};
+use crate::simd;
 use crate::substeps::{floors, substeps};
 
 /// Stream tag of the y noise (x uses `STREAM_EM`): other Philox counters, independent normals.
@@ -131,18 +134,19 @@ impl<'a> Geometry<'a> {
     /// each axis, R the clearance of x's node: it then crosses at most R − 2 faces per axis (one
     /// more if x lies on a face), so it only visits cells closer than R to x's, none blocked. The
     /// walk then crosses no obstacle face and is exactly exits + fold, which is faster.
-    #[inline]
+    #[inline(always)]
     fn may_meet_obstacle(&self, x: [f64; 2], p: [f64; 2]) -> bool {
         let r = self.clearance[self.nearest(x[1], 1) * self.axes[0].n + self.nearest(x[0], 0)] as f64 - 2.5;
         !((p[0] - x[0]).abs() <= r * self.axes[0].d && (p[1] - x[1]).abs() <= r * self.axes[1].d)
     }
 
+    #[inline(always)]
     fn periodic(&self, a: usize) -> bool {
         self.axes[a].bc == Boundary::Periodic
     }
 
     /// The node whose cell [lo + k·d ± d/2] holds `v` along axis `a`: ⌊(v − lo)/d + ½⌋, wrapped or capped.
-    #[inline]
+    #[inline(always)]
     fn nearest(&self, v: f64, a: usize) -> usize {
         let ax = &self.axes[a];
         let k = ((v - ax.lo) / ax.d + 0.5).floor() as i64;
@@ -153,7 +157,7 @@ impl<'a> Geometry<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn kind(&self, j: usize, i: usize) -> u8 {
         self.kinds[j * self.axes[0].n + i]
     }
@@ -165,6 +169,7 @@ impl<'a> Geometry<'a> {
 
     /// The first crossing of a "reflect" side by the segment x → p: (t, axis, 0 low / 1 high),
     /// ties in the order x-low, x-high, y-low, y-high.
+    #[inline(always)]
     fn first_wall(&self, x: [f64; 2], p: [f64; 2]) -> Option<(f64, usize, usize)> {
         let mut best = f64::INFINITY;
         let mut side = None;
@@ -187,6 +192,7 @@ impl<'a> Geometry<'a> {
     }
 
     /// Whether the crossing at parameter t of side (a, s) by the segment x → p is at an exit.
+    #[inline(always)]
     fn exit_at(&self, x: [f64; 2], p: [f64; 2], (t, a, s): (f64, usize, usize)) -> bool {
         let b = 1 - a;
         let c = x[b] + t * (p[b] - x[b]);
@@ -202,6 +208,7 @@ impl<'a> Geometry<'a> {
     }
 
     /// Whether the straight step x → p leaves through an exit (first crossing of a "reflect" side).
+    #[inline(always)]
     fn exits(&self, x: [f64; 2], p: [f64; 2]) -> bool {
         self.first_wall(x, p).is_some_and(|w| self.exit_at(x, p, w))
     }
@@ -356,7 +363,7 @@ pub fn node_gradients(u: &[f64], geo: &Geometry) -> (Vec<f64>, Vec<f64>) {
 
 /// Bilinear interpolation of the node values `gx` and `gy` (ny, nx) at `p` (the same
 /// arithmetic for each as the reference's `interpolate`; the cell and weights found once).
-#[inline]
+#[inline(always)]
 fn interpolate2(gx: &[f64], gy: &[f64], geo: &Geometry, p: [f64; 2]) -> (f64, f64) {
     let (ax, ay) = (&geo.axes[0], &geo.axes[1]);
     let nx = ax.n;
@@ -374,7 +381,7 @@ fn interpolate2(gx: &[f64], gy: &[f64], geo: &Geometry, p: [f64; 2]) -> (f64, f6
 
 /// `fold_into` with the same bits, without its remainder (a library fmod) for the usual case
 /// |x − lo| < period, where the remainder of y = x − lo is y, or y + period for y < 0, exactly.
-#[inline]
+#[inline(always)]
 fn fold_fast(x: f64, lo: f64, hi: f64, bc: Boundary) -> f64 {
     let length = hi - lo;
     let periodic = bc == Boundary::Periodic;
@@ -398,7 +405,7 @@ fn fold_fast(x: f64, lo: f64, hi: f64, bc: Boundary) -> f64 {
     (lo + r).clamp(lo, hi)
 }
 
-#[inline]
+#[inline(always)]
 fn cell(axis: &Axis, v: f64) -> (usize, f64) {
     let t = (v - axis.lo) / axis.d;
     let last = if axis.bc == Boundary::Periodic { axis.n - 1 } else { axis.n - 2 };
@@ -429,38 +436,78 @@ fn step_all(
             let (mut nx_, mut ny_) = (vec![0.0; len], vec![0.0; len]);
             fill_normals(seed, step, STREAM_EM, start, &mut nx_);
             fill_normals(seed, step, STREAM_EM_Y, start, &mut ny_);
-            let mut removed = 0;
-            for (k, (pos, ok)) in xs.chunks_exact_mut(2).zip(live.iter_mut()).enumerate() {
-                if !*ok {
-                    continue;
-                }
-                let from = [pos[0], pos[1]];
-                let (ux, uy) = interpolate2(gx, gy, geo, from);
-                let (bx, by) = (-ux, -uy);
-                let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
-                let q = if geo.has_obstacles && geo.may_meet_obstacle(from, p) {
-                    match geo.walk(from, p) {
-                        Some(q) => q,
-                        None => {
-                            *ok = false;
-                            removed += 1;
-                            continue;
-                        }
-                    }
-                } else {
-                    if geo.has_exits && geo.exits(from, p) {
-                        *ok = false;
-                        removed += 1;
-                        continue;
-                    }
-                    [0, 1].map(|a| fold_fast(p[a], geo.lo[a], geo.hi[a], geo.axes[a].bc))
-                };
-                pos[0] = q[0];
-                pos[1] = q[1];
-            }
-            removed
+            simd::dispatch(StepChunk { xs, live, noise: [&nx_, &ny_], gx, gy, dt, scale, geo })
         })
         .sum()
+}
+
+/// The arguments of `step_chunk`, for `simd::dispatch`: compiled with AVX2 or AVX-512, the
+/// loop does not vectorise (it branches per particle) but gets `floor` as one instruction
+/// (baseline x86-64 has no SSE4.1 rounding: a library call) and the wider register file.
+struct StepChunk<'a> {
+    xs: &'a mut [f64],
+    live: &'a mut [bool],
+    noise: [&'a [f64]; 2],
+    gx: &'a [f64],
+    gy: &'a [f64],
+    dt: f64,
+    scale: f64,
+    geo: &'a Geometry<'a>,
+}
+
+impl simd::Kernel for StepChunk<'_> {
+    type Output = usize;
+    #[inline(always)]
+    fn run(self) -> usize {
+        step_chunk(self.xs, self.live, self.noise, self.gx, self.gy, self.dt, self.scale, self.geo)
+    }
+}
+
+/// The step of one chunk of particles (interleaved `xs`, alive flags `live`, their x and y
+/// normals `noise`); returns how many were removed.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_chunk(
+    xs: &mut [f64],
+    live: &mut [bool],
+    noise: [&[f64]; 2],
+    gx: &[f64],
+    gy: &[f64],
+    dt: f64,
+    scale: f64,
+    geo: &Geometry,
+) -> usize {
+    let [nx_, ny_] = noise;
+    let mut removed = 0;
+    for (k, (pos, ok)) in xs.chunks_exact_mut(2).zip(live.iter_mut()).enumerate() {
+        if !*ok {
+            continue;
+        }
+        let from = [pos[0], pos[1]];
+        let (ux, uy) = interpolate2(gx, gy, geo, from);
+        let (bx, by) = (-ux, -uy);
+        let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
+        let q = if geo.has_obstacles && geo.may_meet_obstacle(from, p) {
+            match geo.walk(from, p) {
+                Some(q) => q,
+                None => {
+                    *ok = false;
+                    removed += 1;
+                    continue;
+                }
+            }
+        } else {
+            if geo.has_exits && geo.exits(from, p) {
+                *ok = false;
+                removed += 1;
+                continue;
+            }
+            [0, 1].map(|a| fold_fast(p[a], geo.lo[a], geo.hi[a], geo.axes[a].bc))
+        };
+        pos[0] = q[0];
+        pos[1] = q[1];
+    }
+    removed
 }
 
 /// `Err` naming x0 unless every particle is inside the domain and not in a blocked cell.
