@@ -134,9 +134,16 @@ impl<'a> Geometry<'a> {
     /// each axis, R the clearance of x's node: it then crosses at most R − 2 faces per axis (one
     /// more if x lies on a face), so it only visits cells closer than R to x's, none blocked. The
     /// walk then crosses no obstacle face and is exactly exits + fold, which is faster.
-    #[inline(always)]
+    #[cfg(test)]
     fn may_meet_obstacle(&self, x: [f64; 2], p: [f64; 2]) -> bool {
-        let r = self.clearance[self.nearest(x[1], 1) * self.axes[0].n + self.nearest(x[0], 0)] as f64 - 2.5;
+        self.may_meet_obstacle_from(self.node_at(both(|a| self.cells(x[a], a))), x, p)
+    }
+
+    /// `may_meet_obstacle` with the index of x's nearest node given (`node_at` of x's cell
+    /// coordinates, which the step computes once for the interpolation too).
+    #[inline(always)]
+    fn may_meet_obstacle_from(&self, node: usize, x: [f64; 2], p: [f64; 2]) -> bool {
+        let r = self.clearance[node] as f64 - 2.5;
         !((p[0] - x[0]).abs() <= r * self.axes[0].d && (p[1] - x[1]).abs() <= r * self.axes[1].d)
     }
 
@@ -145,16 +152,37 @@ impl<'a> Geometry<'a> {
         self.axes[a].bc == Boundary::Periodic
     }
 
+    /// The cell coordinate (v − lo)/d of `v` along axis `a`: its floor is v's cell (`cell`), its
+    /// rounding v's nearest node (`rounded`).
+    #[inline(always)]
+    fn cells(&self, v: f64, a: usize) -> f64 {
+        (v - self.axes[a].lo) / self.axes[a].d
+    }
+
+    /// The node ⌊t + ½⌋ along axis `a` of the cell coordinate `t`, wrapped or capped.
+    #[inline(always)]
+    fn rounded(&self, t: f64, a: usize) -> usize {
+        let n = self.axes[a].n as i64;
+        let k = (t + 0.5).floor() as i64;
+        if (0..n).contains(&k) {
+            k as usize
+        } else if self.periodic(a) {
+            k.rem_euclid(n) as usize
+        } else {
+            k.clamp(0, n - 1) as usize
+        }
+    }
+
     /// The node whose cell [lo + k·d ± d/2] holds `v` along axis `a`: ⌊(v − lo)/d + ½⌋, wrapped or capped.
     #[inline(always)]
     fn nearest(&self, v: f64, a: usize) -> usize {
-        let ax = &self.axes[a];
-        let k = ((v - ax.lo) / ax.d + 0.5).floor() as i64;
-        if self.periodic(a) {
-            k.rem_euclid(ax.n as i64) as usize
-        } else {
-            k.clamp(0, ax.n as i64 - 1) as usize
-        }
+        self.rounded(self.cells(v, a), a)
+    }
+
+    /// The index in a field (ny, nx) of the nearest node of the point with cell coordinates `t`.
+    #[inline(always)]
+    fn node_at(&self, t: [f64; 2]) -> usize {
+        self.rounded(t[1], 1) * self.axes[0].n + self.rounded(t[0], 0)
     }
 
     #[inline(always)]
@@ -227,6 +255,14 @@ impl<'a> Geometry<'a> {
         }
     }
 
+    /// `p` folded into the domain per coordinate (`fold_fast`, written out for both axes so that
+    /// it is inlined into the dispatched step).
+    #[inline(always)]
+    fn fold(&self, p: [f64; 2]) -> [f64; 2] {
+        let [ax, ay] = &self.axes;
+        [fold_fast(p[0], self.lo[0], self.hi[0], ax.bc), fold_fast(p[1], self.lo[1], self.hi[1], ay.bc)]
+    }
+
     /// The DDA walk of the segment a0 → b from the unfolded cell `k`: the first face into an
     /// obstacle cell crossed up to t = 1 as (t, axis, face), and the last free cell (updates `k`).
     fn first_face(&self, a0: [f64; 2], b: [f64; 2], k: &mut [i64; 2]) -> Option<(f64, usize, f64)> {
@@ -267,7 +303,7 @@ impl<'a> Geometry<'a> {
     fn walk(&self, x: [f64; 2], p: [f64; 2]) -> Option<[f64; 2]> {
         let mut judged = !self.has_exits;
         let (mut a0, mut b) = (x, p);
-        let mut k = [0, 1].map(|a| ((x[a] - self.lo[a]) / self.axes[a].d + 0.5).floor() as i64);
+        let mut k = both(|a| ((x[a] - self.lo[a]) / self.axes[a].d + 0.5).floor() as i64);
         let mut bounces = 0;
         let end = loop {
             let hit = self.first_face(a0, b, &mut k);
@@ -291,7 +327,7 @@ impl<'a> Geometry<'a> {
             b[axis] = 2.0 * face - b[axis];
             a0 = r;
         };
-        let q = [0, 1].map(|a| fold_fast(end[a], self.lo[a], self.hi[a], self.axes[a].bc));
+        let q = self.fold(end);
         Some(if self.blocked(q) { x } else { q })
     }
 }
@@ -361,22 +397,22 @@ pub fn node_gradients(u: &[f64], geo: &Geometry) -> (Vec<f64>, Vec<f64>) {
     (gx, gy)
 }
 
-/// Bilinear interpolation of the node values `gx` and `gy` (ny, nx) at `p` (the same
-/// arithmetic for each as the reference's `interpolate`; the cell and weights found once).
+/// Bilinear interpolation of the node vectors `g` (ny, nx) at the point with cell coordinates
+/// `t` (the same arithmetic for each component as the reference's `interpolate`; the cell and
+/// weights found once, the two components of a node read together).
 #[inline(always)]
-fn interpolate2(gx: &[f64], gy: &[f64], geo: &Geometry, p: [f64; 2]) -> (f64, f64) {
+fn interpolate2(g: &[[f64; 2]], geo: &Geometry, t: [f64; 2]) -> [f64; 2] {
     let (ax, ay) = (&geo.axes[0], &geo.axes[1]);
     let nx = ax.n;
-    let (i, fx) = cell(ax, p[0]);
-    let (j, fy) = cell(ay, p[1]);
+    let (i, fx) = cell(ax, t[0]);
+    let (j, fy) = cell(ay, t[1]);
     let (i1, j1) = ((i + 1) % nx, (j + 1) % ay.n);
-    let (k00, k01, k10, k11) = (j * nx + i, j * nx + i1, j1 * nx + i, j1 * nx + i1);
-    let bilinear = |g: &[f64]| {
-        let a = (1.0 - fx) * g[k00] + fx * g[k01];
-        let b = (1.0 - fx) * g[k10] + fx * g[k11];
+    let (g00, g01, g10, g11) = (g[j * nx + i], g[j * nx + i1], g[j1 * nx + i], g[j1 * nx + i1]);
+    both(|c| {
+        let a = (1.0 - fx) * g00[c] + fx * g01[c];
+        let b = (1.0 - fx) * g10[c] + fx * g11[c];
         (1.0 - fy) * a + fy * b
-    };
-    (bilinear(gx), bilinear(gy))
+    })
 }
 
 /// `fold_into` with the same bits, without its remainder (a library fmod) for the usual case
@@ -405,11 +441,13 @@ fn fold_fast(x: f64, lo: f64, hi: f64, bc: Boundary) -> f64 {
     (lo + r).clamp(lo, hi)
 }
 
+/// The interpolation cell k of the cell coordinate `t` along `axis` and t's offset t − k in it:
+/// k = ⌊t⌋ capped to [0, last]. The saturating cast gives that k for every t (truncation is
+/// the floor for t ≥ 0; negative t and NaN give 0), without a rounding instruction.
 #[inline(always)]
-fn cell(axis: &Axis, v: f64) -> (usize, f64) {
-    let t = (v - axis.lo) / axis.d;
+fn cell(axis: &Axis, t: f64) -> (usize, f64) {
     let last = if axis.bc == Boundary::Periodic { axis.n - 1 } else { axis.n - 2 };
-    let k = (t.floor().max(0.0) as usize).min(last);
+    let k = (t as usize).min(last);
     (k, t - k as f64)
 }
 
@@ -418,8 +456,7 @@ fn cell(axis: &Axis, v: f64) -> (usize, f64) {
 fn step_all(
     x: &mut [f64],
     alive: &mut [bool],
-    gx: &[f64],
-    gy: &[f64],
+    g: &[[f64; 2]],
     dt: f64,
     sigma: f64,
     seed: u64,
@@ -436,7 +473,7 @@ fn step_all(
             let (mut nx_, mut ny_) = (vec![0.0; len], vec![0.0; len]);
             fill_normals(seed, step, STREAM_EM, start, &mut nx_);
             fill_normals(seed, step, STREAM_EM_Y, start, &mut ny_);
-            simd::dispatch(StepChunk { xs, live, noise: [&nx_, &ny_], gx, gy, dt, scale, geo })
+            simd::dispatch(StepChunk { xs, live, noise: [&nx_, &ny_], g, dt, scale, geo })
         })
         .sum()
 }
@@ -448,8 +485,7 @@ struct StepChunk<'a> {
     xs: &'a mut [f64],
     live: &'a mut [bool],
     noise: [&'a [f64]; 2],
-    gx: &'a [f64],
-    gy: &'a [f64],
+    g: &'a [[f64; 2]],
     dt: f64,
     scale: f64,
     geo: &'a Geometry<'a>,
@@ -459,7 +495,7 @@ impl simd::Kernel for StepChunk<'_> {
     type Output = usize;
     #[inline(always)]
     fn run(self) -> usize {
-        step_chunk(self.xs, self.live, self.noise, self.gx, self.gy, self.dt, self.scale, self.geo)
+        step_chunk(self.xs, self.live, self.noise, self.g, self.dt, self.scale, self.geo)
     }
 }
 
@@ -471,8 +507,7 @@ fn step_chunk(
     xs: &mut [f64],
     live: &mut [bool],
     noise: [&[f64]; 2],
-    gx: &[f64],
-    gy: &[f64],
+    g: &[[f64; 2]],
     dt: f64,
     scale: f64,
     geo: &Geometry,
@@ -484,10 +519,11 @@ fn step_chunk(
             continue;
         }
         let from = [pos[0], pos[1]];
-        let (ux, uy) = interpolate2(gx, gy, geo, from);
+        let t = both(|a| geo.cells(from[a], a));
+        let [ux, uy] = interpolate2(g, geo, t);
         let (bx, by) = (-ux, -uy);
         let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
-        let q = if geo.has_obstacles && geo.may_meet_obstacle(from, p) {
+        let q = if geo.has_obstacles && geo.may_meet_obstacle_from(geo.node_at(t), from, p) {
             match geo.walk(from, p) {
                 Some(q) => q,
                 None => {
@@ -502,12 +538,27 @@ fn step_chunk(
                 removed += 1;
                 continue;
             }
-            [0, 1].map(|a| fold_fast(p[a], geo.lo[a], geo.hi[a], geo.axes[a].bc))
+            geo.fold(p)
         };
         pos[0] = q[0];
         pos[1] = q[1];
     }
     removed
+}
+
+/// [f(0), f(1)]: `[0, 1].map(f)`, but always inlined (`map` may be left out of line, and then
+/// out of the SIMD-dispatched copy of the step).
+#[inline(always)]
+fn both<T>(f: impl Fn(usize) -> T) -> [T; 2] {
+    [f(0), f(1)]
+}
+
+/// The node gradients at θ of the way from `now` to `next` ((∂x u, ∂y u) each), interleaved
+/// per node into `g`: (1 − θ)·now + θ·next.
+fn mix(g: &mut [[f64; 2]], now: [&[f64]; 2], next: [&[f64]; 2], theta: f64) {
+    for (k, gk) in g.iter_mut().enumerate() {
+        *gk = both(|c| (1.0 - theta) * now[c][k] + theta * next[c][k]);
+    }
 }
 
 /// `Err` naming x0 unless every particle is inside the domain and not in a blocked cell.
@@ -612,6 +663,7 @@ pub fn particles_forward_2d(
     let mut alive = vec![true; n];
     output(0, &x, &alive, 0, &mut out.values)?;
     let mut g_now = node_gradients(&u[..field], &geo);
+    let mut g = vec![[0.0; 2]; field];
     for j in 0..nt - 1 {
         let g_next = node_gradients(&u[(j + 1) * field..(j + 2) * field], &geo);
         let amax = |a: &[f64], b: &[f64]| a.iter().chain(b).fold(0.0f64, |m, v| m.max(v.abs()));
@@ -622,11 +674,8 @@ pub fn particles_forward_2d(
         };
         for s in 0..k {
             let theta = s as f64 / k as f64;
-            let mix = |a: &[f64], b: &[f64]| -> Vec<f64> {
-                a.iter().zip(b).map(|(u0, u1)| (1.0 - theta) * u0 + theta * u1).collect()
-            };
-            let (gx, gy) = (mix(&g_now.0, &g_next.0), mix(&g_now.1, &g_next.1));
-            removed += step_all(&mut x, &mut alive, &gx, &gy, dt, p.sigma, p.seed, noise_step(j, s), &geo);
+            mix(&mut g, [&g_now.0, &g_now.1], [&g_next.0, &g_next.1], theta);
+            removed += step_all(&mut x, &mut alive, &g, dt, p.sigma, p.seed, noise_step(j, s), &geo);
         }
         out.substeps[j] = k;
         output(j + 1, &x, &alive, removed, &mut out.values)?;
