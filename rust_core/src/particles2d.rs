@@ -24,7 +24,7 @@ use crate::grid2d::{EXIT, OBSTACLE};
 use crate::kde::Method;
 use crate::kde2d::{bandwidth_rule_2d, density, Axis};
 use crate::particles::{fold_into, noise_step};
-use crate::rng::{fill_normals, STREAM_EM};
+use crate::rng::{fill_normals_where, STREAM_EM};
 use crate::simd;
 use crate::substeps::{floors, substeps};
 
@@ -470,10 +470,12 @@ fn step_all(
         .map(|(c, (xs, live))| {
             let start = (c * CHUNK) as u64;
             let len = live.len();
-            let (mut nx_, mut ny_) = (vec![0.0; len], vec![0.0; len]);
-            fill_normals(seed, step, STREAM_EM, start, &mut nx_);
-            fill_normals(seed, step, STREAM_EM_Y, start, &mut ny_);
-            simd::dispatch(StepChunk { xs, live, noise: [&nx_, &ny_], g, dt, scale, geo })
+            let (mut nx_, mut ny_) = ([0.0; CHUNK], [0.0; CHUNK]);
+            let (nx_, ny_) = (&mut nx_[..len], &mut ny_[..len]);
+            // only the alive particles' normals: the Philox blocks of four dead ones are skipped
+            fill_normals_where(seed, step, STREAM_EM, start, nx_, |k| live[k]);
+            fill_normals_where(seed, step, STREAM_EM_Y, start, ny_, |k| live[k]);
+            simd::dispatch(StepChunk { xs, live, noise: [nx_, ny_], g, dt, scale, geo })
         })
         .sum()
 }

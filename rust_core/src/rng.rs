@@ -185,15 +185,20 @@ impl simd::Kernel for BoxMuller<'_> {
 
 /// Fill `out` (4·blocks values) with the normals of the consecutive blocks `first ..`:
 /// Philox words turned into uniforms (scalar: 64×64-bit products), then a vectorised
-/// Box–Muller over the batch.
-fn fill_blocks(seed: u64, step: u64, stream: u64, first: u64, out: &mut [f64]) {
+/// Box–Muller over the batch. A block none of whose normals `need(i)` (i indexes `out`) skips
+/// Philox and gets the uniforms (1, 0), so the normals 0.
+#[inline(always)]
+fn fill_blocks(seed: u64, step: u64, stream: u64, first: u64, out: &mut [f64], need: impl Fn(usize) -> bool) {
     let mut u1 = [0.0f64; 2 * BATCH];
     let mut u2 = [0.0f64; 2 * BATCH];
     for (b, chunk) in out.chunks_mut(4 * BATCH).enumerate() {
         let blocks = chunk.len() / 4;
         let base = first + (b * BATCH) as u64;
         for j in 0..blocks {
-            let [a, b, c, d] = block_uniforms(base + j as u64, step, stream, seed);
+            let at = 4 * (b * BATCH + j);
+            let wanted = need(at) || need(at + 1) || need(at + 2) || need(at + 3);
+            let [a, b, c, d] =
+                if wanted { block_uniforms(base + j as u64, step, stream, seed) } else { [1.0, 0.0, 1.0, 0.0] };
             u1[2 * j] = a;
             u2[2 * j] = b;
             u1[2 * j + 1] = c;
@@ -205,6 +210,20 @@ fn fill_blocks(seed: u64, step: u64, stream: u64, first: u64, out: &mut [f64]) {
 
 /// Fill `out` with normals `start .. start + out.len()` of the (seed, step, stream) sequence.
 pub fn fill_normals(seed: u64, step: u64, stream: u64, start: u64, out: &mut [f64]) {
+    fill_normals_where(seed, step, stream, start, out, |_| true);
+}
+
+/// `fill_normals` for the normals out[i] with `need(i)`: the others are left unspecified (0 or
+/// the true normal), which saves the Philox blocks of normals nobody reads (the particles that
+/// have left); the needed ones have the same bits as from `fill_normals`.
+pub fn fill_normals_where(
+    seed: u64,
+    step: u64,
+    stream: u64,
+    start: u64,
+    out: &mut [f64],
+    need: impl Fn(usize) -> bool,
+) {
     // a partial leading block, whole blocks in bulk, a partial trailing block
     let lead = (((4 - start % 4) % 4) as usize).min(out.len());
     if lead > 0 {
@@ -216,7 +235,7 @@ pub fn fill_normals(seed: u64, step: u64, stream: u64, start: u64, out: &mut [f6
     let whole = rest.len() / 4 * 4;
     let (bulk, tail) = rest.split_at_mut(whole);
     let first_block = (start + lead as u64) / 4;
-    fill_blocks(seed, step, stream, first_block, bulk);
+    fill_blocks(seed, step, stream, first_block, bulk, |i| need(lead + i));
     if !tail.is_empty() {
         let block = normal_block(seed, step, stream, first_block + (whole / 4) as u64);
         tail.copy_from_slice(&block[..tail.len()]);
@@ -298,6 +317,19 @@ mod tests {
         for b in 0..BATCH + 3 {
             assert_eq!(&z[4 * b..4 * b + 4], &normal_block(5, 6, 7, b as u64)[..]);
         }
+    }
+
+    #[test]
+    fn the_needed_normals_are_those_of_fill_normals() {
+        let mut all = vec![0.0; 4 * BATCH + 37];
+        fill_normals(5, 6, 7, 3, &mut all);
+        let need = |i: usize| i % 11 == 0 || (100..140).contains(&i);
+        let mut some = vec![f64::NAN; all.len()];
+        fill_normals_where(5, 6, 7, 3, &mut some, need);
+        for (i, (a, b)) in all.iter().zip(&some).enumerate() {
+            assert!(!need(i) || a.to_bits() == b.to_bits(), "{i}");
+        }
+        assert!(some.iter().filter(|v| **v == 0.0).count() > all.len() / 2);
     }
 
     #[test]
