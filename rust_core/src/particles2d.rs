@@ -494,7 +494,7 @@ fn step_all(
 struct StepChunk<'a> {
     xs: &'a mut [f64],
     live: &'a mut [bool],
-    noise: [&'a [f64]; 2],
+    noise: [&'a mut [f64]; 2],
     g: &'a [[f64; 2]],
     dt: f64,
     scale: f64,
@@ -511,12 +511,16 @@ impl simd::Kernel for StepChunk<'_> {
 
 /// The step of one chunk of particles (interleaved `xs`, alive flags `live`, their x and y
 /// normals `noise`); returns how many were removed.
+///
+/// In two passes over the alive particles: the proposals p = x + b·dt + σ√dt·z (into `noise`)
+/// and the node of x, a loop with few branches whose gradient loads (random: the particles are
+/// not sorted) overlap, then walls, exits and obstacles (branchy) from p.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn step_chunk(
     xs: &mut [f64],
     live: &mut [bool],
-    noise: [&[f64]; 2],
+    noise: [&mut [f64]; 2],
     g: &[[f64; 2]],
     dt: f64,
     scale: f64,
@@ -531,16 +535,27 @@ fn step_chunk(
         index[n] = k as u32;
         n += ok as usize;
     }
-    let mut removed = 0;
-    for &k in &index[..n] {
+    let index = &index[..n];
+    let mut node = [0u32; CHUNK];
+    for (&k, node) in index.iter().zip(&mut node) {
         let k = k as usize;
-        let (pos, ok) = (&mut xs[2 * k..2 * k + 2], &mut live[k]);
-        let from = [pos[0], pos[1]];
+        let from = [xs[2 * k], xs[2 * k + 1]];
         let t = both(|a| geo.cells(from[a], a));
         let [ux, uy] = interpolate2(g, geo, t);
         let (bx, by) = (-ux, -uy);
-        let p = [from[0] + bx * dt + scale * nx_[k], from[1] + by * dt + scale * ny_[k]];
-        let q = if geo.has_obstacles && geo.may_meet_obstacle_from(geo.node_at(t), from, p) {
+        nx_[k] = from[0] + bx * dt + scale * nx_[k];
+        ny_[k] = from[1] + by * dt + scale * ny_[k];
+        if geo.has_obstacles {
+            *node = geo.node_at(t) as u32;
+        }
+    }
+    let mut removed = 0;
+    for (&k, &node) in index.iter().zip(&node) {
+        let k = k as usize;
+        let (pos, ok) = (&mut xs[2 * k..2 * k + 2], &mut live[k]);
+        let from = [pos[0], pos[1]];
+        let p = [nx_[k], ny_[k]];
+        let q = if geo.has_obstacles && geo.may_meet_obstacle_from(node as usize, from, p) {
             match geo.walk(from, p) {
                 Some(q) => q,
                 None => {
