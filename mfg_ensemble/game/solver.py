@@ -17,7 +17,9 @@ a 1-D game with a local coupling goes on with Newton's method, :class:`_Adaptive
 stalls too (1-D, ``start = "coarse"``, no ``initial``), the solve restarts once from the same
 game solved at 2σ, :func:`_iterate`), "newton"
 (Newton–Krylov preconditioned by a monotone scheme, from that scheme's solution:
-:mod:`mfg_ensemble.game.newton`) or "picard" (fixed damping β = ``damping``,
+:mod:`mfg_ensemble.game.newton`; 1-D and 2-D, while "adaptive" switches to it in 1-D only: a
+2-D Newton step costs ~15 evaluations of G, where the mixing converges it costs ~2× its
+evaluations) or "picard" (fixed damping β = ``damping``,
 Anderson-accelerated when ``anderson`` > 0: the iteration of 0.1). A mixing iteration
 evaluates G once, a Newton step several times (attrs ``evaluations``, ``newton_steps``;
 ``backtracks`` counts the returns to the best iterate and the halved Newton steps). The HJB march is
@@ -108,7 +110,8 @@ class SolverOptions(BaseModel):
         "adaptive",
         description="coupling iteration: 'adaptive' (Anderson with backtracking and adaptive damping, starting "
         "at β = damping), 'picard' (fixed damping β, Anderson if anderson > 0: the method of 0.1) or 'newton' "
-        "(Newton–Krylov preconditioned by a monotone scheme; 1-D, local couplings)",
+        "(Newton–Krylov preconditioned by a monotone scheme; local couplings; in 2-D for the cells mixing "
+        "cannot solve: ~15 evaluations of G per step)",
     )
     tol: PositiveFloat = 1e-6
     max_iter: int = Field(200, ge=1)
@@ -697,7 +700,7 @@ class _Newton:
     start, when none is given, is the solution of the monotone scheme."""
 
     def __init__(self, G: FixedPointMap, evaluations: int = 1) -> None:
-        assert isinstance(G.problem, Problem)
+        assert isinstance(G.problem, (Problem, Problem2D))
         self.scheme = MonotoneScheme(G.problem)
         self.krylov = NewtonKrylov(self.scheme, G.evaluate, G.probe, evaluations=evaluations)
 
@@ -830,11 +833,9 @@ TWO_D_SCHEMES = {"hjb_scheme": "imex", "fv_scheme": "muscl2"}
 
 
 def check_dimension(problem: Problem | Problem2D, opts: SolverOptions) -> None:
-    """``ValueError`` naming the option when ``opts`` asks a 2-D problem for a 1-D-only scheme
-    or method, or method = "newton" for a coupling without a local derivative."""
+    """``ValueError`` naming the option when ``opts`` asks a 2-D problem for a 1-D-only scheme,
+    or method = "newton" for a coupling without a local derivative."""
     if opts.method == "newton":
-        if problem.ndim != 1:
-            raise ValueError("method = 'newton' is 1-D only; 2-D games use method = 'adaptive' or 'picard'")
         if not hasattr(problem.coupling, "derivative"):
             raise ValueError(
                 f"method = 'newton' needs a local coupling (zero, linear, log, power), got coupling.kind = "
