@@ -107,7 +107,8 @@ class MonotoneScheme:
         p = self.problem
         self.nt = p.nt
         self.dt = p.T / (p.nt - 1)
-        self.shape = (p.nt, *p.initial_density().shape)
+        m0 = p.initial_density()
+        self.shape = (p.nt, *m0.shape)
         self.w = p.quadrature_weights().ravel()
         self.nx = self.w.size
         """Nodes per time level (nx in 1-D, ny·nx in 2-D)."""
@@ -115,13 +116,17 @@ class MonotoneScheme:
         self.diffusion = self.area * (0.5 * p.sigma**2 / self.h)
         self.size = self.nt * self.nx
         self.terminal = p.terminal_values().ravel()
-        self.m0 = p.initial_density().ravel()
+        self.m0 = m0.ravel()
+        too_large = isinstance(p, Problem2D) and 2 * self.size > DIRECT_MAX_UNKNOWNS
+        self.coarse_problem = coarse_problem(p) if too_large else None
+        """The grid :class:`Coarse` solves on (None: this one, factorised directly)."""
 
     @property
     def direct(self) -> bool:
         """Whether the system is factorised as it is (always in 1-D; in 2-D up to
-        ``DIRECT_MAX_UNKNOWNS`` unknowns), else solved through :class:`Coarse`."""
-        return self.problem.ndim == 1 or 2 * self.size <= DIRECT_MAX_UNKNOWNS
+        ``DIRECT_MAX_UNKNOWNS`` unknowns, or where no coarser grid holds the room), else
+        solved through :class:`Coarse`."""
+        return self.coarse_problem is None
 
     def _flat(self, a: FloatArray) -> FloatArray:
         """Time levels of the problem's grid, (k, nx) or (k, ny, nx), as (k, nodes)."""
@@ -347,9 +352,22 @@ def _interpolation(x_from: FloatArray, x_to: FloatArray, period: float | None) -
     return np.stack([np.interp(x_to, x_from, e, period=period) for e in eye], axis=1)
 
 
+def coarse_problem(p: Problem2D) -> Problem2D | None:
+    """The first of ``p``'s :func:`coarser` grids whose system fits ``DIRECT_MAX_UNKNOWNS``, or
+    the coarsest that still holds the room if coarsening stops first (a door or an obstacle
+    that covers no node of the next grid, a grid too small); None if not even one does."""
+    found = None
+    while found is None or 2 * found.nt * found.ny * found.nx > DIRECT_MAX_UNKNOWNS:
+        try:
+            found = coarser(found or p)
+        except ValueError:
+            break
+    return found
+
+
 class Coarse:
-    """A 2-D monotone scheme too large to factorise, served by its coarsest grid (:func:`coarser`
-    until the system fits ``DIRECT_MAX_UNKNOWNS``) and linear interpolation in x, y and t:
+    """A 2-D monotone scheme too large to factorise, served by a coarser grid
+    (:func:`coarse_problem`) and linear interpolation in x, y and t:
 
         restrict  R: the fine fields interpolated at the coarse nodes (on nested grids, the
                      coarse nodes' values),
@@ -360,11 +378,8 @@ class Coarse:
     modes of the coupling are large-scale crowd movements), the identity on the rest."""
 
     def __init__(self, fine: MonotoneScheme) -> None:
-        p = fine.problem
-        assert isinstance(p, Problem2D)
-        c = coarser(p)
-        while 2 * c.nt * c.ny * c.nx > DIRECT_MAX_UNKNOWNS:
-            c = coarser(c)
+        p, c = fine.problem, fine.coarse_problem
+        assert isinstance(p, Problem2D) and c is not None
         self.fine, self.scheme = fine, MonotoneScheme(c)
         periods = [
             hi - lo if bc == "periodic" else None

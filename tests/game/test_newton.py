@@ -243,3 +243,9 @@ def test_a_large_2d_scheme_is_served_by_a_coarser_grid(monkeypatch: pytest.Monke
     np.testing.assert_allclose(coarse.restrict(fine)[:, kept], field[:, kept], rtol=0, atol=1e-14)
     ds = solve(problem, fp="fv", method="newton", tol=1e-6, max_iter=40)
     assert ds.attrs["converged"] == 1, ds.residual.values
+    # a door that covers no node of the coarser grid: the scheme is factorised as it is
+    narrow = _room(nx=17, ny=17, nt=9, exits=[{"side": "right", "lo": 0.55, "hi": 0.6}])
+    with pytest.raises(ValueError, match="covers no boundary node"):
+        coarser(narrow)
+    assert MonotoneScheme(narrow).direct
+    assert solve(narrow, fp="fv", method="newton", tol=1e-6, max_iter=40).attrs["converged"] == 1
