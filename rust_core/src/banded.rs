@@ -5,6 +5,7 @@
 //! The maths: see mfg_ensemble/kernels/reference/banded.py.
 
 use crate::boundary::Boundary;
+use crate::simd::{self, Kernel};
 
 /// The LU factors of a pentadiagonal matrix A (no pivoting): L unit lower triangular with the
 /// multipliers `l2`, `l1` on its sub-diagonals −2, −1; U upper with `u0`, `u1`, `u2` on its
@@ -121,16 +122,30 @@ impl Lanes {
     /// of `Penta::solve` per system. Past a system's end the identity rows add 0·x to its last
     /// rows, which for finite values changes nothing (but the sign of a zero).
     pub fn solve(&self, x: &mut [f64]) {
+        assert_eq!(x.len(), self.n * LANES, "Lanes::solve: size");
+        simd::dispatch(LanesSolve { f: self, x });
+    }
+}
+
+/// `Lanes::solve` with its arguments, for `simd::dispatch` (one register of lanes per row).
+struct LanesSolve<'a> {
+    f: &'a Lanes,
+    x: &'a mut [f64],
+}
+
+impl Kernel for LanesSolve<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
         const L: usize = LANES;
-        let n = self.n;
-        assert_eq!(x.len(), n * L, "Lanes::solve: size");
+        let (f, x, n) = (self.f, self.x, self.f.n);
         for i in 1..n {
             let (done, rest) = x.split_at_mut(i * L);
             let cur: &mut [f64; L] = (&mut rest[..L]).try_into().expect("a row of lanes");
             let p1 = &done[(i - 1) * L..i * L];
-            let l1 = &self.l1[i * L..(i + 1) * L];
+            let l1 = &f.l1[i * L..(i + 1) * L];
             if i >= 2 {
-                let (p2, l2) = (&done[(i - 2) * L..(i - 1) * L], &self.l2[i * L..(i + 1) * L]);
+                let (p2, l2) = (&done[(i - 2) * L..(i - 1) * L], &f.l2[i * L..(i + 1) * L]);
                 for s in 0..L {
                     let mut y = cur[s] - l1[s] * p1[s];
                     y -= l2[s] * p2[s];
@@ -145,8 +160,7 @@ impl Lanes {
         for i in (0..n).rev() {
             let (head, tail) = x.split_at_mut((i + 1) * L);
             let cur = &mut head[i * L..];
-            let (u0, u1, u2) =
-                (&self.u0[i * L..(i + 1) * L], &self.u1[i * L..(i + 1) * L], &self.u2[i * L..(i + 1) * L]);
+            let (u0, u1, u2) = (&f.u0[i * L..(i + 1) * L], &f.u1[i * L..(i + 1) * L], &f.u2[i * L..(i + 1) * L]);
             for s in 0..L {
                 let mut y = cur[s];
                 if i + 1 < n {

@@ -156,6 +156,10 @@ struct Lines {
     n: usize,
     d: f64,
     runs: Vec<Vec<Run>>,
+    /// per line, its obstacle nodes (in no run) and its nodes that are not free (obstacles and
+    /// exits): the nodes a pass sets to 0 instead of filling the whole line with 0 first
+    holes: Vec<Vec<usize>>,
+    fixed: Vec<Vec<usize>>,
     solver: Option<Solver>,
 }
 
@@ -210,6 +214,14 @@ struct Work {
     buf: Vec<f64>,
     h: Vec<f64>,
     l: Vec<f64>,
+}
+
+/// `out[i] = 0` for the nodes `at`.
+#[inline(always)]
+fn zero(out: &mut [f64], at: &[usize]) {
+    for &i in at {
+        out[i] = 0.0;
+    }
 }
 
 /// max that propagates NaN, as NumPy's maximum.
@@ -272,7 +284,11 @@ impl Lines {
                     .collect()
             })
             .collect();
-        Lines { n, d, runs, solver: None }
+        let of_kind = |keep: fn(u8) -> bool| -> Vec<Vec<usize>> {
+            (0..nl).map(|j| (0..n).filter(|&i| keep(kinds[j * n + i])).collect()).collect()
+        };
+        let (holes, fixed) = (of_kind(|k| k == OBSTACLE), of_kind(|k| k != FREE));
+        Lines { n, d, runs, holes, fixed, solver: None }
     }
 
     /// This direction's part of Ĥ on line `j` (values `line`), ½ max(max(d⁻, 0)², min(d⁺, 0)²),
@@ -289,9 +305,9 @@ impl Lines {
         h: &mut [f64],
         mut lap: Option<&mut [f64]>,
     ) -> f64 {
-        h.fill(0.0);
+        zero(h, &self.holes[j]);
         if let Some(l) = lap.as_deref_mut() {
-            l.fill(0.0);
+            zero(l, &self.fixed[j]);
         }
         let Work { e, rm, rp, ws, .. } = w;
         let inv_d = 1.0 / self.d;
@@ -327,7 +343,7 @@ impl Lines {
     /// Δ₄ of line `j` (values `line`) on its free nodes (0 elsewhere) into `out`; times
     /// 1/(12d²) where the reference divides by 12d² (≤ 1 ulp).
     fn laplacian(&self, j: usize, line: &[f64], e: &mut Vec<f64>, out: &mut [f64]) {
-        out.fill(0.0);
+        zero(out, &self.fixed[j]);
         for run in &self.runs[j] {
             fill_ext(run, line, e);
             self.laplacian_run(run, e, out);
@@ -405,16 +421,27 @@ impl Lines {
     fn solve(&self, gi: usize, r: &[f64], out: &mut [f64], buf: &mut Vec<f64>) {
         let n = self.n;
         let solver = self.solver.as_ref().expect("prepared");
-        out.fill(0.0);
         let first = gi * GROUP;
+        for (l, o) in out.chunks_mut(n).enumerate() {
+            zero(o, &self.holes[first + l]);
+        }
         let mut one = Vec::new();
         for batch in &solver.batches[gi] {
             buf.clear();
             buf.resize(batch.lanes.len() * LANES, 0.0);
             for (s, &(l, q)) in batch.runs.iter().enumerate() {
                 let (run, line) = (&self.runs[first + l][q], &r[l * n..(l + 1) * n]);
-                for (p, &i) in run.idx.iter().enumerate() {
-                    buf[p * LANES + s] = line[i];
+                match run.span {
+                    Some(a) => {
+                        for (p, &x) in line[a..a + run.idx.len()].iter().enumerate() {
+                            buf[p * LANES + s] = x;
+                        }
+                    }
+                    None => {
+                        for (p, &i) in run.idx.iter().enumerate() {
+                            buf[p * LANES + s] = line[i];
+                        }
+                    }
                 }
             }
             batch.lanes.solve(buf);
@@ -427,6 +454,10 @@ impl Lines {
                     f.correct(&mut one);
                     for (&i, &v) in run.idx.iter().zip(&one) {
                         o[i] = v;
+                    }
+                } else if let Some(a) = run.span {
+                    for (p, x) in o[a..a + run.idx.len()].iter_mut().enumerate() {
+                        *x = buf[p * LANES + s];
                     }
                 } else {
                     for (p, &i) in run.idx.iter().enumerate() {
@@ -616,28 +647,43 @@ impl Grid {
                 for s in 0..count {
                     let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
                     let lap = if st >= 2 { Some(&mut l[..]) } else { None };
-                    pmax = max_nan(pmax, xlines.hamiltonian(j, &lines[row], p.variant, p.eps, w, &mut h, lap));
-                    for i in 0..nx {
-                        let (q, at) = (s * nx + i, j * nx + i);
-                        e_out[q] = if free[at] {
-                            let h = h[i] + hy[q];
-                            let f = (1.0 - a.theta) * a.f_hi[at] + a.theta * a.f_lo[at];
+                    pmax = max_nan(pmax, xlines.hamiltonian(j, &lines[row.clone()], p.variant, p.eps, w, &mut h, lap));
+                    // row by row, each loop one operation over the row (they vectorise), each
+                    // node's operations those of the reference in its order
+                    let at = j * nx..(j + 1) * nx;
+                    let (free, f_hi, f_lo, hy) =
+                        (&free[at.clone()], &a.f_hi[at.clone()], &a.f_lo[at.clone()], &hy[row.clone()]);
+                    for (i, x) in e_out[row.clone()].iter_mut().enumerate() {
+                        *x = if free[i] {
+                            let h = h[i] + hy[i];
+                            let f = (1.0 - a.theta) * f_hi[i] + a.theta * f_lo[i];
                             f - h
                         } else {
                             0.0
                         };
-                        if st >= 2 {
-                            li_out[q] = (l[i] + ly[q]) * half_var;
+                    }
+                    if st >= 2 {
+                        for ((x, &lx), &ly) in li_out[row.clone()].iter_mut().zip(l.iter()).zip(&ly[row.clone()]) {
+                            *x = (lx + ly) * half_var;
                         }
-                        let mut acc = 0.0;
-                        for (jj, &c) in ae.iter().enumerate().take(st) {
-                            acc += c * if jj == st - 1 { e_out[q] } else { e_done[jj][at] };
+                    }
+                    // R = v + dt Σ(aE + âI): the sum accumulated in r from 0, term by term
+                    let acc = &mut r[row.clone()];
+                    acc.fill(0.0);
+                    for (jj, &c) in ae.iter().enumerate().take(st) {
+                        let term = if jj == st - 1 { &e_out[row.clone()] } else { &e_done[jj][at.clone()] };
+                        for (x, &y) in acc.iter_mut().zip(term) {
+                            *x += c * y;
                         }
-                        for jj in 1..st {
-                            let li = if jj == st - 1 { li_out[q] } else { li_done[jj - 1][at] };
-                            acc += ai[jj - 1] * li;
+                    }
+                    for jj in 1..st {
+                        let term = if jj == st - 1 { &li_out[row.clone()] } else { &li_done[jj - 1][at.clone()] };
+                        for (x, &y) in acc.iter_mut().zip(term) {
+                            *x += ai[jj - 1] * y;
                         }
-                        r[q] = v[q] + a.dt * acc;
+                    }
+                    for (x, &v) in acc.iter_mut().zip(&v[row.clone()]) {
+                        *x = v + a.dt * *x;
                     }
                 }
                 if a.solve {
