@@ -224,6 +224,24 @@ fn zero(out: &mut [f64], at: &[usize]) {
     }
 }
 
+/// The largest |d⁻|, |d⁺| over the free nodes (0 if none; NaN propagated), in `LANES` running
+/// maxima (the largest of a set is the same in any order).
+#[inline(always)]
+fn largest_slope(free: &[bool], dm: &[f64], dp: &[f64]) -> f64 {
+    let mut acc = [0.0_f64; LANES];
+    for (p, ((&fr, &m), &pl)) in free.iter().zip(dm).zip(dp).enumerate() {
+        let x = if fr { max_nan(m.abs(), pl.abs()) } else { 0.0 };
+        acc[p % LANES] = max_nan(acc[p % LANES], x);
+    }
+    acc.into_iter().fold(0.0, max_nan)
+}
+
+/// Δ₄ at run position p from the extended run `e` (p + 3 there), times `inv` = 1/(12d²).
+#[inline(always)]
+fn lap5(e: &[f64], p: usize, inv: f64) -> f64 {
+    (-e[p + 5] + 16.0 * e[p + 4] - 30.0 * e[p + 3] + 16.0 * e[p + 2] - e[p + 1]) * inv
+}
+
 /// max that propagates NaN, as NumPy's maximum.
 #[inline(always)]
 fn max_nan(a: f64, b: f64) -> f64 {
@@ -330,12 +348,19 @@ impl Lines {
                     rp[p] = weno_combine([w[5], w[4], w[3], w[2], w[1]], variant, eps);
                 }
             }
-            for (((&i, &fr), &m), &pl) in run.idx.iter().zip(&run.free).zip(rm.iter()).zip(rp.iter()) {
-                h[i] = godunov(m, pl);
-                if fr {
-                    pmax = max_nan(pmax, max_nan(m.abs(), pl.abs()));
+            match run.span {
+                Some(a) => {
+                    for ((x, &m), &pl) in h[a..a + len].iter_mut().zip(rm.iter()).zip(rp.iter()) {
+                        *x = godunov(m, pl);
+                    }
+                }
+                None => {
+                    for ((&i, &m), &pl) in run.idx.iter().zip(rm.iter()).zip(rp.iter()) {
+                        h[i] = godunov(m, pl);
+                    }
                 }
             }
+            pmax = max_nan(pmax, largest_slope(&run.free, rm, rp));
         }
         pmax
     }
@@ -354,9 +379,19 @@ impl Lines {
     #[inline]
     fn laplacian_run(&self, run: &Run, e: &[f64], out: &mut [f64]) {
         let inv = 1.0 / (12.0 * (self.d * self.d));
-        for (p, (&i, &fr)) in run.idx.iter().zip(&run.free).enumerate() {
-            if fr {
-                out[i] = (-e[p + 5] + 16.0 * e[p + 4] - 30.0 * e[p + 3] + 16.0 * e[p + 2] - e[p + 1]) * inv;
+        match run.span {
+            // `out` is 0 at the nodes that are not free (`laplacian`, `hamiltonian`)
+            Some(a) => {
+                for (p, (x, &fr)) in out[a..a + run.idx.len()].iter_mut().zip(&run.free).enumerate() {
+                    *x = if fr { lap5(e, p, inv) } else { 0.0 };
+                }
+            }
+            None => {
+                for (p, (&i, &fr)) in run.idx.iter().zip(&run.free).enumerate() {
+                    if fr {
+                        out[i] = lap5(e, p, inv);
+                    }
+                }
             }
         }
     }
@@ -716,11 +751,13 @@ impl Grid {
             l.resize(nx, 0.0);
             for s in 0..count {
                 let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
-                xlines.laplacian(j, &lines[row], &mut w.e, &mut l);
-                for i in 0..nx {
-                    let q = s * nx + i;
-                    let lap = l[i] + ly[q];
-                    d[q] = r[j * nx + i] - (lines[q] - c * lap);
+                xlines.laplacian(j, &lines[row.clone()], &mut w.e, &mut l);
+                let at = j * nx..(j + 1) * nx;
+                for ((((x, &r), &u), &lx), &ly) in
+                    d[row.clone()].iter_mut().zip(&r[at]).zip(&lines[row.clone()]).zip(l.iter()).zip(&ly[row])
+                {
+                    let lap = lx + ly;
+                    *x = r - (u - c * lap);
                 }
             }
             xlines.solve(gi, &d, t1, &mut w.buf);
