@@ -253,16 +253,23 @@ fn max_nan(a: f64, b: f64) -> f64 {
 }
 
 /// Lines `first .. first + count` of the transpose of `src` (shape (a, b), row-major) into
-/// `out` (count × a): out[s·a + q] = src[q·b + first + s].
-fn gather(src: &[f64], a: usize, b: usize, first: usize, count: usize, out: &mut Vec<f64>) {
-    out.clear();
-    out.resize(count * a, 0.0);
+/// `out` (count × a, count = out.len() / a): out[s·a + q] = src[q·b + first + s].
+#[inline(always)]
+fn gather(src: &[f64], a: usize, b: usize, first: usize, out: &mut [f64]) {
+    let count = out.len() / a;
     for q in 0..a {
         let row = &src[q * b + first..q * b + first + count];
         for (s, &x) in row.iter().enumerate() {
             out[s * a + q] = x;
         }
     }
+}
+
+/// `gather` into a work vector, sized to count × a (its old values all overwritten).
+#[inline(always)]
+fn gather_into(src: &[f64], a: usize, b: usize, first: usize, count: usize, out: &mut Vec<f64>) {
+    out.resize(count * a, 0.0);
+    gather(src, a, b, first, out);
 }
 
 impl Lines {
@@ -455,6 +462,15 @@ impl Lines {
     /// run's correction.
     fn solve(&self, gi: usize, r: &[f64], out: &mut [f64], buf: &mut Vec<f64>) {
         let n = self.n;
+        self.solve_from(gi, |l, i| r[l * n + i], out, buf);
+    }
+
+    /// `solve` with the lines' values read as `get(line in the group, node)`: a column pass
+    /// reads its columns straight from the row-held array (`get(l, i)` = src[i·nx + first + l]),
+    /// without gathering them first.
+    #[inline(always)]
+    fn solve_from(&self, gi: usize, get: impl Fn(usize, usize) -> f64, out: &mut [f64], buf: &mut Vec<f64>) {
+        let n = self.n;
         let solver = self.solver.as_ref().expect("prepared");
         let first = gi * GROUP;
         for (l, o) in out.chunks_mut(n).enumerate() {
@@ -465,16 +481,16 @@ impl Lines {
             buf.clear();
             buf.resize(batch.lanes.len() * LANES, 0.0);
             for (s, &(l, q)) in batch.runs.iter().enumerate() {
-                let (run, line) = (&self.runs[first + l][q], &r[l * n..(l + 1) * n]);
+                let run = &self.runs[first + l][q];
                 match run.span {
                     Some(a) => {
-                        for (p, &x) in line[a..a + run.idx.len()].iter().enumerate() {
-                            buf[p * LANES + s] = x;
+                        for p in 0..run.idx.len() {
+                            buf[p * LANES + s] = get(l, a + p);
                         }
                     }
                     None => {
                         for (p, &i) in run.idx.iter().enumerate() {
-                            buf[p * LANES + s] = line[i];
+                            buf[p * LANES + s] = get(l, i);
                         }
                     }
                 }
@@ -610,20 +626,18 @@ impl Grid {
             .enumerate()
             .map_init(Work::default, |w, (gi, (w_t, ly_t, hy_t))| {
                 let count = w_t.len() / ny;
-                let mut lines = std::mem::take(&mut w.lines);
-                gather(src, ny, nx, gi * GROUP, count, &mut lines);
+                let first = gi * GROUP;
                 if how == Columns::Copy {
-                    w_t.copy_from_slice(&lines);
+                    gather(src, ny, nx, first, w_t);
                 } else {
                     let mut solved = std::mem::take(&mut w.solved);
-                    solved.resize(lines.len(), 0.0);
-                    ylines.solve(gi, &lines, &mut solved, &mut w.buf);
+                    solved.resize(w_t.len(), 0.0);
+                    ylines.solve_from(gi, |l, i| src[i * nx + first + l], &mut solved, &mut w.buf);
                     for (u, &y) in w_t.iter_mut().zip(&solved) {
                         *u = if how == Columns::First { 0.0 + y } else { *u + y };
                     }
                     w.solved = solved;
                 }
-                w.lines = lines;
                 let mut pmax = 0.0_f64;
                 for s in 0..count {
                     let (i, col, l) = (gi * GROUP + s, &w_t[s * ny..(s + 1) * ny], &mut ly_t[s * ny..(s + 1) * ny]);
@@ -667,10 +681,10 @@ impl Grid {
                 let j0 = gi * GROUP;
                 let (mut lines, mut hy, mut ly) =
                     (std::mem::take(&mut w.lines), std::mem::take(&mut w.other), std::mem::take(&mut w.other2));
-                gather(w_t, nx, ny, j0, count, &mut lines);
-                gather(hy_t, nx, ny, j0, count, &mut hy);
+                gather_into(w_t, nx, ny, j0, count, &mut lines);
+                gather_into(hy_t, nx, ny, j0, count, &mut hy);
                 if st >= 2 {
-                    gather(ly_t, nx, ny, j0, count, &mut ly);
+                    gather_into(ly_t, nx, ny, j0, count, &mut ly);
                 }
                 if st == 1 {
                     v.copy_from_slice(&lines);
@@ -745,8 +759,8 @@ impl Grid {
                 std::mem::take(&mut w.rhs),
                 std::mem::take(&mut w.l),
             );
-            gather(w_t, nx, ny, j0, count, &mut lines);
-            gather(ly_t, nx, ny, j0, count, &mut ly);
+            gather_into(w_t, nx, ny, j0, count, &mut lines);
+            gather_into(ly_t, nx, ny, j0, count, &mut ly);
             d.resize(lines.len(), 0.0);
             l.resize(nx, 0.0);
             for s in 0..count {
@@ -776,7 +790,7 @@ impl Grid {
             .map_init(Work::default, |w, (gi, (v, h))| {
                 let count = v.len() / nx;
                 let mut lines = std::mem::take(&mut w.lines);
-                gather(w_t, nx, ny, gi * GROUP, count, &mut lines);
+                gather_into(w_t, nx, ny, gi * GROUP, count, &mut lines);
                 v.copy_from_slice(&lines);
                 w.lines = lines;
                 (0..count)
