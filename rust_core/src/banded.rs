@@ -9,7 +9,8 @@ use crate::simd::{self, Kernel};
 
 /// The LU factors of a pentadiagonal matrix A (no pivoting): L unit lower triangular with the
 /// multipliers `l2`, `l1` on its sub-diagonals −2, −1; U upper with `u0`, `u1`, `u2` on its
-/// diagonals 0, +1, +2.
+/// diagonals 0, +1, +2, and `inv0` = 1/u0, by which the back substitution multiplies (a
+/// division per row was the latency chain of the 2-D HJB's line solves).
 #[derive(Debug, Clone)]
 pub struct Penta {
     l2: Vec<f64>,
@@ -17,6 +18,7 @@ pub struct Penta {
     u0: Vec<f64>,
     u1: Vec<f64>,
     u2: Vec<f64>,
+    inv0: Vec<f64>,
 }
 
 impl Penta {
@@ -24,7 +26,14 @@ impl Penta {
     /// in the columns i − 2 … i + 2 (entries outside the matrix ignored).
     pub fn factor(m2: &[f64], m1: &[f64], d: &[f64], p1: &[f64], p2: &[f64]) -> Penta {
         let n = d.len();
-        let mut f = Penta { l2: vec![0.0; n], l1: vec![0.0; n], u0: vec![0.0; n], u1: vec![0.0; n], u2: vec![0.0; n] };
+        let mut f = Penta {
+            l2: vec![0.0; n],
+            l1: vec![0.0; n],
+            u0: vec![0.0; n],
+            u1: vec![0.0; n],
+            u2: vec![0.0; n],
+            inv0: vec![0.0; n],
+        };
         for i in 0..n {
             let (mut b, mut c) = (if i >= 1 { m1[i] } else { 0.0 }, d[i]);
             if i >= 2 {
@@ -43,6 +52,7 @@ impl Penta {
             f.u0[i] = c;
             f.u1[i] = e;
             f.u2[i] = if i + 2 < n { p2[i] } else { 0.0 };
+            f.inv0[i] = 1.0 / c;
         }
         f
     }
@@ -65,7 +75,7 @@ impl Penta {
             if i + 2 < n {
                 y -= self.u2[i] * x[i + 2];
             }
-            x[i] = y / self.u0[i];
+            x[i] = y * self.inv0[i];
         }
     }
 }
@@ -82,7 +92,7 @@ pub struct Lanes {
     n: usize,
     l2: Vec<f64>,
     l1: Vec<f64>,
-    u0: Vec<f64>,
+    inv0: Vec<f64>,
     u1: Vec<f64>,
     u2: Vec<f64>,
 }
@@ -95,14 +105,14 @@ impl Lanes {
             n,
             l2: vec![0.0; n * LANES],
             l1: vec![0.0; n * LANES],
-            u0: vec![1.0; n * LANES],
+            inv0: vec![1.0; n * LANES],
             u1: vec![0.0; n * LANES],
             u2: vec![0.0; n * LANES],
         };
         for (s, f) in fs.iter().enumerate() {
             for i in 0..f.u0.len() {
                 let at = i * LANES + s;
-                (l.l2[at], l.l1[at], l.u0[at], l.u1[at], l.u2[at]) = (f.l2[i], f.l1[i], f.u0[i], f.u1[i], f.u2[i]);
+                (l.l2[at], l.l1[at], l.inv0[at], l.u1[at], l.u2[at]) = (f.l2[i], f.l1[i], f.inv0[i], f.u1[i], f.u2[i]);
             }
         }
         l
@@ -160,7 +170,7 @@ impl Kernel for LanesSolve<'_> {
         for i in (0..n).rev() {
             let (head, tail) = x.split_at_mut((i + 1) * L);
             let cur = &mut head[i * L..];
-            let (u0, u1, u2) = (&f.u0[i * L..(i + 1) * L], &f.u1[i * L..(i + 1) * L], &f.u2[i * L..(i + 1) * L]);
+            let (inv0, u1, u2) = (&f.inv0[i * L..(i + 1) * L], &f.u1[i * L..(i + 1) * L], &f.u2[i * L..(i + 1) * L]);
             for s in 0..L {
                 let mut y = cur[s];
                 if i + 1 < n {
@@ -169,7 +179,7 @@ impl Kernel for LanesSolve<'_> {
                 if i + 2 < n {
                     y -= u2[s] * tail[L + s];
                 }
-                cur[s] = y / u0[s];
+                cur[s] = y * inv0[s];
             }
         }
     }

@@ -29,7 +29,8 @@ from mfg_ensemble.kernels.checks import FloatArray
 
 class Penta:
     """The LU factors of the pentadiagonal matrix with diagonals ``m2, m1, d, p1, p2`` (row i
-    holds them in columns i − 2 … i + 2; entries outside the matrix are ignored)."""
+    holds them in columns i − 2 … i + 2; entries outside the matrix are ignored), and the
+    reciprocals ``inv0`` of the pivots u0, by which the back substitution multiplies."""
 
     def __init__(self, m2, m1, d, p1, p2) -> None:
         n = len(d)
@@ -49,12 +50,13 @@ class Penta:
             u0[i], u1[i] = c, e
             u2[i] = float(p2[i]) if i + 2 < n else 0.0
         self.l2, self.l1, self.u0, self.u1, self.u2 = l2, l1, u0, u1, u2
+        self.inv0 = [1.0 / c for c in u0]
 
     def solve(self, r: FloatArray) -> FloatArray:
         """A⁻¹r."""
         x = [float(v) for v in r]
         n = len(x)
-        l2, l1, u0, u1, u2 = self.l2, self.l1, self.u0, self.u1, self.u2
+        l2, l1, inv0, u1, u2 = self.l2, self.l1, self.inv0, self.u1, self.u2
         for i in range(1, n):
             y = x[i] - l1[i] * x[i - 1]
             if i >= 2:
@@ -66,7 +68,7 @@ class Penta:
                 y -= u1[i] * x[i + 1]
             if i + 2 < n:
                 y -= u2[i] * x[i + 2]
-            x[i] = y / u0[i]
+            x[i] = y * inv0[i]
         return np.array(x)
 
 
@@ -181,12 +183,13 @@ class PentaBatch:
             u0[i], u1[i] = c, e
             u2[i] = p2[:, i] if i + 2 < n else zero
         self.l2, self.l1, self.u0, self.u1, self.u2 = l2, l1, u0, u1, u2
+        self.inv0 = 1.0 / u0
 
     def solve(self, r: FloatArray) -> FloatArray:
         """A⁻¹r for every matrix of the batch; ``r`` has shape (b, n)."""
         x = np.array(r, dtype=float).T.copy()  # (n, b)
         n = x.shape[0]
-        l2, l1, u0, u1, u2 = self.l2, self.l1, self.u0, self.u1, self.u2
+        l2, l1, inv0, u1, u2 = self.l2, self.l1, self.inv0, self.u1, self.u2
         for i in range(1, n):
             y = x[i] - l1[i] * x[i - 1]
             if i >= 2:
@@ -198,7 +201,7 @@ class PentaBatch:
                 y -= u1[i] * x[i + 1]
             if i + 2 < n:
                 y -= u2[i] * x[i + 2]
-            x[i] = y / u0[i]
+            x[i] = y * inv0[i]
         return x.T.copy()
 
 
