@@ -134,13 +134,16 @@ fn ghost_coefficients(len: usize, left: End, right: End) -> Vec<Combo> {
     ext
 }
 
-/// One run: its nodes (indices in the line), ghost combinations, Δ₄·12d² as five (wrapped,
+/// One run: its nodes (indices in the line), its ghosts' combinations, Δ₄·12d² as five (wrapped,
 /// for a cyclic run) diagonals, which nodes are free.
 struct Run {
     idx: Vec<usize>,
     /// the line's nodes `span .. span + len` when the run is one unwrapped stretch of them
     span: Option<usize>,
-    ext: Vec<Combo>,
+    /// the six ghosts' combinations (left 3, right 3, outermost first) as terms (node of the
+    /// line, coefficient), ghost g's at `ghosts[ghost_at[g]..ghost_at[g + 1]]`
+    ghosts: Vec<(usize, f64)>,
+    ghost_at: [usize; 7],
     lap: [Vec<f64>; 5],
     free: Vec<bool>,
     cyclic: bool,
@@ -181,21 +184,27 @@ struct Batch {
 /// The extended run of `line`: the run's values copied (their combinations are the identity:
 /// 1·x is x, up to the sign of a zero) and the six ghosts combined.
 fn fill_ext(run: &Run, line: &[f64], e: &mut Vec<f64>) {
-    let combine = |combo: &Combo| {
+    let ghost = |g: usize| {
         let mut acc = 0.0;
-        for &(q, c) in combo {
-            acc += c * line[run.idx[q]];
+        for &(i, c) in &run.ghosts[run.ghost_at[g]..run.ghost_at[g + 1]] {
+            acc += c * line[i];
         }
         acc
     };
     let len = run.idx.len();
-    e.clear();
-    e.extend(run.ext[..3].iter().map(combine));
-    match run.span {
-        Some(a) => e.extend_from_slice(&line[a..a + len]),
-        None => e.extend(run.idx.iter().map(|&i| line[i])),
+    e.resize(len + 6, 0.0);
+    for g in 0..3 {
+        e[g] = ghost(g);
+        e[len + 3 + g] = ghost(3 + g);
     }
-    e.extend(run.ext[len + 3..].iter().map(combine));
+    match run.span {
+        Some(a) => e[3..len + 3].copy_from_slice(&line[a..a + len]),
+        None => {
+            for (x, &i) in e[3..len + 3].iter_mut().zip(&run.idx) {
+                *x = line[i];
+            }
+        }
+    }
 }
 
 /// The buffers of one task of a pass: a group's gathered lines, its other inputs, the WENO
@@ -304,7 +313,13 @@ impl Lines {
                         }
                         let free = idx.iter().map(|&i| line[i] == FREE).collect();
                         let span = idx.windows(2).all(|w| w[1] == w[0] + 1).then_some(idx[0]);
-                        Run { idx, span, ext, lap, free, cyclic }
+                        let mut ghost_at = [0; 7];
+                        let mut ghosts = Vec::new();
+                        for (g, combo) in ext[..3].iter().chain(&ext[len + 3..]).enumerate() {
+                            ghosts.extend(combo.iter().map(|&(q, c)| (idx[q], c)));
+                            ghost_at[g + 1] = ghosts.len();
+                        }
+                        Run { idx, span, ghosts, ghost_at, lap, free, cyclic }
                     })
                     .collect()
             })
