@@ -240,9 +240,19 @@ fn zero(out: &mut [f64], at: &[usize]) {
 #[inline(always)]
 fn largest_slope(free: &[bool], dm: &[f64], dp: &[f64]) -> f64 {
     let mut acc = [0.0_f64; LANES];
-    for (p, ((&fr, &m), &pl)) in free.iter().zip(dm).zip(dp).enumerate() {
-        let x = if fr { max_nan(m.abs(), pl.abs()) } else { 0.0 };
-        acc[p % LANES] = max_nan(acc[p % LANES], x);
+    let (f, m, p) = (free.chunks_exact(LANES), dm.chunks_exact(LANES), dp.chunks_exact(LANES));
+    let rest = (f.remainder(), m.remainder(), p.remainder());
+    for ((f, m), p) in f.zip(m).zip(p) {
+        let (f, m, p): (&[bool; LANES], &[f64; LANES], &[f64; LANES]) =
+            (f.try_into().expect("a chunk"), m.try_into().expect("a chunk"), p.try_into().expect("a chunk"));
+        for k in 0..LANES {
+            let x = max_nan(m[k].abs(), p[k].abs());
+            acc[k] = max_nan(acc[k], if f[k] { x } else { 0.0 });
+        }
+    }
+    for k in 0..rest.0.len() {
+        let x = max_nan(rest.1[k].abs(), rest.2[k].abs());
+        acc[k] = max_nan(acc[k], if rest.0[k] { x } else { 0.0 });
     }
     acc.into_iter().fold(0.0, max_nan)
 }
