@@ -16,6 +16,7 @@ use crate::boundary::Boundary;
 use crate::error::{check_finite, check_non_negative, check_positive, KernelError, KernelResult};
 use crate::grid2d::{EXIT, FREE, OBSTACLE};
 use crate::hjb::{godunov, more_substeps, ARS_C, ARS_EXPLICIT, ARS_GAMMA, ARS_IMPLICIT};
+use crate::simd::{self, Kernel};
 use crate::substeps::{floors, substeps, Marching};
 use crate::weno::{derivatives_extended_into, weno_combine, Variant, Workspace, MIN_NODES};
 
@@ -257,6 +258,24 @@ fn largest_slope(free: &[bool], dm: &[f64], dp: &[f64]) -> f64 {
     acc.into_iter().fold(0.0, max_nan)
 }
 
+/// Δ₄·`inv` of an extended run `e` at every node of `out` (p + 3 in `e` for node p), for
+/// `simd::dispatch`.
+struct Laplacian<'a> {
+    e: &'a [f64],
+    inv: f64,
+    out: &'a mut [f64],
+}
+
+impl Kernel for Laplacian<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        for (x, w) in self.out.iter_mut().zip(self.e[1..].windows(5)) {
+            *x = (-w[4] + 16.0 * w[3] - 30.0 * w[2] + 16.0 * w[1] - w[0]) * self.inv;
+        }
+    }
+}
+
 /// Δ₄ at run position p from the extended run `e` (p + 3 there), times `inv` = 1/(12d²).
 #[inline(always)]
 fn lap5(e: &[f64], p: usize, inv: f64) -> f64 {
@@ -419,9 +438,7 @@ impl Lines {
             // every node, then 0 at the run's exits (no branch in the loop: it vectorises)
             Some(a) => {
                 let out = &mut out[a..a + run.idx.len()];
-                for (x, w) in out.iter_mut().zip(e[1..].windows(5)) {
-                    *x = (-w[4] + 16.0 * w[3] - 30.0 * w[2] + 16.0 * w[1] - w[0]) * inv;
-                }
+                simd::dispatch(Laplacian { e, inv, out: &mut *out });
                 zero(out, &run.exits);
             }
             None => {
