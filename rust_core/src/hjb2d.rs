@@ -228,6 +228,22 @@ struct Work {
     l: Vec<f64>,
 }
 
+thread_local! {
+    /// The work buffers of the passes' tasks on this thread, kept from pass to pass (a task
+    /// allocated and zeroed its own before; with two threads a pass has several tasks).
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
+}
+
+/// `f` with this thread's work buffers (fresh ones if a task of a pass runs inside another
+/// on this thread, which a nested parallel loop allows).
+#[inline(always)]
+fn with_work<R>(f: impl FnOnce(&mut Work) -> R) -> R {
+    WORK.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut w) => f(&mut w),
+        Err(_) => f(&mut Work::default()),
+    })
+}
+
 /// `out[i] = 0` for the nodes `at`.
 #[inline(always)]
 fn zero(out: &mut [f64], at: &[usize]) {
@@ -672,31 +688,33 @@ impl Grid {
         (self.w_t.par_chunks_mut(chunk), self.ly_t.par_chunks_mut(chunk), self.hy_t.par_chunks_mut(chunk))
             .into_par_iter()
             .enumerate()
-            .map_init(Work::default, |w, (gi, (w_t, ly_t, hy_t))| {
-                let count = w_t.len() / ny;
-                let first = gi * GROUP;
-                if how == Columns::Copy {
-                    gather(src, ny, nx, first, w_t);
-                } else {
-                    let mut solved = std::mem::take(&mut w.solved);
-                    solved.resize(w_t.len(), 0.0);
-                    ylines.solve_from(gi, |l, i| src[i * nx + first + l], &mut solved, &mut w.buf);
-                    for (u, &y) in w_t.iter_mut().zip(&solved) {
-                        *u = if how == Columns::First { 0.0 + y } else { *u + y };
-                    }
-                    w.solved = solved;
-                }
-                let mut pmax = 0.0_f64;
-                for s in 0..count {
-                    let (i, col, l) = (gi * GROUP + s, &w_t[s * ny..(s + 1) * ny], &mut ly_t[s * ny..(s + 1) * ny]);
-                    if last {
-                        let h = &mut hy_t[s * ny..(s + 1) * ny];
-                        pmax = max_nan(pmax, ylines.hamiltonian(i, col, p.variant, p.eps, w, h, Some(l)));
+            .map(|(gi, (w_t, ly_t, hy_t))| {
+                with_work(|w| {
+                    let count = w_t.len() / ny;
+                    let first = gi * GROUP;
+                    if how == Columns::Copy {
+                        gather(src, ny, nx, first, w_t);
                     } else {
-                        ylines.laplacian(i, col, &mut w.e, l);
+                        let mut solved = std::mem::take(&mut w.solved);
+                        solved.resize(w_t.len(), 0.0);
+                        ylines.solve_from(gi, |l, i| src[i * nx + first + l], &mut solved, &mut w.buf);
+                        for (u, &y) in w_t.iter_mut().zip(&solved) {
+                            *u = if how == Columns::First { 0.0 + y } else { *u + y };
+                        }
+                        w.solved = solved;
                     }
-                }
-                pmax
+                    let mut pmax = 0.0_f64;
+                    for s in 0..count {
+                        let (i, col, l) = (gi * GROUP + s, &w_t[s * ny..(s + 1) * ny], &mut ly_t[s * ny..(s + 1) * ny]);
+                        if last {
+                            let h = &mut hy_t[s * ny..(s + 1) * ny];
+                            pmax = max_nan(pmax, ylines.hamiltonian(i, col, p.variant, p.eps, w, h, Some(l)));
+                        } else {
+                            ylines.laplacian(i, col, &mut w.e, l);
+                        }
+                    }
+                    pmax
+                })
             })
             .reduce(|| 0.0, max_nan)
     }
@@ -724,70 +742,73 @@ impl Grid {
         )
             .into_par_iter()
             .enumerate()
-            .map_init(Work::default, |w, (gi, (v, e_out, li_out, r, t1))| {
-                let count = v.len() / nx;
-                let j0 = gi * GROUP;
-                let (mut lines, mut hy, mut ly) =
-                    (std::mem::take(&mut w.lines), std::mem::take(&mut w.other), std::mem::take(&mut w.other2));
-                gather_into(w_t, nx, ny, j0, count, &mut lines);
-                gather_into(hy_t, nx, ny, j0, count, &mut hy);
-                if st >= 2 {
-                    gather_into(ly_t, nx, ny, j0, count, &mut ly);
-                }
-                if st == 1 {
-                    v.copy_from_slice(&lines);
-                }
-                let (mut h, mut l) = (std::mem::take(&mut w.h), std::mem::take(&mut w.l));
-                h.resize(nx, 0.0);
-                l.resize(nx, 0.0);
-                let mut pmax = 0.0_f64;
-                for s in 0..count {
-                    let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
-                    let lap = if st >= 2 { Some(&mut l[..]) } else { None };
-                    pmax = max_nan(pmax, xlines.hamiltonian(j, &lines[row.clone()], p.variant, p.eps, w, &mut h, lap));
-                    // row by row, each loop one operation over the row (they vectorise), each
-                    // node's operations those of the reference in its order
-                    let at = j * nx..(j + 1) * nx;
-                    let (free, f_hi, f_lo, hy) =
-                        (&free[at.clone()], &a.f_hi[at.clone()], &a.f_lo[at.clone()], &hy[row.clone()]);
-                    for (i, x) in e_out[row.clone()].iter_mut().enumerate() {
-                        *x = if free[i] {
-                            let h = h[i] + hy[i];
-                            let f = (1.0 - a.theta) * f_hi[i] + a.theta * f_lo[i];
-                            f - h
-                        } else {
-                            0.0
-                        };
-                    }
+            .map(|(gi, (v, e_out, li_out, r, t1))| {
+                with_work(|w| {
+                    let count = v.len() / nx;
+                    let j0 = gi * GROUP;
+                    let (mut lines, mut hy, mut ly) =
+                        (std::mem::take(&mut w.lines), std::mem::take(&mut w.other), std::mem::take(&mut w.other2));
+                    gather_into(w_t, nx, ny, j0, count, &mut lines);
+                    gather_into(hy_t, nx, ny, j0, count, &mut hy);
                     if st >= 2 {
-                        for ((x, &lx), &ly) in li_out[row.clone()].iter_mut().zip(l.iter()).zip(&ly[row.clone()]) {
-                            *x = (lx + ly) * half_var;
+                        gather_into(ly_t, nx, ny, j0, count, &mut ly);
+                    }
+                    if st == 1 {
+                        v.copy_from_slice(&lines);
+                    }
+                    let (mut h, mut l) = (std::mem::take(&mut w.h), std::mem::take(&mut w.l));
+                    h.resize(nx, 0.0);
+                    l.resize(nx, 0.0);
+                    let mut pmax = 0.0_f64;
+                    for s in 0..count {
+                        let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
+                        let lap = if st >= 2 { Some(&mut l[..]) } else { None };
+                        pmax =
+                            max_nan(pmax, xlines.hamiltonian(j, &lines[row.clone()], p.variant, p.eps, w, &mut h, lap));
+                        // row by row, each loop one operation over the row (they vectorise), each
+                        // node's operations those of the reference in its order
+                        let at = j * nx..(j + 1) * nx;
+                        let (free, f_hi, f_lo, hy) =
+                            (&free[at.clone()], &a.f_hi[at.clone()], &a.f_lo[at.clone()], &hy[row.clone()]);
+                        for (i, x) in e_out[row.clone()].iter_mut().enumerate() {
+                            *x = if free[i] {
+                                let h = h[i] + hy[i];
+                                let f = (1.0 - a.theta) * f_hi[i] + a.theta * f_lo[i];
+                                f - h
+                            } else {
+                                0.0
+                            };
+                        }
+                        if st >= 2 {
+                            for ((x, &lx), &ly) in li_out[row.clone()].iter_mut().zip(l.iter()).zip(&ly[row.clone()]) {
+                                *x = (lx + ly) * half_var;
+                            }
+                        }
+                        // R = v + dt Σ(aE + âI): the sum accumulated in r from 0, term by term
+                        let acc = &mut r[row.clone()];
+                        acc.fill(0.0);
+                        for (jj, &c) in ae.iter().enumerate().take(st) {
+                            let term = if jj == st - 1 { &e_out[row.clone()] } else { &e_done[jj][at.clone()] };
+                            for (x, &y) in acc.iter_mut().zip(term) {
+                                *x += c * y;
+                            }
+                        }
+                        for jj in 1..st {
+                            let term = if jj == st - 1 { &li_out[row.clone()] } else { &li_done[jj - 1][at.clone()] };
+                            for (x, &y) in acc.iter_mut().zip(term) {
+                                *x += ai[jj - 1] * y;
+                            }
+                        }
+                        for (x, &v) in acc.iter_mut().zip(&v[row.clone()]) {
+                            *x = v + a.dt * *x;
                         }
                     }
-                    // R = v + dt Σ(aE + âI): the sum accumulated in r from 0, term by term
-                    let acc = &mut r[row.clone()];
-                    acc.fill(0.0);
-                    for (jj, &c) in ae.iter().enumerate().take(st) {
-                        let term = if jj == st - 1 { &e_out[row.clone()] } else { &e_done[jj][at.clone()] };
-                        for (x, &y) in acc.iter_mut().zip(term) {
-                            *x += c * y;
-                        }
+                    if a.solve {
+                        xlines.solve(gi, r, t1, &mut w.buf);
                     }
-                    for jj in 1..st {
-                        let term = if jj == st - 1 { &li_out[row.clone()] } else { &li_done[jj - 1][at.clone()] };
-                        for (x, &y) in acc.iter_mut().zip(term) {
-                            *x += ai[jj - 1] * y;
-                        }
-                    }
-                    for (x, &v) in acc.iter_mut().zip(&v[row.clone()]) {
-                        *x = v + a.dt * *x;
-                    }
-                }
-                if a.solve {
-                    xlines.solve(gi, r, t1, &mut w.buf);
-                }
-                (w.lines, w.other, w.other2, w.h, w.l) = (lines, hy, ly, h, l);
-                pmax
+                    (w.lines, w.other, w.other2, w.h, w.l) = (lines, hy, ly, h, l);
+                    pmax
+                })
             })
             .reduce(|| 0.0, max_nan)
     }
@@ -798,32 +819,34 @@ impl Grid {
         let (nx, ny) = (self.nx, self.ny);
         let (xlines, w_t, ly_t, r) = (&self.x, &self.w_t, &self.ly_t, &self.r);
         let chunk = GROUP * nx;
-        self.t1.par_chunks_mut(chunk).enumerate().for_each_init(Work::default, |w, (gi, t1)| {
-            let count = t1.len() / nx;
-            let j0 = gi * GROUP;
-            let (mut lines, mut ly, mut d, mut l) = (
-                std::mem::take(&mut w.lines),
-                std::mem::take(&mut w.other),
-                std::mem::take(&mut w.rhs),
-                std::mem::take(&mut w.l),
-            );
-            gather_into(w_t, nx, ny, j0, count, &mut lines);
-            gather_into(ly_t, nx, ny, j0, count, &mut ly);
-            d.resize(lines.len(), 0.0);
-            l.resize(nx, 0.0);
-            for s in 0..count {
-                let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
-                xlines.laplacian(j, &lines[row.clone()], &mut w.e, &mut l);
-                let at = j * nx..(j + 1) * nx;
-                for ((((x, &r), &u), &lx), &ly) in
-                    d[row.clone()].iter_mut().zip(&r[at]).zip(&lines[row.clone()]).zip(l.iter()).zip(&ly[row])
-                {
-                    let lap = lx + ly;
-                    *x = r - (u - c * lap);
+        self.t1.par_chunks_mut(chunk).enumerate().for_each(|(gi, t1)| {
+            with_work(|w| {
+                let count = t1.len() / nx;
+                let j0 = gi * GROUP;
+                let (mut lines, mut ly, mut d, mut l) = (
+                    std::mem::take(&mut w.lines),
+                    std::mem::take(&mut w.other),
+                    std::mem::take(&mut w.rhs),
+                    std::mem::take(&mut w.l),
+                );
+                gather_into(w_t, nx, ny, j0, count, &mut lines);
+                gather_into(ly_t, nx, ny, j0, count, &mut ly);
+                d.resize(lines.len(), 0.0);
+                l.resize(nx, 0.0);
+                for s in 0..count {
+                    let (j, row) = (j0 + s, s * nx..(s + 1) * nx);
+                    xlines.laplacian(j, &lines[row.clone()], &mut w.e, &mut l);
+                    let at = j * nx..(j + 1) * nx;
+                    for ((((x, &r), &u), &lx), &ly) in
+                        d[row.clone()].iter_mut().zip(&r[at]).zip(&lines[row.clone()]).zip(l.iter()).zip(&ly[row])
+                    {
+                        let lap = lx + ly;
+                        *x = r - (u - c * lap);
+                    }
                 }
-            }
-            xlines.solve(gi, &d, t1, &mut w.buf);
-            (w.lines, w.other, w.rhs, w.l) = (lines, ly, d, l);
+                xlines.solve(gi, &d, t1, &mut w.buf);
+                (w.lines, w.other, w.rhs, w.l) = (lines, ly, d, l);
+            })
         });
     }
 
@@ -835,18 +858,20 @@ impl Grid {
         (self.v.par_chunks_mut(chunk), self.sink.par_chunks_mut(chunk))
             .into_par_iter()
             .enumerate()
-            .map_init(Work::default, |w, (gi, (v, h))| {
-                let count = v.len() / nx;
-                let mut lines = std::mem::take(&mut w.lines);
-                gather_into(w_t, nx, ny, gi * GROUP, count, &mut lines);
-                v.copy_from_slice(&lines);
-                w.lines = lines;
-                (0..count)
-                    .map(|s| {
-                        let row = s * nx..(s + 1) * nx;
-                        xlines.hamiltonian(gi * GROUP + s, &v[row.clone()], p.variant, p.eps, w, &mut h[row], None)
-                    })
-                    .fold(0.0, max_nan)
+            .map(|(gi, (v, h))| {
+                with_work(|w| {
+                    let count = v.len() / nx;
+                    let mut lines = std::mem::take(&mut w.lines);
+                    gather_into(w_t, nx, ny, gi * GROUP, count, &mut lines);
+                    v.copy_from_slice(&lines);
+                    w.lines = lines;
+                    (0..count)
+                        .map(|s| {
+                            let row = s * nx..(s + 1) * nx;
+                            xlines.hamiltonian(gi * GROUP + s, &v[row.clone()], p.variant, p.eps, w, &mut h[row], None)
+                        })
+                        .fold(0.0, max_nan)
+                })
             })
             .reduce(|| 0.0, max_nan)
     }
