@@ -79,9 +79,8 @@ struct Block {
 struct LineBlocks {
     nx: usize,
     along_y: bool,
-    /// Nodes per line and lines.
+    /// Nodes per line.
     n: usize,
-    k: usize,
     widths: Vec<f64>,
     ratio: f64,
     blocks: Vec<Block>,
@@ -163,7 +162,7 @@ impl LineBlocks {
             }
             blocks.push(blk);
         }
-        LineBlocks { nx, along_y, n, k, widths, ratio, blocks }
+        LineBlocks { nx, along_y, n, widths, ratio, blocks }
     }
 
     fn solvers(&self, c: f64) -> Vec<BlockSolver> {
@@ -221,38 +220,13 @@ impl LineBlocks {
             .collect()
     }
 
-    /// buf (blocks of [p][line]) ← the lines of `field`.
-    fn gather(&self, field: &[f64], buf: &mut [f64]) {
-        let (n, nx, along_y) = (self.n, self.nx, self.along_y);
-        buf.par_chunks_mut(n * BLOCK).enumerate().for_each(|(bi, chunk)| {
-            let q0 = bi * BLOCK;
-            let b = chunk.len() / n;
-            for p in 0..n {
-                for l in 0..b {
-                    chunk[p * b + l] = if along_y { field[p * nx + q0 + l] } else { field[(q0 + l) * nx + p] };
-                }
-            }
-        });
-    }
-
-    /// `field` ← the lines of buf.
+    /// `field` ← the columns (y lines) held in buf: row j holds p = j of every line.
     fn scatter(&self, buf: &[f64], field: &mut [f64]) {
-        let (n, k, along_y) = (self.n, self.k, self.along_y);
+        let n = self.n;
         field.par_chunks_mut(self.nx).enumerate().for_each(|(j, row)| {
-            if along_y {
-                // row j holds p = j of every line i
-                for (bi, out) in row.chunks_mut(BLOCK).enumerate() {
-                    let b = out.len();
-                    out.copy_from_slice(&buf[bi * BLOCK * n + j * b..][..b]);
-                }
-            } else {
-                // row j is line j
-                let (bi, l) = (j / BLOCK, j % BLOCK);
-                let b = BLOCK.min(k - bi * BLOCK);
-                let chunk = &buf[bi * BLOCK * n..];
-                for (p, v) in row.iter_mut().enumerate() {
-                    *v = chunk[p * b + l];
-                }
+            for (bi, out) in row.chunks_mut(BLOCK).enumerate() {
+                let b = out.len();
+                out.copy_from_slice(&buf[bi * BLOCK * n + j * b..][..b]);
             }
         });
     }
@@ -315,25 +289,62 @@ impl LineBlocks {
     }
 
     /// `step` on every block (Rayon over blocks), which leaves each line's exit flux in `out`;
-    /// returns Σ over lines, in line order, of face length × exit flux.
+    /// returns Σ over lines, in line order, of face length × exit flux. Rows: a task gathers
+    /// its block's rows (its own chunk of `field`) into `buf`, steps and scatters them back,
+    /// one parallel pass; columns: a task gathers its columns, then one pass over the rows
+    /// scatters them (the columns of a block are not a chunk of `field`).
     fn sweep<F>(&self, field: &mut [f64], solvers: &[BlockSolver], buf: &mut [f64], step: F) -> f64
     where
         F: Fn(&Block, &BlockSolver, &mut [f64], &mut Vec<f64>, &mut [f64]) + Sync,
     {
-        self.gather(field, buf);
-        let flux: Vec<Vec<f64>> = buf
-            .par_chunks_mut(self.n * BLOCK)
-            .zip(self.blocks.par_iter().zip(solvers.par_iter()))
-            .map_init(Vec::new, |scratch, (x, (blk, s))| {
-                let mut out = vec![0.0; blk.b];
-                step(blk, s, x, scratch, &mut out);
-                for (o, a) in out.iter_mut().zip(&blk.across) {
-                    *o *= a;
-                }
-                out
-            })
-            .collect();
-        self.scatter(buf, field);
+        let (n, nx) = (self.n, self.nx);
+        let run = |scratch: &mut Vec<f64>, x: &mut [f64], blk: &Block, s: &BlockSolver| {
+            let mut out = vec![0.0; blk.b];
+            step(blk, s, x, scratch, &mut out);
+            for (o, a) in out.iter_mut().zip(&blk.across) {
+                *o *= a;
+            }
+            out
+        };
+        let blocks = self.blocks.par_iter().zip(solvers.par_iter());
+        let flux: Vec<Vec<f64>> = if self.along_y {
+            let from = &*field;
+            let flux = buf
+                .par_chunks_mut(n * BLOCK)
+                .zip(blocks)
+                .enumerate()
+                .map_init(Vec::new, |scratch, (bi, (x, (blk, s)))| {
+                    let (q0, b) = (bi * BLOCK, blk.b);
+                    for p in 0..n {
+                        x[p * b..(p + 1) * b].copy_from_slice(&from[p * nx + q0..p * nx + q0 + b]);
+                    }
+                    run(scratch, x, blk, s)
+                })
+                .collect();
+            self.scatter(buf, field);
+            flux
+        } else {
+            field
+                .par_chunks_mut(BLOCK * nx)
+                .zip(buf.par_chunks_mut(n * BLOCK))
+                .zip(blocks)
+                .map_init(Vec::new, |scratch, ((rows, x), (blk, s))| {
+                    let b = blk.b;
+                    for (l, row) in rows.chunks(nx).enumerate() {
+                        for (p, &v) in row.iter().enumerate() {
+                            x[p * b + l] = v;
+                        }
+                    }
+                    let out = run(scratch, x, blk, s);
+                    for (l, row) in rows.chunks_mut(nx).enumerate() {
+                        for (p, v) in row.iter_mut().enumerate() {
+                            *v = x[p * b + l];
+                        }
+                    }
+                    out
+                })
+                .collect()
+        };
         flux.iter().flatten().sum()
     }
 }
