@@ -26,14 +26,8 @@ impl Penta {
     /// in the columns i − 2 … i + 2 (entries outside the matrix ignored).
     pub fn factor(m2: &[f64], m1: &[f64], d: &[f64], p1: &[f64], p2: &[f64]) -> Penta {
         let n = d.len();
-        let mut f = Penta {
-            l2: vec![0.0; n],
-            l1: vec![0.0; n],
-            u0: vec![0.0; n],
-            u1: vec![0.0; n],
-            u2: vec![0.0; n],
-            inv0: vec![0.0; n],
-        };
+        let z = || vec![0.0; n];
+        let mut f = Penta { l2: z(), l1: z(), u0: z(), u1: z(), u2: z(), inv0: z() };
         for i in 0..n {
             let (mut b, mut c) = (if i >= 1 { m1[i] } else { 0.0 }, d[i]);
             if i >= 2 {

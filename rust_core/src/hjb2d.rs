@@ -267,9 +267,9 @@ fn largest_slope(free: &[bool], dm: &[f64], dp: &[f64]) -> f64 {
             acc[k] = max_nan(acc[k], if f[k] { x } else { 0.0 });
         }
     }
-    for k in 0..rest.0.len() {
-        let x = max_nan(rest.1[k].abs(), rest.2[k].abs());
-        acc[k] = max_nan(acc[k], if rest.0[k] { x } else { 0.0 });
+    for (((a, &f), &m), &p) in acc.iter_mut().zip(rest.0).zip(rest.1).zip(rest.2) {
+        let x = max_nan(m.abs(), p.abs());
+        *a = max_nan(*a, if f { x } else { 0.0 });
     }
     acc.into_iter().fold(0.0, max_nan)
 }
@@ -287,15 +287,15 @@ impl Kernel for Laplacian<'_> {
     #[inline(always)]
     fn run(self) {
         for (x, w) in self.out.iter_mut().zip(self.e[1..].windows(5)) {
-            *x = (-w[4] + 16.0 * w[3] - 30.0 * w[2] + 16.0 * w[1] - w[0]) * self.inv;
+            *x = lap5(w, self.inv);
         }
     }
 }
 
-/// Δ₄ at run position p from the extended run `e` (p + 3 there), times `inv` = 1/(12d²).
+/// Δ₄ at the middle of the five values `w`, times `inv` = 1/(12d²).
 #[inline(always)]
-fn lap5(e: &[f64], p: usize, inv: f64) -> f64 {
-    (-e[p + 5] + 16.0 * e[p + 4] - 30.0 * e[p + 3] + 16.0 * e[p + 2] - e[p + 1]) * inv
+fn lap5(w: &[f64], inv: f64) -> f64 {
+    (-w[4] + 16.0 * w[3] - 30.0 * w[2] + 16.0 * w[1] - w[0]) * inv
 }
 
 /// max that propagates NaN, as NumPy's maximum.
@@ -445,22 +445,22 @@ impl Lines {
         }
     }
 
-    /// Δ₄ of one run from its extended values `e` into the run's free nodes of `out`.
+    /// Δ₄ of one run from its extended values `e` into the run's nodes of `out` (0 at its exits).
     #[inline]
     fn laplacian_run(&self, run: &Run, e: &[f64], out: &mut [f64]) {
         let inv = 1.0 / (12.0 * (self.d * self.d));
         match run.span {
-            // `out` is 0 at the nodes that are not free (`laplacian`, `hamiltonian`)
             // every node, then 0 at the run's exits (no branch in the loop: it vectorises)
             Some(a) => {
                 let out = &mut out[a..a + run.idx.len()];
                 simd::dispatch(Laplacian { e, inv, out: &mut *out });
                 zero(out, &run.exits);
             }
+            // the free nodes (`out` is 0 at the others: `laplacian`, `hamiltonian`)
             None => {
                 for (p, (&i, &fr)) in run.idx.iter().zip(&run.free).enumerate() {
                     if fr {
-                        out[i] = lap5(e, p, inv);
+                        out[i] = lap5(&e[p + 1..p + 6], inv);
                     }
                 }
             }
