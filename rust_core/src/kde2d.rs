@@ -1,7 +1,8 @@
 //! Two-dimensional Gaussian kernel density estimation (product kernel, bandwidths (hx, hy)) of
 //! particles onto the nodes of a 2-D field (ny, nx): "exact" (direct truncated sum with images)
-//! or "binned" (bilinear binning, then a separable convolution), zero at obstacle and exit
-//! nodes, scaled to a given mass Σ w·m over the SPEC2D quadrature weights.
+//! or "binned" (bilinear binning, then a separable convolution), divided next to obstacles by
+//! the room's share of each node's kernel, zero at obstacle and exit nodes, scaled to a given
+//! mass Σ w·m over the SPEC2D quadrature weights.
 //!
 //! The maths: see mfg_ensemble/kernels/reference/kde2d.py.
 //!
@@ -13,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::boundary::Boundary;
 use crate::error::{KernelError, KernelResult};
-use crate::grid2d::{EXIT, OBSTACLE};
+use crate::grid2d::{EXIT, FREE, OBSTACLE};
 use crate::kde::{Method, CUTOFF};
 
 /// Particles per block of the exact sum and of the binning.
@@ -247,12 +248,28 @@ fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     t
 }
 
-/// Binning, then the separable convolution: along the rows (x), then along the columns (y).
-fn raw_binned(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
-    let w = bilinear_binning(particles, ax, ay);
-    let rows = convolve_lines(&w, ax, h.0);
+/// The separable convolution S of a field of nodes (ny, nx): along the rows (x), then along
+/// the columns (y).
+fn convolve(field: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
+    let rows = convolve_lines(field, ax, h.0);
     let cols = convolve_lines(&transpose(&rows, ay.n, ax.n), ay, h.1);
     transpose(&cols, ax.n, ay.n)
+}
+
+/// Binning, then the separable convolution.
+fn raw_binned(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
+    convolve(&bilinear_binning(particles, ax, ay), ax, ay, h)
+}
+
+/// The room's share of each node's kernel, c = S(R)/S(1) (R = 1 off the OBSTACLE nodes, 0 on
+/// them), or None when there is no OBSTACLE node.
+fn room_fraction(ax: &Axis, ay: &Axis, h: (f64, f64), kinds: &[u8]) -> Option<Vec<f64>> {
+    if !kinds.contains(&OBSTACLE) {
+        return None;
+    }
+    let room: Vec<f64> = kinds.iter().map(|&k| if k == OBSTACLE { 0.0 } else { 1.0 }).collect();
+    let all = convolve(&vec![1.0; kinds.len()], ax, ay, h);
+    Some(convolve(&room, ax, ay, h).iter().zip(&all).map(|(r, a)| r / a).collect())
 }
 
 /// The KDE (ny, nx, row-major) of `particles` (interleaved x, y) with bandwidths `h`, zero at
@@ -273,6 +290,13 @@ pub fn density(
         Method::Exact => raw_exact(particles, ax, ay, h),
         Method::Binned => raw_binned(particles, ax, ay, h),
     };
+    if let Some(share) = room_fraction(ax, ay, h, kinds) {
+        for ((v, &k), &c) in m.iter_mut().zip(kinds).zip(&share) {
+            if k == FREE {
+                *v /= c;
+            }
+        }
+    }
     for (v, &k) in m.iter_mut().zip(kinds) {
         if k == OBSTACLE || k == EXIT {
             *v = 0.0;

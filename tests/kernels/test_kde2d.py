@@ -106,6 +106,25 @@ def test_reflection_images_keep_the_mass(method: str, h: float) -> None:
 
 
 @pytest.mark.parametrize("method", ["exact", "binned"])
+def test_a_flat_crowd_around_a_pillar_stays_flat(method: str, backend: str) -> None:
+    """Particles uniform in the unit square off the cells of a disc's obstacle nodes (the room of
+    the particle march: nearest-node cells): the density is flat up to the pillar, as at the
+    walls. Without the room-share renormalisation the nodes next to the pillar came out 42 %
+    low (measured: min/mean 0.58, ring means 0.64, 0.77, 0.91 out to 0.06; now min 0.97,
+    rings 1.000, 0.997, 0.997)."""
+    n = 61
+    x = y = axis(n, "reflect")
+    centre, radius = 0.5, 0.2
+    nodes = np.where(np.hypot(*np.meshgrid(x - centre, y - centre)) < radius, OBSTACLE, 0).astype(np.uint8)
+    p = np.random.default_rng(11).uniform(0.0, 1.0, (600_000, 2))
+    nearest = np.floor(p / x[1] + 0.5).astype(int)
+    p = p[nodes[nearest[:, 1], nearest[:, 0]] == 0]
+    m = kde_2d(p, x, y, (0.04, 0.04), method=method, nodes=nodes, backend=backend)
+    free = m[nodes == 0] / m[nodes == 0].mean()
+    assert 0.94 < free.min() and free.max() < 1.06
+
+
+@pytest.mark.parametrize("method", ["exact", "binned"])
 @pytest.mark.parametrize("bc", BCS)
 def test_tensor_product_of_particles_gives_the_product_of_1d_kdes(
     method: str, bc: tuple[str, str], backend: str
