@@ -25,7 +25,7 @@ against Rust on one thread over the same first iteration, G(m0) (after a warm-up
 grid: a NumPy iteration at 101² takes minutes, and the later iterates, which need fewer
 sub-steps, are not the same work); then the
 cost growth per iteration from 51² to 201² nodes (FV, three iterations, 2 threads; the
-iteration counts to converge are those of the table and of the README). About 40 minutes.
+iteration counts to converge are those of the table and of the README). About 25 minutes.
 ``--room-threads``: the room's HJB and FV marches alone, on 1 and 2 threads, from 51² to 201²
 nodes.
 """
