@@ -136,11 +136,13 @@ def test_rust_and_numpy_solve_the_same_room() -> None:
 
 def test_particles_approach_finite_volumes_in_a_room() -> None:
     """16× the particles: the L1 gap to the FV solution (max over t) shrinks as the KDE bias
-    (h² ∝ n^(−1/3) in 2-D: × 0.4) and the noise (n^(−1/2): × 0.25) do — by ≥ 35 % in an open
-    room with a door. Measured (nx = 21): 0.184 → 0.102. Next to an obstacle the KDE is only cut
-    and renormalised (no images about obstacle faces), an O(h) bias (h ∝ n^(−1/6): × 0.63):
-    there the gap shrinks by ≥ 20 % (measured 0.20 → 0.14)."""
-    for obstacles, ratio in (([], 0.65), (ROOM["obstacles"], 0.8)):
+    (h² ∝ n^(−1/3) in 2-D: × 0.4) and the noise (n^(−1/2): × 0.25) do — by ≥ 35 %, in an open
+    room with a door and with the pillar too. Measured (nx = 21, 2·10³ → 3.2·10⁴ particles):
+    open 0.182 → 0.101, pillar 0.186 → 0.102 (when the KDE was cut at the pillar, not divided by
+    the room's share of its kernel: 0.20 → 0.14, and the test asked 20 %). With 5.1·10⁵ the
+    open room goes on (0.051) and the pillar's stops at 0.096: a bias next to the pillar,
+    O(h) or the staircase pillar's faces, that this grid does not resolve."""
+    for obstacles in ([], ROOM["obstacles"]):
         room = Problem2D(**{**ROOM, "obstacles": obstacles, "exits": [{"side": "right", "lo": -0.3, "hi": 0.3}]})
         w = room.quadrature_weights()
         fv = solve(room, fp="fv", tol=1e-8)
@@ -148,7 +150,7 @@ def test_particles_approach_finite_volumes_in_a_room() -> None:
         for n in (2_000, 32_000):
             ds = solve(room, n_particles=n, seed=2, tol=1e-4, max_iter=30)
             gaps.append(float((np.abs(ds.m.values - fv.m.values) * w).sum(axis=(1, 2)).max()))
-        assert gaps[1] < ratio * gaps[0], (obstacles, gaps)
+        assert gaps[1] < 0.65 * gaps[0], (obstacles, gaps)
 
 
 def test_one_dimensional_schemes_are_refused_in_two_dimensions() -> None:
