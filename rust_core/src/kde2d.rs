@@ -261,13 +261,59 @@ fn raw_binned(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64
     convolve(&bilinear_binning(particles, ax, ay), ax, ay, h)
 }
 
-/// The room's share of each node's kernel, c = S(R)/S(1) (R = 1 off the OBSTACLE nodes, 0 on
-/// them), or None when there is no OBSTACLE node.
-fn room_fraction(ax: &Axis, ay: &Axis, h: (f64, f64), kinds: &[u8]) -> Option<Vec<f64>> {
+/// The neighbours (below, above) of node `i` of an axis: beyond a "reflect" end node its mirror
+/// image, wrapped for "periodic".
+fn neighbours(i: usize, axis: &Axis) -> (usize, usize) {
+    let (n, wrap) = (axis.n, axis.periodic());
+    let below = if i > 0 {
+        i - 1
+    } else if wrap {
+        n - 1
+    } else {
+        1
+    };
+    let above = if i + 1 < n {
+        i + 1
+    } else if wrap {
+        0
+    } else {
+        n - 2
+    };
+    (below, above)
+}
+
+/// T v: the binning weights of a uniform crowd over the node cells weighted by `v` (ny, nx);
+/// along x, then y, ¾v_i + ⅛(v_{i−1} + v_{i+1}) with `neighbours`.
+fn uniform_binning(v: &[f64], ax: &Axis, ay: &Axis) -> Vec<f64> {
+    let nx = ax.n;
+    let mut x = vec![0.0; v.len()];
+    for (row, out) in v.chunks(nx).zip(x.chunks_mut(nx)) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let (lo, hi) = neighbours(i, ax);
+            *o = 0.75 * row[i] + 0.125 * (row[lo] + row[hi]);
+        }
+    }
+    let mut y = vec![0.0; v.len()];
+    for (j, out) in y.chunks_mut(nx).enumerate() {
+        let (lo, hi) = neighbours(j, ay);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = 0.75 * x[j * nx + i] + 0.125 * (x[lo * nx + i] + x[hi * nx + i]);
+        }
+    }
+    y
+}
+
+/// The room's share of each node's kernel, c = S(B)/S(1) with B = R ("exact") or T R ("binned",
+/// T `uniform_binning`), R = 1 off the OBSTACLE nodes, 0 on them; None when there is no
+/// OBSTACLE node.
+fn room_fraction(ax: &Axis, ay: &Axis, h: (f64, f64), method: Method, kinds: &[u8]) -> Option<Vec<f64>> {
     if !kinds.contains(&OBSTACLE) {
         return None;
     }
-    let room: Vec<f64> = kinds.iter().map(|&k| if k == OBSTACLE { 0.0 } else { 1.0 }).collect();
+    let mut room: Vec<f64> = kinds.iter().map(|&k| if k == OBSTACLE { 0.0 } else { 1.0 }).collect();
+    if method == Method::Binned {
+        room = uniform_binning(&room, ax, ay);
+    }
     let all = convolve(&vec![1.0; kinds.len()], ax, ay, h);
     Some(convolve(&room, ax, ay, h).iter().zip(&all).map(|(r, a)| r / a).collect())
 }
@@ -290,7 +336,7 @@ pub fn density(
         Method::Exact => raw_exact(particles, ax, ay, h),
         Method::Binned => raw_binned(particles, ax, ay, h),
     };
-    if let Some(share) = room_fraction(ax, ay, h, kinds) {
+    if let Some(share) = room_fraction(ax, ay, h, method, kinds) {
         for ((v, &k), &c) in m.iter_mut().zip(kinds).zip(&share) {
             if k == FREE {
                 *v /= c;

@@ -137,11 +137,11 @@ def test_rust_and_numpy_solve_the_same_room() -> None:
 def test_particles_approach_finite_volumes_in_a_room() -> None:
     """16× the particles: the L1 gap to the FV solution (max over t) shrinks as the KDE bias
     (h² ∝ n^(−1/3) in 2-D: × 0.4) and the noise (n^(−1/2): × 0.25) do — by ≥ 35 %, in an open
-    room with a door and with the pillar too. Measured (nx = 21, 2·10³ → 3.2·10⁴ particles):
-    open 0.182 → 0.101, pillar 0.186 → 0.102 (when the KDE was cut at the pillar, not divided by
-    the room's share of its kernel: 0.20 → 0.14, and the test asked 20 %). With 5.1·10⁵ the
-    open room goes on (0.051) and the pillar's stops at 0.096: a bias next to the pillar,
-    O(h) or the staircase pillar's faces, that this grid does not resolve."""
+    room with a door and with the pillar too. Measured (nx = 21, 2·10³ → 3.2·10⁴ → 5.1·10⁵
+    particles): open 0.182 → 0.101 → 0.051, pillar 0.185 → 0.104 → 0.057. When the KDE was cut
+    at the pillar, not divided by the room's share of its kernel, 0.20 → 0.14 (the test asked
+    20 %); divided by the share of the room's nodes rather than of its binned cells, the pillar
+    stopped at 0.096 with 5.1·10⁵ (h < dx there, where binning loses the obstacle cells' share)."""
     for obstacles in ([], ROOM["obstacles"]):
         room = Problem2D(**{**ROOM, "obstacles": obstacles, "exits": [{"side": "right", "lo": -0.3, "hi": 0.3}]})
         w = room.quadrature_weights()
