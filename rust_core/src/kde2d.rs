@@ -318,8 +318,9 @@ fn room_fraction(ax: &Axis, ay: &Axis, h: (f64, f64), method: Method, kinds: &[u
     Some(convolve(&room, ax, ay, h).iter().zip(&all).map(|(r, a)| r / a).collect())
 }
 
-/// The KDE (ny, nx, row-major) of `particles` (interleaved x, y) with bandwidths `h`, zero at
-/// obstacle and exit nodes, scaled to Σ w·m = `mass` (all zeros for no particles).
+/// The KDE (ny, nx, row-major) of `particles` (interleaved x, y) with bandwidths `h`, divided by
+/// `room_fraction` next to obstacles, zero at obstacle and exit nodes, scaled to Σ w·m = `mass`
+/// (all zeros for no particles).
 pub fn density(
     particles: &[f64],
     ax: &Axis,

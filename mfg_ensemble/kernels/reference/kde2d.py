@@ -196,7 +196,8 @@ def density(
     mass: float = 1.0,
 ) -> FloatArray:
     """The KDE (ny, nx) of ``particles`` on the nodes of ``axes`` = ((x_lo, dx, nx), (y_lo, dy, ny)),
-    zero at obstacle and exit nodes, scaled to Σ w·m = ``mass`` (see the module docstring)."""
+    divided by :func:`room_fraction` next to obstacles, zero at obstacle and exit nodes, scaled to
+    Σ w·m = ``mass`` (see the module docstring)."""
     (_, dx, nx), (_, dy, ny) = axes
     if particles.shape[0] == 0:
         return np.zeros((ny, nx))
