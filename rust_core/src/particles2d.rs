@@ -24,12 +24,17 @@ use crate::grid2d::{EXIT, OBSTACLE};
 use crate::kde::Method;
 use crate::kde2d::{bandwidth_rule_2d, density, Axis};
 use crate::particles::{fold_into, noise_step};
-use crate::rng::{fill_normals_where, STREAM_EM};
+use crate::rng::{fill_normals_where, uniform, STREAM_EM};
 use crate::simd;
 use crate::substeps::{floors, substeps};
 
 /// Stream tag of the y noise (x uses `STREAM_EM`): other Philox counters, independent normals.
 pub const STREAM_EM_Y: u64 = 2;
+/// Stream tag of the uniforms of the exits' Brownian-bridge test (`Geometry::bridge_survival`).
+pub const STREAM_EXIT: u64 = 3;
+/// Exponents 2·d₀d₁/(σ²δ) of the bridge's crossing probability e^(−·) above which it is taken as
+/// 0: from 37.5 on, 1 − e^(−·) rounds to 1, so the cut-off changes no survival.
+const BRIDGE_CUTOFF: f64 = 40.0;
 /// Obstacle reflections per step; a step still blocked after them leaves the particle where it was.
 pub const MAX_BOUNCES: usize = 8;
 /// Largest clearance recorded (cells): farther obstacles are not looked for.
@@ -70,6 +75,14 @@ pub struct Marching2d {
     pub diverged: Option<String>,
 }
 
+/// A wall with exit nodes: its axis, coordinate and end node index along the axis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ExitWall {
+    axis: usize,
+    at: f64,
+    end: usize,
+}
+
 /// The grid of a march: the two axes, the domain's ends and the node kinds (ny, nx).
 pub struct Geometry<'a> {
     pub axes: [Axis; 2],
@@ -78,6 +91,10 @@ pub struct Geometry<'a> {
     pub kinds: &'a [u8],
     pub has_exits: bool,
     pub has_obstacles: bool,
+    /// The walls with exit nodes (a corner exit node counts for both walls it is on, as in
+    /// `exit_at`), in the order x-low, x-high, y-low, y-high: `exit_walls[..exit_wall_count]`.
+    exit_walls: [ExitWall; 4],
+    exit_wall_count: usize,
     /// Per node (ny, nx): the Chebyshev distance in cells (unfolded cells mapped to nodes) to
     /// the nearest obstacle cell, capped at `CLEARANCE_CAP`; empty without obstacles.
     clearance: Vec<u8>,
@@ -96,8 +113,20 @@ impl<'a> Geometry<'a> {
             kinds,
             has_exits: kinds.contains(&EXIT),
             has_obstacles: kinds.contains(&OBSTACLE),
+            exit_walls: [ExitWall { axis: 0, at: 0.0, end: 0 }; 4],
+            exit_wall_count: 0,
             clearance: Vec::new(),
         };
+        for side in 0..4 {
+            let (a, high) = (side / 2, side % 2 == 1);
+            let end = if high { geo.axes[a].n - 1 } else { 0 };
+            let kind = |k: usize| if a == 0 { geo.kind(k, end) } else { geo.kind(end, k) };
+            if !geo.periodic(a) && (0..geo.axes[1 - a].n).any(|k| kind(k) == EXIT) {
+                let at = if high { hi[a] } else { lo[a] };
+                geo.exit_walls[geo.exit_wall_count] = ExitWall { axis: a, at, end };
+                geo.exit_wall_count += 1;
+            }
+        }
         if geo.has_obstacles {
             geo.clearance = geo.clearances(nx, ny);
         }
@@ -245,6 +274,26 @@ impl<'a> Geometry<'a> {
             return false;
         }
         self.first_wall(x, p).is_some_and(|w| self.exit_at(x, p, w))
+    }
+
+    /// The probability that the Brownian bridge of a step from x to q (inside the domain) did
+    /// not touch an exit: the product over the sides with exits, in the order x-low, x-high,
+    /// y-low, y-high, of 1 − exp(−d₀d₁·`inv`), d₀ and d₁ the distances of x and q to the side and
+    /// `inv` = 2/(σ²δ), for the sides whose node nearest q along them is an EXIT (taken as 1 from
+    /// the exponent `BRIDGE_CUTOFF` on). See the reference's `bridge_survival`.
+    #[inline(always)]
+    fn bridge_survival(&self, x: [f64; 2], q: [f64; 2], inv: f64) -> f64 {
+        let mut survive = 1.0;
+        for &ExitWall { axis: a, at, end } in &self.exit_walls[..self.exit_wall_count] {
+            let e = (x[a] - at).abs() * (q[a] - at).abs() * inv;
+            if e < BRIDGE_CUTOFF {
+                let k = self.nearest(q[1 - a], 1 - a);
+                if (if a == 0 { self.kind(k, end) } else { self.kind(end, k) }) == EXIT {
+                    survive *= 1.0 - (-e).exp();
+                }
+            }
+        }
+        survive
     }
 
     /// The node of the unfolded cell k along axis a (mirror images or translates of the domain).
@@ -472,6 +521,7 @@ fn step_all(
     geo: &Geometry,
 ) -> usize {
     let scale = sigma * dt.sqrt();
+    let bridge = (geo.has_exits && sigma > 0.0).then(|| Bridge { seed, step, inv: 2.0 / (sigma * sigma * dt) });
     x.par_chunks_mut(2 * CHUNK)
         .zip(alive.par_chunks_mut(CHUNK))
         .enumerate()
@@ -483,7 +533,7 @@ fn step_all(
             // only the alive particles' normals: the Philox blocks of four dead ones are skipped
             fill_normals_where(seed, step, STREAM_EM, start, nx_, |k| live[k]);
             fill_normals_where(seed, step, STREAM_EM_Y, start, ny_, |k| live[k]);
-            simd::dispatch(StepChunk { xs, live, noise: [nx_, ny_], g, dt, scale, geo })
+            simd::dispatch(StepChunk { xs, live, noise: [nx_, ny_], g, dt, scale, geo, bridge, start })
         })
         .sum()
 }
@@ -499,18 +549,29 @@ struct StepChunk<'a> {
     dt: f64,
     scale: f64,
     geo: &'a Geometry<'a>,
+    bridge: Option<Bridge>,
+    start: u64,
+}
+
+/// The exits' Brownian-bridge test of a step (with exits and σ > 0): the Philox sequence of its
+/// uniforms (seed, step, `STREAM_EXIT`) and 2/(σ²δ).
+#[derive(Clone, Copy)]
+struct Bridge {
+    seed: u64,
+    step: u64,
+    inv: f64,
 }
 
 impl simd::Kernel for StepChunk<'_> {
     type Output = usize;
     #[inline(always)]
     fn run(self) -> usize {
-        step_chunk(self.xs, self.live, self.noise, self.g, self.dt, self.scale, self.geo)
+        step_chunk(self.xs, self.live, self.noise, self.g, self.dt, self.scale, self.geo, self.bridge, self.start)
     }
 }
 
 /// The step of one chunk of particles (interleaved `xs`, alive flags `live`, their x and y
-/// normals `noise`); returns how many were removed.
+/// normals `noise`; the first is particle `start`); returns how many were removed.
 ///
 /// In two passes over the alive particles: the proposals p = x + b·dt + σ√dt·z (into `noise`)
 /// and the node of x, a loop with few branches whose gradient loads (random: the particles are
@@ -525,6 +586,8 @@ fn step_chunk(
     dt: f64,
     scale: f64,
     geo: &Geometry,
+    bridge: Option<Bridge>,
+    start: u64,
 ) -> usize {
     let [nx_, ny_] = noise;
     // the alive particles' indices, gathered without branches: a test per particle in the loop
@@ -572,6 +635,14 @@ fn step_chunk(
             }
             geo.fold(p)
         };
+        if let Some(b) = bridge {
+            let survive = geo.bridge_survival(from, q, b.inv);
+            if survive < 1.0 && uniform(b.seed, b.step, STREAM_EXIT, start + k as u64) > survive {
+                *ok = false;
+                removed += 1;
+                continue;
+            }
+        }
         pos[0] = q[0];
         pos[1] = q[1];
     }
@@ -734,6 +805,31 @@ mod tests {
             method: Method::Binned,
             bandwidth: Bandwidth2::Rule,
         }
+    }
+
+    #[test]
+    fn the_bridge_judges_the_walls_with_exits_near_the_end_point() {
+        // exits on the right wall's nodes 3..6 and at the bottom-right corner node; y periodic
+        // in the second geometry, whose bottom is then no wall
+        let (nx, ny) = (11, 11);
+        let mut kinds = vec![0u8; nx * ny];
+        for j in (3..7).chain([0]) {
+            kinds[j * nx + nx - 1] = EXIT;
+        }
+        let geo = Geometry::new([0.0; 2], [1.0; 2], nx, ny, [Boundary::Reflect; 2], &kinds);
+        let walls =
+            |g: &Geometry| g.exit_walls[..g.exit_wall_count].iter().map(|w| (w.axis, w.at, w.end)).collect::<Vec<_>>();
+        assert_eq!(walls(&geo), [(0, 1.0, 10), (1, 0.0, 0)]);
+        let inv = 2.0 / (0.04 * 0.01);
+        let (x, q) = ([0.97, 0.45], [0.98, 0.5]);
+        assert_eq!(geo.bridge_survival(x, q, inv), 1.0 - (-((1.0f64 - 0.97) * (1.0 - 0.98)) * inv).exp());
+        assert_eq!(geo.bridge_survival(x, [0.98, 0.8], inv), 1.0); // nearest node 8 is a wall
+        assert_eq!(geo.bridge_survival([0.5, 0.45], [0.6, 0.5], inv), 1.0); // exponent 8000: cut off
+        let corner = geo.bridge_survival([0.97, 0.02], [0.99, 0.01], inv);
+        let sides = (1.0 - (-(0.03f64 * 0.01) * inv).exp()) * (1.0 - (-(0.02f64 * 0.01) * inv).exp()); // rounding apart
+        assert!((corner - sides).abs() < 1e-15, "{corner} {sides}");
+        let tube = Geometry::new([0.0; 2], [1.0; 2], nx, ny, [Boundary::Reflect, Boundary::Periodic], &kinds);
+        assert_eq!(walls(&tube), [(0, 1.0, 10)]);
     }
 
     #[test]

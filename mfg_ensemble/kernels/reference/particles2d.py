@@ -27,6 +27,20 @@ node is an EXIT, the particle is removed (alive = False; a removed particle neve
 not judged again at a second wall within the same step). Otherwise each coordinate is folded back
 as in 1-D (:func:`fold_into`: reflect or wrap).
 
+**Exits between the steps (Brownian bridge).** A path can touch an exit and come back within one
+step, which the end points alone do not show: removing only steps that end beyond the side
+misses those exits, an error of order √δ in the exited mass. So each step of an alive particle
+that is not removed, from X to its end point Q (folded, after the walk), is judged once more: for
+each side with exit nodes (order x-low, x-high, y-low, y-high) whose node nearest Q along the
+side is an EXIT, with d₀, d₁ the distances of X and Q to that side, the Brownian bridge from X to
+Q over the step (variance σ²δ per axis) touched the side's line with probability
+exp(−2d₀d₁/(σ²δ)) (exact for a straight side and a constant drift: the drift does not change the
+bridge), taken as 0 for exponents ≥ ``BRIDGE_CUTOFF``. The survival S is the product of the
+1 − exp(·) over those sides, and the particle is removed when uniform number p of the Philox
+sequence (seed, step, ``STREAM_EXIT`` = 3) exceeds S. With a constant drift towards a straight
+exit the exited mass then follows the first-passage law of the continuous motion at any δ. No
+test is made when σ = 0.
+
 **Obstacles: one walk of the step.** Unfold the walls: along a "reflect" direction the plane is
 tiled by the mirror images of the domain, along a "periodic" one by its translates, so that the
 folded path of a step is the straight segment X → P followed in the unfolded plane, mapped back by
@@ -73,6 +87,13 @@ from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit
 
 STREAM_EM_Y = 2
 """Stream tag of the y noise of the 2-D particles (x uses ``rng.STREAM_EM``)."""
+
+STREAM_EXIT = 3
+"""Stream tag of the uniforms of the exits' Brownian-bridge test."""
+
+BRIDGE_CUTOFF = 40.0
+"""Exponents 2·d₀d₁/(σ²δ) above which the bridge's crossing probability is taken as 0: from 37.5
+on, 1 − exp(−·) rounds to 1 anyway, so the cut-off changes no survival."""
 
 MAX_BOUNCES = 8
 """Obstacle reflections per step; a step still blocked after them leaves the particle where it was."""
@@ -140,6 +161,11 @@ class Geometry:
         self.periodic = (bc[0] == "periodic", bc[1] == "periodic")
         self.has_exits = bool((kinds == EXIT).any())
         self.has_obstacles = bool((kinds == OBSTACLE).any())
+        exit_ = kinds == EXIT
+        ends = (exit_[:, 0].any(), exit_[:, -1].any(), exit_[0, :].any(), exit_[-1, :].any())
+        self.exit_sides = tuple(bool(has) and not self.periodic[side // 2] for side, has in enumerate(ends))
+        """Which sides (2·axis + 0 low / 1 high) are walls with exit nodes (a corner exit node counts
+        for both walls it is on, as in :meth:`exit_at`)."""
 
     def cell(self, p: FloatArray) -> tuple[np.ndarray, np.ndarray]:
         i = nearest_node(p[:, 0], self.lo[0], self.d[0], self.n[0], self.periodic[0])
@@ -191,6 +217,24 @@ class Geometry:
         """Which straight steps x → p leave through an exit (see the module docstring)."""
         t, side = self.first_wall(x, p)
         return self.exit_at(x, p, t, side)
+
+    def bridge_survival(self, x: FloatArray, q: FloatArray, inv: float) -> FloatArray:
+        """The probability that the Brownian bridge of the steps x → q (inside the domain) did not
+        touch an exit, ``inv`` = 2/(σ²δ) (module docstring, "Exits between the steps")."""
+        survive = np.ones(x.shape[0])
+        for side in range(4):
+            if not self.exit_sides[side]:
+                continue
+            a, high = divmod(side, 2)
+            wall = self.hi[a] if high else self.lo[a]
+            e = np.abs(x[:, a] - wall) * np.abs(q[:, a] - wall) * inv
+            b = 1 - a
+            k = nearest_node(q[:, b], self.lo[b], self.d[b], self.n[b], self.periodic[b])
+            end = self.n[a] - 1 if high else 0
+            kinds = self.kinds[k, end] if a == 0 else self.kinds[end, k]
+            hit = (e < BRIDGE_CUTOFF) & (kinds == EXIT)
+            survive[hit] *= 1.0 - np.exp(-e[hit])
+        return survive
 
     def fold(self, p: FloatArray) -> FloatArray:
         return np.stack([fold_into(p[:, a], self.lo[a], self.hi[a], self.bc[a]) for a in range(2)], axis=1)
@@ -319,6 +363,11 @@ def step_particles(x, alive, gx, gy, dt, sigma, seed, step, geo: Geometry):
         gone = geo.exits(x, p) if geo.has_exits else np.zeros(n, dtype=bool)
         q = geo.fold(p)
     keep = alive & ~gone
+    if geo.has_exits and sigma > 0.0:
+        survive = geo.bridge_survival(x, q, 2.0 / (sigma * sigma * dt))
+        (judged,) = np.nonzero(keep & (survive < 1.0))
+        crossed = rng.uniforms_at(seed, step, STREAM_EXIT, judged) > survive[judged]
+        keep[judged[crossed]] = False
     return np.where(keep[:, None], q, x), keep
 
 
