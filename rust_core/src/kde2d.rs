@@ -113,10 +113,15 @@ pub fn weights_2d(ax: &Axis, ay: &Axis, kinds: &[u8]) -> Vec<f64> {
 
 /// The bandwidth rule for 2-D particles (interleaved x, y): "scott" and "silverman" are both
 /// σ̂_d·n^(−1/6) per dimension; `None` when a column has no spread (or fewer than 2 particles).
-pub fn bandwidth_rule_2d(particles: &[f64]) -> Option<(f64, f64)> {
+/// With `weights`: the weighted mean and variance (reliability weights) and Kish's n_eff
+/// (`weighted_rule`).
+pub fn bandwidth_rule_2d(particles: &[f64], weights: Option<&[f64]>) -> Option<(f64, f64)> {
     let n = particles.len() / 2;
     if n < 2 {
         return None;
+    }
+    if let Some(w) = weights {
+        return weighted_rule(particles, w);
     }
     let factor = (n as f64).powf(-1.0 / 6.0);
     let mut h = [0.0; 2];
@@ -132,6 +137,44 @@ pub fn bandwidth_rule_2d(particles: &[f64]) -> Option<(f64, f64)> {
     Some((h[0], h[1]))
 }
 
+/// `bandwidth_rule_2d` with weights w: mean x̄ = Σwx/Σw, variance Σw(x − x̄)²/(Σw − Σw²/Σw),
+/// factor n_eff^(−1/6) with n_eff = (Σw)²/Σw² (all sums in particle order); `None` when the
+/// variance's denominator is not positive (n_eff ≤ 1) or a column has no spread.
+fn weighted_rule(particles: &[f64], w: &[f64]) -> Option<(f64, f64)> {
+    let (sw, sw2) = w.iter().fold((0.0, 0.0), |(a, b), &v| (a + v, b + v * v));
+    let denominator = sw - sw2 / sw;
+    if denominator.is_nan() || denominator <= 0.0 {
+        return None;
+    }
+    let factor = (sw * sw / sw2).powf(-1.0 / 6.0);
+    let mut h = [0.0; 2];
+    for (a, ha) in h.iter_mut().enumerate() {
+        let column = || particles.iter().skip(a).step_by(2).zip(w);
+        let mean = column().map(|(x, v)| v * x).sum::<f64>() / sw;
+        let var = column().map(|(x, v)| v * ((x - mean) * (x - mean))).sum::<f64>() / denominator;
+        let std = var.sqrt();
+        if std.is_nan() || std <= 0.0 {
+            return None;
+        }
+        *ha = std * factor;
+    }
+    Some((h[0], h[1]))
+}
+
+/// The weight of particle k of a block: `weights[k]`, or 1 (multiplying by it changes no bit).
+#[inline(always)]
+fn weight_of(weights: Option<&[f64]>, k: usize) -> f64 {
+    weights.map_or(1.0, |w| w[k])
+}
+
+/// The blocks of `weights` matching the particles' blocks (None: none).
+fn weight_blocks(weights: Option<&[f64]>, blocks: usize) -> Vec<Option<&[f64]>> {
+    match weights {
+        Some(w) => w.chunks(BLOCK).map(Some).collect(),
+        None => vec![None; blocks],
+    }
+}
+
 /// Sum of the per-block arrays in block order.
 fn add_in_order(parts: Vec<Vec<f64>>, size: usize) -> Vec<f64> {
     let mut total = vec![0.0; size];
@@ -141,22 +184,25 @@ fn add_in_order(parts: Vec<Vec<f64>>, size: usize) -> Vec<f64> {
     total
 }
 
-/// The direct truncated sum: m[j, i] = Σ_p Ay[p, j]·Ax[p, i] (`Axis::kernel_row`).
-fn raw_exact(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
+/// The direct truncated sum: m[j, i] = Σ_p w_p·Ay[p, j]·Ax[p, i] (`Axis::kernel_row`).
+fn raw_exact(particles: &[f64], weights: Option<&[f64]>, ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
     let (nx, ny) = (ax.n, ay.n);
+    let blocks = particles.chunks(2 * BLOCK).len();
     let parts: Vec<Vec<f64>> = particles
         .par_chunks(2 * BLOCK)
-        .map(|block| {
+        .zip(weight_blocks(weights, blocks))
+        .map(|(block, wb)| {
             let mut m = vec![0.0; ny * nx];
             let (mut rx, mut ry) = (vec![0.0; nx], vec![0.0; ny]);
-            for p in block.chunks_exact(2) {
+            for (k, p) in block.chunks_exact(2).enumerate() {
                 let (i0, i1) = ax.kernel_row(p[0], h.0, &mut rx);
                 let (j0, j1) = ay.kernel_row(p[1], h.1, &mut ry);
                 if i0 > i1 || j0 > j1 {
                     continue;
                 }
+                let wk = weight_of(wb, k);
                 for j in j0..=j1 {
-                    let (yv, row) = (ry[j], &mut m[j * nx..(j + 1) * nx]);
+                    let (yv, row) = (wk * ry[j], &mut m[j * nx..(j + 1) * nx]);
                     for (o, &xv) in row[i0..=i1].iter_mut().zip(&rx[i0..=i1]) {
                         *o += yv * xv;
                     }
@@ -168,20 +214,24 @@ fn raw_exact(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64>
     add_in_order(parts, ny * nx)
 }
 
-/// Bilinear binning weights (ny, nx) of the particles.
-fn bilinear_binning(particles: &[f64], ax: &Axis, ay: &Axis) -> Vec<f64> {
+/// Bilinear binning weights (ny, nx) of the particles, each scaled by its weight.
+fn bilinear_binning(particles: &[f64], weights: Option<&[f64]>, ax: &Axis, ay: &Axis) -> Vec<f64> {
     let (nx, ny) = (ax.n, ay.n);
+    let blocks = particles.chunks(2 * BLOCK).len();
     let parts: Vec<Vec<f64>> = particles
         .par_chunks(2 * BLOCK)
-        .map(|block| {
+        .zip(weight_blocks(weights, blocks))
+        .map(|(block, wb)| {
             let mut w = vec![0.0; ny * nx];
-            for p in block.chunks_exact(2) {
+            for (k, p) in block.chunks_exact(2).enumerate() {
                 let (i, fx) = ax.cell(p[0]);
                 let (j, fy) = ay.cell(p[1]);
                 let (i1, j1) = ((i + 1) % nx, (j + 1) % ny);
-                w[j * nx + i] += (1.0 - fx) * (1.0 - fy);
-                w[j * nx + i1] += fx * (1.0 - fy);
-                w[j1 * nx + i] += (1.0 - fx) * fy;
+                let (gx, gy) = (1.0 - fx, weight_of(wb, k) * (1.0 - fy));
+                let fy = weight_of(wb, k) * fy;
+                w[j * nx + i] += gx * gy;
+                w[j * nx + i1] += fx * gy;
+                w[j1 * nx + i] += gx * fy;
                 w[j1 * nx + i1] += fx * fy;
             }
             w
@@ -257,8 +307,8 @@ fn convolve(field: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
 }
 
 /// Binning, then the separable convolution.
-fn raw_binned(particles: &[f64], ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
-    convolve(&bilinear_binning(particles, ax, ay), ax, ay, h)
+fn raw_binned(particles: &[f64], weights: Option<&[f64]>, ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
+    convolve(&bilinear_binning(particles, weights, ax, ay), ax, ay, h)
 }
 
 /// The neighbours (below, above) of node `i` of an axis: beyond a "reflect" end node its mirror
@@ -318,11 +368,13 @@ fn room_fraction(ax: &Axis, ay: &Axis, h: (f64, f64), method: Method, kinds: &[u
     Some(convolve(&room, ax, ay, h).iter().zip(&all).map(|(r, a)| r / a).collect())
 }
 
-/// The KDE (ny, nx, row-major) of `particles` (interleaved x, y) with bandwidths `h`, divided by
-/// `room_fraction` next to obstacles, zero at obstacle and exit nodes, scaled to Σ w·m = `mass`
-/// (all zeros for no particles).
+/// The KDE (ny, nx, row-major) of `particles` (interleaved x, y), each of weight `weights[p]`
+/// (None: 1), with bandwidths `h`, divided by `room_fraction` next to obstacles, zero at obstacle
+/// and exit nodes, scaled to Σ w·m = `mass` (all zeros for no particles).
+#[allow(clippy::too_many_arguments)]
 pub fn density(
     particles: &[f64],
+    weights: Option<&[f64]>,
     ax: &Axis,
     ay: &Axis,
     h: (f64, f64),
@@ -334,8 +386,8 @@ pub fn density(
         return Ok(vec![0.0; ax.n * ay.n]);
     }
     let mut m = match method {
-        Method::Exact => raw_exact(particles, ax, ay, h),
-        Method::Binned => raw_binned(particles, ax, ay, h),
+        Method::Exact => raw_exact(particles, weights, ax, ay, h),
+        Method::Binned => raw_binned(particles, weights, ax, ay, h),
     };
     if let Some(share) = room_fraction(ax, ay, h, method, kinds) {
         for ((v, &k), &c) in m.iter_mut().zip(kinds).zip(&share) {
@@ -408,7 +460,7 @@ pub fn kde_2d(
     if particles.is_empty() {
         return Err(KernelError("particles must not be empty".into()));
     }
-    density(particles, ax, ay, h, method, kinds, 1.0)
+    density(particles, None, ax, ay, h, method, kinds, 1.0)
 }
 
 #[cfg(test)]
@@ -424,6 +476,32 @@ mod tests {
         let mut z = vec![0.0; 2 * n];
         crate::rng::fill_normals(4, 0, 9, 0, &mut z);
         z.iter().map(|v| crate::particles::fold_into(0.4 + 0.2 * v, 0.0, 1.0, Boundary::Reflect)).collect()
+    }
+
+    #[test]
+    fn integer_weights_repeat_the_particles() {
+        let (ax, ay) = (axis(21, Boundary::Reflect), axis(17, Boundary::Periodic));
+        let kinds = vec![0u8; 21 * 17];
+        let p = cloud(9000); // more than two blocks
+        let w: Vec<f64> = (0..p.len() / 2).map(|k| (1 + k % 3) as f64).collect();
+        let repeated: Vec<f64> = p
+            .chunks_exact(2)
+            .zip(&w)
+            .flat_map(|(q, &c)| std::iter::repeat_n([q[0], q[1]], c as usize))
+            .flatten()
+            .collect();
+        for method in [Method::Exact, Method::Binned] {
+            let a = density(&p, Some(&w), &ax, &ay, (0.07, 0.09), method, &kinds, 1.0).unwrap();
+            let b = density(&repeated, None, &ax, &ay, (0.07, 0.09), method, &kinds, 1.0).unwrap();
+            let top = b.iter().fold(0.0f64, |m, &v| m.max(v));
+            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-12 * top));
+            let ones = vec![1.0; w.len()];
+            assert_eq!(
+                density(&p, Some(&ones), &ax, &ay, (0.07, 0.09), method, &kinds, 1.0).unwrap(),
+                density(&p, None, &ax, &ay, (0.07, 0.09), method, &kinds, 1.0).unwrap()
+            );
+        }
+        assert_eq!(bandwidth_rule_2d(&p, Some(&vec![1.0; w.len()])), bandwidth_rule_2d(&p, None));
     }
 
     #[test]
@@ -451,6 +529,6 @@ mod tests {
         assert!(kde_2d(&[0.5, 1.5], &ax, &ay, (0.1, 0.1), Method::Exact, &kinds).is_err());
         assert!(kde_2d(&[0.5, 0.5], &ax, &ay, (0.0, 0.1), Method::Exact, &kinds).is_err());
         assert!(kde_2d(&[0.5, 0.5], &ax, &ay, (0.1, 0.1), Method::Exact, &kinds[1..]).is_err());
-        assert!(bandwidth_rule_2d(&[0.5, 0.5, 0.6, 0.5]).is_none());
+        assert!(bandwidth_rule_2d(&[0.5, 0.5, 0.6, 0.5], None).is_none());
     }
 }

@@ -351,7 +351,8 @@ mod bindings {
         array2(py, m, ay.n, ax.n)
     }
 
-    /// The 2-D particle march: (m (nt, ny·nx), counts, exited (nt,), None or (positions (n, 2), alive (n,))).
+    /// The 2-D particle march: (m (nt, ny·nx), counts, exited (nt,), None or (positions (n, 2),
+    /// alive (n,), weights (n,))).
     #[pyfunction]
     #[pyo3(signature = (x0, u, *, lo, hi, sigma, T, seed, bc, kinds, method, bandwidth, min_substeps=None, positions=false))]
     #[allow(clippy::too_many_arguments, non_snake_case)]
@@ -404,7 +405,8 @@ mod bindings {
         let exited = out.exited.into_pyarray(py);
         let extra = if positions {
             let alive = numpy::PyArray1::from_vec(py, out.alive).into_any();
-            Some((array2(py, out.positions, n, 2)?, alive))
+            let weights = out.weights.into_pyarray(py).into_any();
+            Some((array2(py, out.positions, n, 2)?, alive, weights))
         } else {
             None
         };

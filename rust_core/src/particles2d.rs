@@ -2,8 +2,9 @@
 //! differences with the SPEC2D ghosts, bilinear in space, linear in time), walls folded per
 //! coordinate, steps walked cell by cell (2-D DDA in the plane unfolded at the walls) and
 //! reflected about the first obstacle face they cross (at most `MAX_BOUNCES` times), particles
-//! removed when their step leaves through an exit, the KDE of the alive particles (scaled to the
-//! alive fraction) at every output time.
+//! removed when their step leaves through an exit and weighted by the survival of the step's
+//! Brownian bridge next to exits, the weighted KDE of the alive particles (scaled to their
+//! weight) at every output time.
 //!
 //! The maths: see mfg_ensemble/kernels/reference/particles2d.py.
 //!
@@ -15,6 +16,8 @@
 //! A step from a node whose clearance (Chebyshev distance in cells to the nearest obstacle,
 //! precomputed) exceeds its length by 2.5 cells skips the cell walk: it cannot meet an obstacle,
 //! and the walk would give exactly exits + fold (`may_meet_obstacle`; tested against the walk).
+//! The weights' total is summed in particle order, so the exited mass too is the same bits for
+//! any thread count.
 
 use rayon::prelude::*;
 
@@ -24,14 +27,12 @@ use crate::grid2d::{EXIT, OBSTACLE};
 use crate::kde::Method;
 use crate::kde2d::{bandwidth_rule_2d, density, Axis};
 use crate::particles::{fold_into, noise_step};
-use crate::rng::{fill_normals_where, uniform, STREAM_EM};
+use crate::rng::{fill_normals_where, STREAM_EM};
 use crate::simd;
 use crate::substeps::{floors, substeps};
 
 /// Stream tag of the y noise (x uses `STREAM_EM`): other Philox counters, independent normals.
 pub const STREAM_EM_Y: u64 = 2;
-/// Stream tag of the uniforms of the exits' Brownian-bridge test (`Geometry::bridge_survival`).
-pub const STREAM_EXIT: u64 = 3;
 /// Exponents 2·d₀d₁/(σ²δ) of the bridge's crossing probability e^(−·) above which it is taken as
 /// 0: from 37.5 on, 1 − e^(−·) rounds to 1, so the cut-off changes no survival.
 const BRIDGE_CUTOFF: f64 = 40.0;
@@ -63,8 +64,9 @@ pub struct Forward2dParams {
 }
 
 /// What the march returns: densities (nt, ny, nx) row-major, sub-steps per output interval,
-/// exited fraction per output time, the final positions (interleaved) and alive mask, and why
-/// the march blew up, if it did.
+/// exited fraction per output time, the final positions (interleaved), alive mask and weights
+/// (1 unless the bridge lowered them; those of removed particles unspecified), and why the march
+/// blew up, if it did.
 #[derive(Debug, Clone)]
 pub struct Marching2d {
     pub values: Vec<f64>,
@@ -72,6 +74,7 @@ pub struct Marching2d {
     pub exited: Vec<f64>,
     pub positions: Vec<f64>,
     pub alive: Vec<bool>,
+    pub weights: Vec<f64>,
     pub diverged: Option<String>,
 }
 
@@ -508,11 +511,13 @@ fn cell(axis: &Axis, t: f64) -> (usize, f64) {
     (k, t - k as f64)
 }
 
-/// One Euler–Maruyama step of the alive particles; returns how many were removed.
+/// One Euler–Maruyama step of the alive particles (their weights multiplied by the bridge's
+/// survival when there are exits and σ > 0); returns how many were removed.
 #[allow(clippy::too_many_arguments)]
 fn step_all(
     x: &mut [f64],
     alive: &mut [bool],
+    weight: &mut [f64],
     g: &[[f64; 2]],
     dt: f64,
     sigma: f64,
@@ -521,11 +526,12 @@ fn step_all(
     geo: &Geometry,
 ) -> usize {
     let scale = sigma * dt.sqrt();
-    let bridge = (geo.has_exits && sigma > 0.0).then(|| Bridge { seed, step, inv: 2.0 / (sigma * sigma * dt) });
+    let bridge = (geo.has_exits && sigma > 0.0).then(|| 2.0 / (sigma * sigma * dt));
     x.par_chunks_mut(2 * CHUNK)
         .zip(alive.par_chunks_mut(CHUNK))
+        .zip(weight.par_chunks_mut(CHUNK))
         .enumerate()
-        .map(|(c, (xs, live))| {
+        .map(|(c, ((xs, live), wt))| {
             let start = (c * CHUNK) as u64;
             let len = live.len();
             let (mut nx_, mut ny_) = ([0.0; CHUNK], [0.0; CHUNK]);
@@ -533,7 +539,7 @@ fn step_all(
             // only the alive particles' normals: the Philox blocks of four dead ones are skipped
             fill_normals_where(seed, step, STREAM_EM, start, nx_, |k| live[k]);
             fill_normals_where(seed, step, STREAM_EM_Y, start, ny_, |k| live[k]);
-            simd::dispatch(StepChunk { xs, live, noise: [nx_, ny_], g, dt, scale, geo, bridge, start })
+            simd::dispatch(StepChunk { xs, live, wt, noise: [nx_, ny_], g, dt, scale, geo, bridge })
         })
         .sum()
 }
@@ -544,34 +550,27 @@ fn step_all(
 struct StepChunk<'a> {
     xs: &'a mut [f64],
     live: &'a mut [bool],
+    wt: &'a mut [f64],
     noise: [&'a mut [f64]; 2],
     g: &'a [[f64; 2]],
     dt: f64,
     scale: f64,
     geo: &'a Geometry<'a>,
-    bridge: Option<Bridge>,
-    start: u64,
-}
-
-/// The exits' Brownian-bridge test of a step (with exits and σ > 0): the Philox sequence of its
-/// uniforms (seed, step, `STREAM_EXIT`) and 2/(σ²δ).
-#[derive(Clone, Copy)]
-struct Bridge {
-    seed: u64,
-    step: u64,
-    inv: f64,
+    /// 2/(σ²δ) when the step weighs the particles by the exits' bridge survival
+    bridge: Option<f64>,
 }
 
 impl simd::Kernel for StepChunk<'_> {
     type Output = usize;
     #[inline(always)]
     fn run(self) -> usize {
-        step_chunk(self.xs, self.live, self.noise, self.g, self.dt, self.scale, self.geo, self.bridge, self.start)
+        step_chunk(self.xs, self.live, self.wt, self.noise, self.g, self.dt, self.scale, self.geo, self.bridge)
     }
 }
 
-/// The step of one chunk of particles (interleaved `xs`, alive flags `live`, their x and y
-/// normals `noise`; the first is particle `start`); returns how many were removed.
+/// The step of one chunk of particles (interleaved `xs`, alive flags `live`, weights `wt`, their
+/// x and y normals `noise`); returns how many were removed. With `bridge` = 2/(σ²δ), the weight of
+/// a particle that stays is multiplied by `Geometry::bridge_survival` (removed once it is 0).
 ///
 /// In two passes over the alive particles: the proposals p = x + b·dt + σ√dt·z (into `noise`)
 /// and the node of x, a loop with few branches whose gradient loads (random: the particles are
@@ -581,13 +580,13 @@ impl simd::Kernel for StepChunk<'_> {
 fn step_chunk(
     xs: &mut [f64],
     live: &mut [bool],
+    wt: &mut [f64],
     noise: [&mut [f64]; 2],
     g: &[[f64; 2]],
     dt: f64,
     scale: f64,
     geo: &Geometry,
-    bridge: Option<Bridge>,
-    start: u64,
+    bridge: Option<f64>,
 ) -> usize {
     let [nx_, ny_] = noise;
     // the alive particles' indices, gathered without branches: a test per particle in the loop
@@ -635,12 +634,15 @@ fn step_chunk(
             }
             geo.fold(p)
         };
-        if let Some(b) = bridge {
-            let survive = geo.bridge_survival(from, q, b.inv);
-            if survive < 1.0 && uniform(b.seed, b.step, STREAM_EXIT, start + k as u64) > survive {
-                *ok = false;
-                removed += 1;
-                continue;
+        if let Some(inv) = bridge {
+            let survive = geo.bridge_survival(from, q, inv);
+            if survive < 1.0 {
+                wt[k] *= survive;
+                if wt[k] == 0.0 {
+                    *ok = false;
+                    removed += 1;
+                    continue;
+                }
             }
         }
         pos[0] = q[0];
@@ -740,15 +742,21 @@ pub fn particles_forward_2d(
         exited: vec![0.0; nt],
         positions: x0.to_vec(),
         alive: vec![true; n],
+        weights: vec![1.0; n],
         diverged: None,
     };
     let mut removed = 0usize;
     let mut h_prev: Option<(f64, f64)> = None;
-    let mut output = |k: usize, x: &[f64], alive: &[bool], removed: usize, values: &mut [f64]| -> KernelResult<()> {
+    let weighted = geo.has_exits && p.sigma > 0.0;
+    // the KDE of the alive particles (weighted when `weighted`); returns their mass Σw/n
+    let mut output = |k: usize, x: &[f64], alive: &[bool], weight: &[f64], removed: usize, values: &mut [f64]| {
         let live: Vec<f64> = x.chunks_exact(2).zip(alive).filter(|(_, &a)| a).flat_map(|(q, _)| [q[0], q[1]]).collect();
+        let live_w: Vec<f64> =
+            if weighted { weight.iter().zip(alive).filter(|(_, &a)| a).map(|(&w, _)| w).collect() } else { Vec::new() };
+        let weights = weighted.then_some(&live_w[..]);
         let h = match p.bandwidth {
             Bandwidth2::Fixed(hx, hy) => (hx, hy),
-            Bandwidth2::Rule => match bandwidth_rule_2d(&live).or(h_prev) {
+            Bandwidth2::Rule => match bandwidth_rule_2d(&live, weights).or(h_prev) {
                 Some(h) => h,
                 None => return Err(KernelError(
                     "bandwidth rule needs at least 2 particles spread in both x and y; pass a float bandwidth instead"
@@ -757,14 +765,16 @@ pub fn particles_forward_2d(
             },
         };
         h_prev = Some(h);
-        let mass = (n - removed) as f64 / n as f64;
-        let m = density(&live, &geo.axes[0], &geo.axes[1], h, p.method, kinds, mass)?;
+        // in particle order, so the same bits for any thread count; without weights the count
+        let total = if weighted { live_w.iter().sum::<f64>() } else { (n - removed) as f64 };
+        let m = density(&live, weights, &geo.axes[0], &geo.axes[1], h, p.method, kinds, total / n as f64)?;
         values[k * field..(k + 1) * field].copy_from_slice(&m);
-        Ok(())
+        KernelResult::Ok(total)
     };
     let mut x = x0.to_vec();
     let mut alive = vec![true; n];
-    output(0, &x, &alive, 0, &mut out.values)?;
+    let mut weight = vec![1.0; n];
+    output(0, &x, &alive, &weight, 0, &mut out.values)?;
     let mut g_now = node_gradients(&u[..field], &geo);
     let mut g = vec![[0.0; 2]; field];
     for j in 0..nt - 1 {
@@ -778,15 +788,16 @@ pub fn particles_forward_2d(
         for s in 0..k {
             let theta = s as f64 / k as f64;
             mix(&mut g, [&g_now.0, &g_now.1], [&g_next.0, &g_next.1], theta);
-            removed += step_all(&mut x, &mut alive, &g, dt, p.sigma, p.seed, noise_step(j, s), &geo);
+            removed += step_all(&mut x, &mut alive, &mut weight, &g, dt, p.sigma, p.seed, noise_step(j, s), &geo);
         }
         out.substeps[j] = k;
-        output(j + 1, &x, &alive, removed, &mut out.values)?;
-        out.exited[j + 1] = removed as f64 / n as f64;
+        let total = output(j + 1, &x, &alive, &weight, removed, &mut out.values)?;
+        out.exited[j + 1] = (n as f64 - total) / n as f64;
         g_now = g_next;
     }
     out.positions = x;
     out.alive = alive;
+    out.weights = weight;
     Ok(out)
 }
 

@@ -156,14 +156,6 @@ pub fn normal_block(seed: u64, step: u64, stream: u64, block: u64) -> [f64; 4] {
     [z0, z1, z2, z3]
 }
 
-/// Uniform number `i` of the (seed, step, stream) sequence, in (0, 1): ((w >> 11) + ½)·2⁻⁵³,
-/// w word i mod 4 of block i / 4 (the reference's `uniforms_at`, operation for operation).
-#[inline]
-pub fn uniform(seed: u64, step: u64, stream: u64, i: u64) -> f64 {
-    let w = philox4x64_10([i / 4, step, stream, 0], [seed, 0]);
-    ((w[(i % 4) as usize] >> 11) as i64 as f64 + 0.5) * TWO_POW_M53
-}
-
 /// Philox blocks per batch of the bulk path of `fill_normals`.
 const BATCH: usize = 256;
 
@@ -256,18 +248,6 @@ mod tests {
 
     // Random123's known-answer vectors for philox4x64-10; numpy.random.Philox gives the same
     // (it adds one to its counter before each block).
-    #[test]
-    fn uniforms_lie_in_the_open_interval_and_are_words_of_their_block() {
-        let w = philox4x64_10([5, 7, 3, 0], [11, 0]);
-        for (lane, word) in w.iter().enumerate() {
-            let u = uniform(11, 7, 3, 20 + lane as u64);
-            assert_eq!(u, ((word >> 11) as f64 + 0.5) * TWO_POW_M53);
-            assert!(u > 0.0 && u < 1.0);
-        }
-        let mean = (0..40_000).map(|i| uniform(1, 2, 3, i)).sum::<f64>() / 40_000.0;
-        assert!((mean - 0.5).abs() < 0.01, "{mean}");
-    }
-
     #[test]
     fn philox_known_answers() {
         assert_eq!(

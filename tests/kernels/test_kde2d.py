@@ -175,6 +175,33 @@ def test_bandwidth_rules(backend: str) -> None:
     np.testing.assert_array_equal(scalar, kde_2d(p, x, y, (0.1, 0.1), method="binned", backend=backend))
 
 
+def test_weights_count_a_particle_that_many_times() -> None:
+    """The reference's weighted KDE (the particle march's survival weights; the Rust march is
+    checked against it in test_particles2d): integer weights give the KDE of the particles
+    repeated that many times, a common factor changes nothing, and the weighted bandwidth rule
+    (reliability weights, Kish's n_eff) is the plain rule when all weights are 1."""
+    p = cloud(400, 5)
+    bc = ("reflect", "reflect")
+    x, y = axis(21, "reflect"), axis(17, "reflect", 0.0, 2.0)
+    nodes = room(17, 21, bc)
+    axes = ((0.0, x[1], 21), (0.0, y[1], 17))
+    w = np.random.default_rng(2).integers(1, 4, p.shape[0]).astype(np.float64)
+    for method in ("exact", "binned"):
+        weighted = ref.density(p, axes, (0.1, 0.15), method, bc, nodes, 1.0, w)
+        repeated = ref.density(np.repeat(p, w.astype(int), axis=0), axes, (0.1, 0.15), method, bc, nodes, 1.0)
+        assert max_rel(weighted, repeated) <= 1e-12
+        assert max_rel(ref.density(p, axes, (0.1, 0.15), method, bc, nodes, 1.0, 0.3 * w), weighted) <= 1e-12
+        ones = ref.density(p, axes, (0.1, 0.15), method, bc, nodes, 1.0, np.ones(p.shape[0]))
+        np.testing.assert_array_equal(ones, ref.density(p, axes, (0.1, 0.15), method, bc, nodes, 1.0))
+    np.testing.assert_allclose(ref.bandwidth_rule_2d(p, "scott", np.ones(400)), ref.bandwidth_rule_2d(p, "scott"))
+    h = ref.bandwidth_rule_2d(p, "scott", w)
+    n_eff = w.sum() ** 2 / (w * w).sum()
+    mean = (w[:, None] * p).sum(axis=0) / w.sum()
+    var = (w[:, None] * (p - mean) ** 2).sum(axis=0) / (w.sum() - (w * w).sum() / w.sum())
+    np.testing.assert_allclose(h, np.sqrt(var) * n_eff ** (-1 / 6), rtol=1e-13)
+    assert ref.bandwidth_rule_2d(p[:3], "scott", np.array([1.0, 0.0, 0.0])) is None  # n_eff = 1
+
+
 X, Y = axis(11, "reflect"), axis(9, "reflect")
 P = np.full((5, 2), 0.5)
 

@@ -37,17 +37,6 @@ def test_rust_normals_equal_numpy_normals_to_rounding(start: int, n: int) -> Non
     np.testing.assert_allclose(rust, ours, rtol=1e-13, atol=1e-14)
 
 
-def test_uniforms_at_any_indices_are_those_of_the_sequence() -> None:
-    """uniforms_at (the exits' bridge draws, any particle indices) gives entries of uniforms:
-    word i mod 4 of block i // 4, ((w >> 11) + ½)·2⁻⁵³ in (0, 1)."""
-    seq = philox.uniforms(5, 9, 3, 1001)
-    index = np.array([1000, 3, 0, 4, 3, 517])
-    np.testing.assert_array_equal(philox.uniforms_at(5, 9, 3, index), seq[index])
-    words = philox.philox4x64_10(np.array([[250], [9], [3], [0]], dtype=U64), (5, 0))[:, 0]
-    np.testing.assert_array_equal(seq[1000:1001], ((words[0] >> U64(11)).astype(np.float64) + 0.5) * 2.0**-53)
-    assert 0.0 < seq.min() and seq.max() < 1.0 and philox.uniforms_at(5, 9, 3, np.array([], dtype=int)).size == 0
-
-
 def test_normals_are_standard_normal() -> None:
     z = philox_normals(2026, 0, 0, 200_000)
     assert stats.kstest(z, "norm").pvalue > 1e-3

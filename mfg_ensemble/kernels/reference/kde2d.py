@@ -47,6 +47,13 @@ Bandwidth rules (per dimension, σ̂_d the sample standard deviation of column d
 factors for d = 2 dimensions): "scott" h_d = σ̂_d·n^(−1/(d+4)) = σ̂_d·n^(−1/6); "silverman"
 h_d = σ̂_d·(n(d + 2)/4)^(−1/(d+4)) = σ̂_d·n^(−1/6) too: for d = 2 the two rules coincide. Unlike
 ``scipy.stats.gaussian_kde`` (full covariance), the kernel is diagonal (no correlation term).
+
+**Weights** (the particle march's survival weights next to exits): particle p of weight w_p
+counts w_p times in every sum above (its kernel, its binning), and the rules take the weighted
+mean x̄ = Σw x/Σw, the variance Σw(x − x̄)²/(Σw − Σw²/Σw) (reliability weights: ddof = 1 when all
+w = 1) and Kish's effective count n_eff = (Σw)²/Σw² for n, as ``scipy.stats.gaussian_kde`` does
+with ``weights``. Weights 1 give the unweighted bits (a product by 1 is exact). The sums run in
+particle order.
 """
 
 from __future__ import annotations
@@ -62,12 +69,17 @@ BANDWIDTH_RULES = ("scott", "silverman")
 _CHUNK = 4096
 
 
-def bandwidth_rule_2d(particles: FloatArray, rule: str) -> tuple[float, float] | None:
+def bandwidth_rule_2d(
+    particles: FloatArray, rule: str, weights: FloatArray | None = None
+) -> tuple[float, float] | None:
     """(hx, hy) of ``rule`` ("scott" or "silverman": both σ̂_d·n^(−1/6) in 2-D) for the particles
-    (n, 2), or None when a column has no spread (fewer than 2 particles, or all on one line)."""
+    (n, 2), or None when a column has no spread (fewer than 2 particles, or all on one line);
+    weighted as the module docstring says when ``weights`` are given."""
     n = particles.shape[0]
     if n < 2:
         return None
+    if weights is not None:
+        return _weighted_rule(particles, weights)
     factor = float(n) ** (-1.0 / 6.0)
     out = []
     for d in range(2):
@@ -76,6 +88,30 @@ def bandwidth_rule_2d(particles: FloatArray, rule: str) -> tuple[float, float] |
             return None
         out.append(std * factor)
     return out[0], out[1]
+
+
+def _weighted_rule(particles: FloatArray, w: FloatArray) -> tuple[float, float] | None:
+    sw, sw2 = 0.0, 0.0
+    for v in w.tolist():  # in particle order, as the Rust kernel sums
+        sw, sw2 = sw + v, sw2 + v * v
+    denominator = sw - sw2 / sw
+    if not denominator > 0.0:
+        return None
+    factor = (sw * sw / sw2) ** (-1.0 / 6.0)
+    out = []
+    for d in range(2):
+        x = particles[:, d]
+        mean = ordered_sum(w * x) / sw
+        std = float(np.sqrt(ordered_sum(w * ((x - mean) * (x - mean))) / denominator))
+        if not std > 0.0:
+            return None
+        out.append(std * factor)
+    return out[0], out[1]
+
+
+def ordered_sum(a: FloatArray) -> float:
+    """Σ a in index order (np.sum is pairwise: other roundings than the Rust kernel's loop)."""
+    return float(np.cumsum(a)[-1]) if a.size else 0.0
 
 
 def weights_2d(nx: int, dx: float, ny: int, dy: float, bc: tuple[str, str], kinds: np.ndarray) -> FloatArray:
@@ -105,13 +141,17 @@ def axis_kernel(p: FloatArray, lo: float, d: float, n: int, h: float, bc: str) -
     return out
 
 
-def raw_exact(particles: FloatArray, axes: tuple, h: tuple[float, float], bc: tuple[str, str]) -> FloatArray:
+def raw_exact(
+    particles: FloatArray, axes: tuple, h: tuple[float, float], bc: tuple[str, str], weights: FloatArray | None = None
+) -> FloatArray:
     (lox, dx, nx), (loy, dy, ny) = axes
     m = np.zeros((ny, nx))
     for start in range(0, particles.shape[0], _CHUNK):
         p = particles[start : start + _CHUNK]
         ax = axis_kernel(p[:, 0], lox, dx, nx, h[0], bc[0])
         ay = axis_kernel(p[:, 1], loy, dy, ny, h[1], bc[1])
+        if weights is not None:
+            ay = weights[start : start + _CHUNK, None] * ay
         m += ay.T @ ax
     return m
 
@@ -122,15 +162,21 @@ def _cell(p: FloatArray, lo: float, d: float, n: int, wrap: bool) -> tuple[np.nd
     return k, t - k
 
 
-def bilinear_binning(particles: FloatArray, axes: tuple, bc: tuple[str, str]) -> FloatArray:
+def bilinear_binning(
+    particles: FloatArray, axes: tuple, bc: tuple[str, str], weights: FloatArray | None = None
+) -> FloatArray:
     """The binning weights (ny, nx) of the particles (see the module docstring)."""
     (lox, dx, nx), (loy, dy, ny) = axes
     i, fx = _cell(particles[:, 0], lox, dx, nx, bc[0] == "periodic")
     j, fy = _cell(particles[:, 1], loy, dy, ny, bc[1] == "periodic")
     i1, j1 = (i + 1) % nx, (j + 1) % ny
+    if weights is not None:
+        fy, gy = weights * fy, weights * (1.0 - fy)
+    else:
+        gy = 1.0 - fy
     size = nx * ny
     w = np.zeros(size)
-    corners = ((j, i, (1.0 - fx) * (1.0 - fy)), (j, i1, fx * (1.0 - fy)), (j1, i, (1.0 - fx) * fy), (j1, i1, fx * fy))
+    corners = ((j, i, (1.0 - fx) * gy), (j, i1, fx * gy), (j1, i, (1.0 - fx) * fy), (j1, i1, fx * fy))
     for jj, ii, wt in corners:
         w += np.bincount(jj * nx + ii, weights=wt, minlength=size)
     return w.reshape(ny, nx)
@@ -151,9 +197,11 @@ def convolution_matrix(n: int, d: float, h: float, bc: str) -> FloatArray:
     return c
 
 
-def raw_binned(particles: FloatArray, axes: tuple, h: tuple[float, float], bc: tuple[str, str]) -> FloatArray:
+def raw_binned(
+    particles: FloatArray, axes: tuple, h: tuple[float, float], bc: tuple[str, str], weights: FloatArray | None = None
+) -> FloatArray:
     (lox, dx, nx), (loy, dy, ny) = axes
-    w = bilinear_binning(particles, axes, bc)
+    w = bilinear_binning(particles, axes, bc, weights)
     rows = w @ convolution_matrix(nx, dx, h[0], bc[0]).T
     return convolution_matrix(ny, dy, h[1], bc[1]) @ rows
 
@@ -194,14 +242,15 @@ def density(
     bc: tuple[str, str],
     kinds: np.ndarray,
     mass: float = 1.0,
+    weights: FloatArray | None = None,
 ) -> FloatArray:
-    """The KDE (ny, nx) of ``particles`` on the nodes of ``axes`` = ((x_lo, dx, nx), (y_lo, dy, ny)),
-    divided by :func:`room_fraction` next to obstacles, zero at obstacle and exit nodes, scaled to
-    Σ w·m = ``mass`` (see the module docstring)."""
+    """The KDE (ny, nx) of ``particles`` (of ``weights``, None: 1) on the nodes of ``axes`` =
+    ((x_lo, dx, nx), (y_lo, dy, ny)), divided by :func:`room_fraction` next to obstacles, zero at
+    obstacle and exit nodes, scaled to Σ w·m = ``mass`` (see the module docstring)."""
     (_, dx, nx), (_, dy, ny) = axes
     if particles.shape[0] == 0:
         return np.zeros((ny, nx))
-    raw = (raw_exact if method == "exact" else raw_binned)(particles, axes, h, bc)
+    raw = (raw_exact if method == "exact" else raw_binned)(particles, axes, h, bc, weights)
     share = room_fraction(axes, h, method, bc, kinds)
     if share is not None:
         raw = raw / np.where(kinds == FREE, share, 1.0)

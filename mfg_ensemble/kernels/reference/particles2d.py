@@ -23,23 +23,29 @@ the Philox step :func:`~mfg_ensemble.kernels.reference.particles.noise_step` (j,
 y-high in that order) is judged: the crossing point's coordinate along the side (wrapped if that
 direction is periodic) picks the node whose cell face covers it (nearest node, ⌊t + ½⌋); if that
 node is an EXIT, the particle is removed (alive = False; a removed particle never moves again and
-``exited`` counts it). Only the first crossing is judged (a particle reflected at a plain wall is
+``exited`` counts its weight). Only the first crossing is judged (a particle reflected at a plain wall is
 not judged again at a second wall within the same step). Otherwise each coordinate is folded back
 as in 1-D (:func:`fold_into`: reflect or wrap).
 
-**Exits between the steps (Brownian bridge).** A path can touch an exit and come back within one
-step, which the end points alone do not show: removing only steps that end beyond the side
-misses those exits, an error of order √δ in the exited mass. So each step of an alive particle
-that is not removed, from X to its end point Q (folded, after the walk), is judged once more: for
-each side with exit nodes (order x-low, x-high, y-low, y-high) whose node nearest Q along the
-side is an EXIT, with d₀, d₁ the distances of X and Q to that side, the Brownian bridge from X to
-Q over the step (variance σ²δ per axis) touched the side's line with probability
-exp(−2d₀d₁/(σ²δ)) (exact for a straight side and a constant drift: the drift does not change the
-bridge), taken as 0 for exponents ≥ ``BRIDGE_CUTOFF``. The survival S is the product of the
-1 − exp(·) over those sides, and the particle is removed when uniform number p of the Philox
-sequence (seed, step, ``STREAM_EXIT`` = 3) exceeds S. With a constant drift towards a straight
-exit the exited mass then follows the first-passage law of the continuous motion at any δ. No
-test is made when σ = 0.
+**Exits between the steps (Brownian bridge): survival weights.** A path can touch an exit and
+come back within one step, which the end points alone do not show: removing only steps that end
+beyond the side misses those exits, an error of order √δ in the exited mass. So every particle
+carries a weight w (1 at the start), and each step of an alive particle that is not removed,
+from X to its end point Q (folded, after the walk), multiplies w by the probability S that the
+step's Brownian bridge did not touch an exit: for each side with exit nodes (order x-low,
+x-high, y-low, y-high; a corner exit node counts for both its walls) whose node nearest Q along
+the side is an EXIT, with d₀, d₁ the distances of X and Q to that side, the bridge from X to Q
+over the step (variance σ²δ per axis) touches the side's line with probability
+exp(−2d₀d₁/(σ²δ)) (exact for a straight side and a constant drift, which does not change the
+bridge), taken as 0 for exponents ≥ ``BRIDGE_CUTOFF``; S is the product of the 1 − exp(·). A
+particle whose weight reaches 0 is removed. No weights when σ = 0 or there is no exit (all 1).
+
+Weights rather than removals by a random draw (the first form of this, 2026-12-05): the expected
+exits are the same, but the march is then continuous in u — S → 0 as Q nears the exit, where
+the end-point rule removes the particle — so the fixed point does not stall at the jumps of
+single removals (configs/room.toml's room without the pillar, 2·10⁴ particles: 3e-4 → below
+1e-6). With a constant drift towards a straight exit the exited mass follows the first-passage
+law of the continuous motion at any δ.
 
 **Obstacles: one walk of the step.** Unfold the walls: along a "reflect" direction the plane is
 tiled by the mirror images of the domain, along a "periodic" one by its translates, so that the
@@ -68,10 +74,11 @@ particle stays.
 steps, Gx (Gy) the max |∂x u| (|∂y u|) at the nodes of the rows at both ends of the interval.
 
 **Density.** At every output time the KDE (:mod:`~mfg_ensemble.kernels.reference.kde2d`) of the
-alive particles scaled to Σ w·m = alive/n, so Σ w·m + exited = 1 up to rounding. A bandwidth
-rule is applied to the alive particles at each output time; when they have no spread (fewer than
-2 alive, or all on a line) the previous output time's bandwidth is kept (at t = 0: ValueError).
-``exited[k]`` = (particles removed by t_k)/n.
+alive particles with their weights, scaled to Σ w·m = W/n, W = Σ_alive weight (summed in particle
+order; the alive count when there are no weights), and ``exited[k]`` = (n − W)/n: so Σ w·m +
+exited = 1 up to rounding. A bandwidth rule is applied to the alive particles (weighted) at each
+output time; when they have no spread (fewer than 2 alive, or all on a line) the previous output
+time's bandwidth is kept (at t = 0: ValueError).
 """
 
 from __future__ import annotations
@@ -81,15 +88,12 @@ import numpy as np
 from mfg_ensemble.kernels.checks import FloatArray, check_finite
 from mfg_ensemble.kernels.reference import rng
 from mfg_ensemble.kernels.reference.grid2d import EXIT, OBSTACLE
-from mfg_ensemble.kernels.reference.kde2d import bandwidth_rule_2d, density
+from mfg_ensemble.kernels.reference.kde2d import bandwidth_rule_2d, density, ordered_sum
 from mfg_ensemble.kernels.reference.particles import fold_into, noise_step
 from mfg_ensemble.kernels.reference.substeps import IntArray, floors, step_limit, substeps
 
 STREAM_EM_Y = 2
 """Stream tag of the y noise of the 2-D particles (x uses ``rng.STREAM_EM``)."""
-
-STREAM_EXIT = 3
-"""Stream tag of the uniforms of the exits' Brownian-bridge test."""
 
 BRIDGE_CUTOFF = 40.0
 """Exponents 2·d₀d₁/(σ²δ) above which the bridge's crossing probability is taken as 0: from 37.5
@@ -346,8 +350,8 @@ def check_x0(x0: FloatArray, geo: Geometry) -> None:
             raise ValueError(f"x0 must not lie in an obstacle: x0[{p}] = ({x0[p, 0]}, {x0[p, 1]}) is in a blocked cell")
 
 
-def step_particles(x, alive, gx, gy, dt, sigma, seed, step, geo: Geometry):
-    """One step of all alive particles; returns (new positions, new alive mask)."""
+def step_particles(x, alive, weight, gx, gy, dt, sigma, seed, step, geo: Geometry):
+    """One step of all alive particles; returns (new positions, new alive mask, new weights)."""
     n = x.shape[0]
     lox, loy = geo.lo
     dx, dy = geo.d
@@ -365,21 +369,24 @@ def step_particles(x, alive, gx, gy, dt, sigma, seed, step, geo: Geometry):
     keep = alive & ~gone
     if geo.has_exits and sigma > 0.0:
         survive = geo.bridge_survival(x, q, 2.0 / (sigma * sigma * dt))
-        (judged,) = np.nonzero(keep & (survive < 1.0))
-        crossed = rng.uniforms_at(seed, step, STREAM_EXIT, judged) > survive[judged]
-        keep[judged[crossed]] = False
-    return np.where(keep[:, None], q, x), keep
+        hit = keep & (survive < 1.0)
+        weight = weight.copy()
+        weight[hit] *= survive[hit]
+        keep &= weight != 0.0
+    return np.where(keep[:, None], q, x), keep, weight
 
 
 def drive(x0, u, geo: Geometry, *, sigma, T, seed, min_substeps, at_output):
-    """The particle motion; ``at_output(k, x, alive)`` at every output time. Returns the sub-step counts."""
+    """The particle motion; ``at_output(k, x, alive, weight)`` at every output time. Returns the
+    sub-step counts."""
     nt = u.shape[0]
     floor = floors(min_substeps, nt - 1)
     dx, dy = geo.d
     dt_out = T / (nt - 1)
     x = np.array(x0, dtype=np.float64)
     alive = np.ones(x.shape[0], dtype=bool)
-    at_output(0, x, alive)
+    weight = np.ones(x.shape[0])
+    at_output(0, x, alive, weight)
     g_now = node_gradients(u[0], dx, dy, geo.bc, geo.kinds)
     counts = np.zeros(nt - 1, dtype=np.int64)
     for j in range(nt - 1):
@@ -392,9 +399,9 @@ def drive(x0, u, geo: Geometry, *, sigma, T, seed, min_substeps, at_output):
             theta = s / k
             gx = (1.0 - theta) * g_now[0] + theta * g_next[0]
             gy = (1.0 - theta) * g_now[1] + theta * g_next[1]
-            x, alive = step_particles(x, alive, gx, gy, dt, sigma, seed, noise_step(j, s), geo)
+            x, alive, weight = step_particles(x, alive, weight, gx, gy, dt, sigma, seed, noise_step(j, s), geo)
         counts[j] = k
-        at_output(j + 1, x, alive)
+        at_output(j + 1, x, alive, weight)
         g_now = g_next
     return counts
 
@@ -416,7 +423,8 @@ def particles_forward_2d(
     positions: bool = False,
 ):
     """The 2-D particle Fokker–Planck march (module docstring). Returns (m (nt, ny, nx), counts
-    (nt − 1,), exited (nt,)); with ``positions``, also the final positions (n, 2) and alive mask."""
+    (nt − 1,), exited (nt,)); with ``positions``, also the final positions (n, 2), alive mask and
+    weights."""
     check_finite("u", u.ravel())
     nt, ny, nx = u.shape
     geo = Geometry(lo, hi, nx, ny, bc, kinds)
@@ -425,12 +433,15 @@ def particles_forward_2d(
     axes = ((lo[0], geo.d[0], nx), (lo[1], geo.d[1], ny))
     m = np.full((nt, ny, nx), np.nan)
     exited = np.zeros(nt)
-    state: dict = {"h": None, "x": None, "alive": None}
+    state: dict = {"h": None, "x": None, "alive": None, "weight": None}
 
-    def output(k: int, x: FloatArray, alive: np.ndarray) -> None:
+    weighted = geo.has_exits and sigma > 0.0
+
+    def output(k: int, x: FloatArray, alive: np.ndarray, weight: FloatArray) -> None:
         live = x[alive]
+        live_w = weight[alive] if weighted else None
         if isinstance(bandwidth, str):
-            h = bandwidth_rule_2d(live, bandwidth)
+            h = bandwidth_rule_2d(live, bandwidth, live_w)
             if h is None:
                 h = state["h"]
                 if h is None:
@@ -441,12 +452,12 @@ def particles_forward_2d(
             state["h"] = h
         else:
             h = bandwidth
-        n_alive = int(alive.sum())
-        m[k] = density(live, axes, h, method, bc, kinds, n_alive / n)
-        exited[k] = (n - n_alive) / n
-        state["x"], state["alive"] = x, alive
+        total = ordered_sum(live_w) if live_w is not None else float(alive.sum())
+        m[k] = density(live, axes, h, method, bc, kinds, total / n, live_w)
+        exited[k] = (n - total) / n
+        state["x"], state["alive"], state["weight"] = x, alive, weight
 
     counts = drive(x0, u, geo, sigma=sigma, T=T, seed=seed, min_substeps=min_substeps, at_output=output)
     if positions:
-        return m, counts, exited, state["x"], state["alive"]
+        return m, counts, exited, state["x"], state["alive"], state["weight"]
     return m, counts, exited

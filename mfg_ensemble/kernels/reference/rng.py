@@ -88,15 +88,9 @@ STREAM_INIT = 1
 
 
 def uniforms(seed: int, step: int, stream: int, n: int) -> FloatArray:
-    """Uniforms ``0 .. n`` of the (seed, step, stream) sequence (:func:`uniforms_at`)."""
-    return uniforms_at(seed, step, stream, np.arange(n, dtype=np.uint64))
-
-
-def uniforms_at(seed: int, step: int, stream: int, index: np.ndarray) -> FloatArray:
-    """Uniforms number ``index`` of the (seed, step, stream) sequence, in (0, 1): ((w >> 11) + ½)·2⁻⁵³,
-    w word i mod 4 of block i // 4."""
-    index = np.asarray(index, dtype=np.uint64).ravel()
-    blocks, which = np.unique(index // np.uint64(4), return_inverse=True)
+    """n uniforms in (0, 1) from the (seed, step, stream) sequence: ((w >> 11) + ½)·2⁻⁵³ for
+    the four words w of each block in order."""
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
     counter = np.stack([blocks, np.full_like(blocks, step), np.full_like(blocks, stream), np.zeros_like(blocks)])
-    words = philox4x64_10(counter, (seed, 0))[(index % np.uint64(4)).astype(np.intp), which]
+    words = philox4x64_10(counter, (seed, 0)).T.ravel()[:n]
     return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
