@@ -91,9 +91,7 @@ def bandwidth_rule_2d(
 
 
 def _weighted_rule(particles: FloatArray, w: FloatArray) -> tuple[float, float] | None:
-    sw, sw2 = 0.0, 0.0
-    for v in w.tolist():  # in particle order, as the Rust kernel sums
-        sw, sw2 = sw + v, sw2 + v * v
+    sw, sw2 = ordered_sum(w), ordered_sum(w * w)
     denominator = sw - sw2 / sw
     if not denominator > 0.0:
         return None
