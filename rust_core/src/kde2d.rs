@@ -113,35 +113,15 @@ pub fn weights_2d(ax: &Axis, ay: &Axis, kinds: &[u8]) -> Vec<f64> {
 
 /// The bandwidth rule for 2-D particles (interleaved x, y): "scott" and "silverman" are both
 /// σ̂_d·n^(−1/6) per dimension; `None` when a column has no spread (or fewer than 2 particles).
-/// With `weights`: the weighted mean and variance (reliability weights) and Kish's n_eff
-/// (`weighted_rule`).
+/// With `weights` w (None: all 1, the same bits): mean x̄ = Σwx/Σw, variance
+/// Σw(x − x̄)²/(Σw − Σw²/Σw) (reliability weights: ddof = 1 for w = 1), n_eff = (Σw)²/Σw² for n,
+/// all sums in particle order; `None` also when the variance's denominator is not positive.
 pub fn bandwidth_rule_2d(particles: &[f64], weights: Option<&[f64]>) -> Option<(f64, f64)> {
     let n = particles.len() / 2;
     if n < 2 {
         return None;
     }
-    if let Some(w) = weights {
-        return weighted_rule(particles, w);
-    }
-    let factor = (n as f64).powf(-1.0 / 6.0);
-    let mut h = [0.0; 2];
-    for (a, ha) in h.iter_mut().enumerate() {
-        let mean = particles.iter().skip(a).step_by(2).sum::<f64>() / n as f64;
-        let var = particles.iter().skip(a).step_by(2).map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
-        let std = var.sqrt();
-        if std.is_nan() || std <= 0.0 {
-            return None;
-        }
-        *ha = std * factor;
-    }
-    Some((h[0], h[1]))
-}
-
-/// `bandwidth_rule_2d` with weights w: mean x̄ = Σwx/Σw, variance Σw(x − x̄)²/(Σw − Σw²/Σw),
-/// factor n_eff^(−1/6) with n_eff = (Σw)²/Σw² (all sums in particle order); `None` when the
-/// variance's denominator is not positive (n_eff ≤ 1) or a column has no spread.
-fn weighted_rule(particles: &[f64], w: &[f64]) -> Option<(f64, f64)> {
-    let (sw, sw2) = w.iter().fold((0.0, 0.0), |(a, b), &v| (a + v, b + v * v));
+    let (sw, sw2) = (0..n).map(|k| weight_of(weights, k)).fold((0.0, 0.0), |(a, b), v| (a + v, b + v * v));
     let denominator = sw - sw2 / sw;
     if denominator.is_nan() || denominator <= 0.0 {
         return None;
@@ -149,7 +129,7 @@ fn weighted_rule(particles: &[f64], w: &[f64]) -> Option<(f64, f64)> {
     let factor = (sw * sw / sw2).powf(-1.0 / 6.0);
     let mut h = [0.0; 2];
     for (a, ha) in h.iter_mut().enumerate() {
-        let column = || particles.iter().skip(a).step_by(2).zip(w);
+        let column = || particles.iter().skip(a).step_by(2).enumerate().map(|(k, x)| (x, weight_of(weights, k)));
         let mean = column().map(|(x, v)| v * x).sum::<f64>() / sw;
         let var = column().map(|(x, v)| v * ((x - mean) * (x - mean))).sum::<f64>() / denominator;
         let std = var.sqrt();

@@ -73,24 +73,12 @@ def bandwidth_rule_2d(
     particles: FloatArray, rule: str, weights: FloatArray | None = None
 ) -> tuple[float, float] | None:
     """(hx, hy) of ``rule`` ("scott" or "silverman": both σ̂_d·n^(−1/6) in 2-D) for the particles
-    (n, 2), or None when a column has no spread (fewer than 2 particles, or all on one line);
-    weighted as the module docstring says when ``weights`` are given."""
+    (n, 2), weighted as the module docstring says (None: all 1), or None when a column has no
+    spread (fewer than 2 particles, all on one line, or n_eff ≤ 1)."""
     n = particles.shape[0]
     if n < 2:
         return None
-    if weights is not None:
-        return _weighted_rule(particles, weights)
-    factor = float(n) ** (-1.0 / 6.0)
-    out = []
-    for d in range(2):
-        std = float(np.std(particles[:, d], ddof=1))
-        if not std > 0.0:
-            return None
-        out.append(std * factor)
-    return out[0], out[1]
-
-
-def _weighted_rule(particles: FloatArray, w: FloatArray) -> tuple[float, float] | None:
+    w = np.ones(n) if weights is None else weights
     sw, sw2 = ordered_sum(w), ordered_sum(w * w)
     denominator = sw - sw2 / sw
     if not denominator > 0.0:
