@@ -104,6 +104,12 @@ pub struct Geometry<'a> {
 }
 
 impl<'a> Geometry<'a> {
+    /// Whether the particles of a march with noise `sigma` carry survival weights (the bridge
+    /// of the module docs): there are exits and σ > 0. Otherwise every weight stays 1.
+    pub fn weighs(&self, sigma: f64) -> bool {
+        self.has_exits && sigma > 0.0
+    }
+
     pub fn new(lo: [f64; 2], hi: [f64; 2], nx: usize, ny: usize, bc: [Boundary; 2], kinds: &'a [u8]) -> Self {
         let axis = |a: usize, n: usize| {
             let cells = if bc[a] == Boundary::Periodic { n } else { n - 1 };
@@ -526,7 +532,7 @@ fn step_all(
     geo: &Geometry,
 ) -> usize {
     let scale = sigma * dt.sqrt();
-    let bridge = (geo.has_exits && sigma > 0.0).then(|| 2.0 / (sigma * sigma * dt));
+    let bridge = geo.weighs(sigma).then(|| 2.0 / (sigma * sigma * dt));
     x.par_chunks_mut(2 * CHUNK)
         .zip(alive.par_chunks_mut(CHUNK))
         .zip(weight.par_chunks_mut(CHUNK))
@@ -747,7 +753,7 @@ pub fn particles_forward_2d(
     };
     let mut removed = 0usize;
     let mut h_prev: Option<(f64, f64)> = None;
-    let weighted = geo.has_exits && p.sigma > 0.0;
+    let weighted = geo.weighs(p.sigma);
     // the KDE of the alive particles (weighted when `weighted`); returns their mass Σw/n
     let mut output = |k: usize, x: &[f64], alive: &[bool], weight: &[f64], removed: usize, values: &mut [f64]| {
         let live: Vec<f64> = x.chunks_exact(2).zip(alive).filter(|(_, &a)| a).flat_map(|(q, _)| [q[0], q[1]]).collect();

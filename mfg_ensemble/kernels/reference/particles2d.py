@@ -171,6 +171,11 @@ class Geometry:
         """Which sides (2·axis + 0 low / 1 high) are walls with exit nodes (a corner exit node counts
         for both walls it is on, as in :meth:`exit_at`)."""
 
+    def weighs(self, sigma: float) -> bool:
+        """Whether the particles of a march with noise ``sigma`` carry survival weights (the
+        bridge of the module docstring): there are exits and σ > 0. Otherwise every weight stays 1."""
+        return self.has_exits and sigma > 0.0
+
     def cell(self, p: FloatArray) -> tuple[np.ndarray, np.ndarray]:
         i = nearest_node(p[:, 0], self.lo[0], self.d[0], self.n[0], self.periodic[0])
         j = nearest_node(p[:, 1], self.lo[1], self.d[1], self.n[1], self.periodic[1])
@@ -367,7 +372,7 @@ def step_particles(x, alive, weight, gx, gy, dt, sigma, seed, step, geo: Geometr
         gone = geo.exits(x, p) if geo.has_exits else np.zeros(n, dtype=bool)
         q = geo.fold(p)
     keep = alive & ~gone
-    if geo.has_exits and sigma > 0.0:
+    if geo.weighs(sigma):
         survive = geo.bridge_survival(x, q, 2.0 / (sigma * sigma * dt))
         hit = keep & (survive < 1.0)
         weight = weight.copy()
@@ -435,7 +440,7 @@ def particles_forward_2d(
     exited = np.zeros(nt)
     state: dict = {"h": None, "x": None, "alive": None, "weight": None}
 
-    weighted = geo.has_exits and sigma > 0.0
+    weighted = geo.weighs(sigma)
 
     def output(k: int, x: FloatArray, alive: np.ndarray, weight: FloatArray) -> None:
         live = x[alive]
