@@ -147,16 +147,27 @@ fn weight_of(weights: Option<&[f64]>, k: usize) -> f64 {
     weights.map_or(1.0, |w| w[k])
 }
 
-/// The blocks of `weights` matching the particles' blocks (None: none).
-fn weight_blocks(weights: Option<&[f64]>, blocks: usize) -> Vec<Option<&[f64]>> {
-    match weights {
+/// Σ over the particles' blocks of `BLOCK` of the field (`size` values) that `fill` adds up for
+/// one block (its particles, its weights or None, the zeroed field), the blocks in parallel and
+/// their fields summed in block order (the same bits for any thread count).
+fn blockwise<F>(particles: &[f64], weights: Option<&[f64]>, size: usize, fill: F) -> Vec<f64>
+where
+    F: Fn(&[f64], Option<&[f64]>, &mut [f64]) + Sync,
+{
+    let blocks = particles.chunks(2 * BLOCK).len();
+    let weight_blocks: Vec<Option<&[f64]>> = match weights {
         Some(w) => w.chunks(BLOCK).map(Some).collect(),
         None => vec![None; blocks],
-    }
-}
-
-/// Sum of the per-block arrays in block order.
-fn add_in_order(parts: Vec<Vec<f64>>, size: usize) -> Vec<f64> {
+    };
+    let parts: Vec<Vec<f64>> = particles
+        .par_chunks(2 * BLOCK)
+        .zip(weight_blocks)
+        .map(|(block, wb)| {
+            let mut field = vec![0.0; size];
+            fill(block, wb, &mut field);
+            field
+        })
+        .collect();
     let mut total = vec![0.0; size];
     for part in &parts {
         total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
@@ -167,57 +178,41 @@ fn add_in_order(parts: Vec<Vec<f64>>, size: usize) -> Vec<f64> {
 /// The direct truncated sum: m[j, i] = Σ_p w_p·Ay[p, j]·Ax[p, i] (`Axis::kernel_row`).
 fn raw_exact(particles: &[f64], weights: Option<&[f64]>, ax: &Axis, ay: &Axis, h: (f64, f64)) -> Vec<f64> {
     let (nx, ny) = (ax.n, ay.n);
-    let blocks = particles.chunks(2 * BLOCK).len();
-    let parts: Vec<Vec<f64>> = particles
-        .par_chunks(2 * BLOCK)
-        .zip(weight_blocks(weights, blocks))
-        .map(|(block, wb)| {
-            let mut m = vec![0.0; ny * nx];
-            let (mut rx, mut ry) = (vec![0.0; nx], vec![0.0; ny]);
-            for (k, p) in block.chunks_exact(2).enumerate() {
-                let (i0, i1) = ax.kernel_row(p[0], h.0, &mut rx);
-                let (j0, j1) = ay.kernel_row(p[1], h.1, &mut ry);
-                if i0 > i1 || j0 > j1 {
-                    continue;
-                }
-                let wk = weight_of(wb, k);
-                for j in j0..=j1 {
-                    let (yv, row) = (wk * ry[j], &mut m[j * nx..(j + 1) * nx]);
-                    for (o, &xv) in row[i0..=i1].iter_mut().zip(&rx[i0..=i1]) {
-                        *o += yv * xv;
-                    }
+    blockwise(particles, weights, ny * nx, |block, wb, m| {
+        let (mut rx, mut ry) = (vec![0.0; nx], vec![0.0; ny]);
+        for (k, p) in block.chunks_exact(2).enumerate() {
+            let (i0, i1) = ax.kernel_row(p[0], h.0, &mut rx);
+            let (j0, j1) = ay.kernel_row(p[1], h.1, &mut ry);
+            if i0 > i1 || j0 > j1 {
+                continue;
+            }
+            let wk = weight_of(wb, k);
+            for j in j0..=j1 {
+                let (yv, row) = (wk * ry[j], &mut m[j * nx..(j + 1) * nx]);
+                for (o, &xv) in row[i0..=i1].iter_mut().zip(&rx[i0..=i1]) {
+                    *o += yv * xv;
                 }
             }
-            m
-        })
-        .collect();
-    add_in_order(parts, ny * nx)
+        }
+    })
 }
 
 /// Bilinear binning weights (ny, nx) of the particles, each scaled by its weight.
 fn bilinear_binning(particles: &[f64], weights: Option<&[f64]>, ax: &Axis, ay: &Axis) -> Vec<f64> {
     let (nx, ny) = (ax.n, ay.n);
-    let blocks = particles.chunks(2 * BLOCK).len();
-    let parts: Vec<Vec<f64>> = particles
-        .par_chunks(2 * BLOCK)
-        .zip(weight_blocks(weights, blocks))
-        .map(|(block, wb)| {
-            let mut w = vec![0.0; ny * nx];
-            for (k, p) in block.chunks_exact(2).enumerate() {
-                let (i, fx) = ax.cell(p[0]);
-                let (j, fy) = ay.cell(p[1]);
-                let (i1, j1) = ((i + 1) % nx, (j + 1) % ny);
-                let (gx, gy) = (1.0 - fx, weight_of(wb, k) * (1.0 - fy));
-                let fy = weight_of(wb, k) * fy;
-                w[j * nx + i] += gx * gy;
-                w[j * nx + i1] += fx * gy;
-                w[j1 * nx + i] += gx * fy;
-                w[j1 * nx + i1] += fx * fy;
-            }
-            w
-        })
-        .collect();
-    add_in_order(parts, ny * nx)
+    blockwise(particles, weights, ny * nx, |block, wb, w| {
+        for (k, p) in block.chunks_exact(2).enumerate() {
+            let (i, fx) = ax.cell(p[0]);
+            let (j, fy) = ay.cell(p[1]);
+            let (i1, j1) = ((i + 1) % nx, (j + 1) % ny);
+            let (gx, gy) = (1.0 - fx, weight_of(wb, k) * (1.0 - fy));
+            let fy = weight_of(wb, k) * fy;
+            w[j * nx + i] += gx * gy;
+            w[j * nx + i1] += fx * gy;
+            w[j1 * nx + i] += gx * fy;
+            w[j1 * nx + i1] += fx * fy;
+        }
+    })
 }
 
 /// The truncated kernel exp(−(k·d)²/(2h²)), k = 0 ..= ⌊8h/d⌋ (capped at 2n).
