@@ -43,6 +43,68 @@ def room(n: int, nt: int) -> Problem2D:
     return problem.replace(nx=n, ny=n, nt=nt)
 
 
+class Linearised:
+    """G' at m* by difference quotients: ``self(v, eps)`` = (G(m* + ε‖m*‖v) − G(m*))/(ε‖m*‖)
+    on the free nodes at t > 0, for v of norm one there, at the sub-step counts of m*."""
+
+    def __init__(self, problem: Problem2D, m_star: np.ndarray) -> None:
+        self.G = FixedPointMap(problem, SolverOptions(fp="fv"), None)
+        self.G.evaluate(m_star)  # the floors: the counts at m*
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            _, self.g_star = self.G.probe(m_star)
+            times.append(time.perf_counter() - t0)
+        self.evaluation = statistics.median(times)
+        """Seconds of one evaluation of G at m* (median of 3)."""
+        free = np.repeat((problem.nodes() == FREE)[None], problem.nt, axis=0)
+        free[0] = False
+        self.at = np.flatnonzero(free.ravel())
+        self.m_star = m_star
+        self.scale = float(np.linalg.norm(m_star.ravel()[self.at]))
+
+    def __call__(self, v: np.ndarray, eps: float = RELATIVE_EPS) -> np.ndarray:
+        dm = np.zeros(self.m_star.size)
+        dm[self.at] = v
+        _, g = self.G.probe(self.m_star + eps * self.scale * dm.reshape(self.m_star.shape))
+        return (g - self.g_star).ravel()[self.at] / (eps * self.scale)
+
+
+def ritz_values(J: Linearised, v: np.ndarray, steps: int = 10) -> np.ndarray:
+    """The Ritz values of G' after ``steps`` Arnoldi steps from v (norm one), largest first."""
+    basis, hessenberg = [v], np.zeros((steps + 1, steps))
+    for j in range(steps):
+        w = J(basis[j])
+        for i in range(j + 1):
+            hessenberg[i, j] = basis[i] @ w
+            w = w - hessenberg[i, j] * basis[i]
+        hessenberg[j + 1, j] = np.linalg.norm(w)
+        basis.append(w / hessenberg[j + 1, j])
+    ritz = np.linalg.eigvals(hessenberg[:steps, :steps])
+    return ritz[np.argsort(-np.abs(ritz))]
+
+
+def gmres_residuals(J: Linearised, b: np.ndarray, most: int) -> np.ndarray:
+    """The relative residuals of unrestarted GMRES on (I − G')x = b from 0, one per iteration
+    (to 1e-6, or ``most`` iterations)."""
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        x = np.ravel(x)
+        size = float(np.linalg.norm(x))
+        return x.copy() if size == 0.0 else x - size * J(x / size)
+
+    history: list[float] = []
+    operator = LinearOperator((b.size, b.size), matvec=apply, dtype=np.float64)
+    gmres(operator, b, rtol=1e-6, restart=most, maxiter=1, callback=history.append, callback_type="pr_norm")
+    return np.array(history)
+
+
+def first_below(values: np.ndarray, level: float) -> int | None:
+    """1-based index of the first value below ``level`` (None if none)."""
+    below = values < level
+    return int(np.argmax(below)) + 1 if below.any() else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=51, help="nodes per axis")
@@ -52,71 +114,29 @@ def main() -> None:
     problem = room(args.n, args.nt)
     print(f"# the coupling of {ROOM.name} at {args.n}², nt = {args.nt}, finite volumes; {backend_info()}\n")
     ds = solve(problem, fp="fv", tol=1e-9, max_iter=400)
-    residual = ds["residual"].values
-    to_1e6 = int(np.argmax(residual < 1e-6)) + 1 if (residual < 1e-6).any() else None
+    to_1e6 = first_below(ds["residual"].values, 1e-6)
     print(f"- adaptive mixing from m0: {to_1e6} iterations to 1e-6, {ds.attrs['iterations']} to 1e-9")
-    m_star = ds["m"].values
-    G = FixedPointMap(problem, SolverOptions(fp="fv"), None)
-    G.evaluate(m_star)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        _, g_star = G.probe(m_star)
-        times.append(time.perf_counter() - t0)
-    evaluation = statistics.median(times)
-    print(f"- one evaluation of G at m*: {evaluation:.3f} s (median of 3)")
-    free = np.repeat((problem.nodes() == FREE)[None], problem.nt, axis=0)
-    free[0] = False
-    at = np.flatnonzero(free.ravel())
-    scale = float(np.linalg.norm(m_star.ravel()[at]))
-
-    def quotient(v: np.ndarray, eps: float) -> np.ndarray:
-        """G'v by a difference quotient, v of norm one on the free nodes."""
-        dm = np.zeros(m_star.size)
-        dm[at] = v
-        _, g = G.probe(m_star + eps * scale * dm.reshape(m_star.shape))
-        return (g - g_star).ravel()[at] / (eps * scale)
-
+    J = Linearised(problem, ds["m"].values)
+    print(f"- one evaluation of G at m*: {J.evaluation:.3f} s (median of 3)")
     rng = np.random.default_rng(0)
-    v = rng.standard_normal(at.size)
+    v = rng.standard_normal(J.at.size)
     v /= np.linalg.norm(v)
+    quotients = ", ".join(f"ε {eps:g}: |G'v| {np.linalg.norm(J(v, eps)):.4f}" for eps in (1e-2, 1e-4, 1e-6))
+    print(f"- difference quotients, v random: {quotients}")
+    ritz = ", ".join(f"{z.real:.2f}{z.imag:+.2f}j" for z in ritz_values(J, v))
+    print(f"- Ritz values of G' (Arnoldi, 10 steps): {ritz}")
+    residuals = gmres_residuals(J, rng.standard_normal(J.at.size), args.krylov)
+    to = {level: first_below(residuals, level) for level in (1e-3, 1e-6)}
+    rate = (residuals[-1] / residuals[0]) ** (1.0 / max(residuals.size - 1, 1))
     print(
-        "- difference quotients, v random: "
-        + ", ".join(f"ε {eps:g}: |G'v| {np.linalg.norm(quotient(v, eps)):.4f}" for eps in (1e-2, 1e-4, 1e-6))
-    )
-    basis, hessenberg = [v], np.zeros((11, 10))
-    for j in range(10):
-        w = quotient(basis[j], RELATIVE_EPS)
-        for i in range(j + 1):
-            hessenberg[i, j] = basis[i] @ w
-            w = w - hessenberg[i, j] * basis[i]
-        hessenberg[j + 1, j] = np.linalg.norm(w)
-        basis.append(w / hessenberg[j + 1, j])
-    ritz = np.linalg.eigvals(hessenberg[:10, :10])
-    ritz = ritz[np.argsort(-np.abs(ritz))]
-    print("- Ritz values of G' (Arnoldi, 10 steps): " + ", ".join(f"{z.real:.2f}{z.imag:+.2f}j" for z in ritz))
-
-    def apply(x: np.ndarray) -> np.ndarray:
-        x = np.ravel(x)
-        size = float(np.linalg.norm(x))
-        return x.copy() if size == 0.0 else x - size * quotient(x / size, RELATIVE_EPS)
-
-    history: list[float] = []
-    operator = LinearOperator((at.size, at.size), matvec=apply, dtype=np.float64)
-    b = rng.standard_normal(at.size)
-    gmres(operator, b, rtol=1e-6, restart=args.krylov, maxiter=1, callback=history.append, callback_type="pr_norm")
-    history_arr = np.array(history)
-    first = {level: int(np.argmax(history_arr < level)) + 1 for level in (1e-3, 1e-6) if (history_arr < level).any()}
-    rate = (history_arr[-1] / history_arr[0]) ** (1.0 / max(len(history_arr) - 1, 1))
-    print(
-        f"- GMRES on (I − G')x = b: iterations to 1e-3: {first.get(1e-3)}, to 1e-6: {first.get(1e-6)} "
+        f"- GMRES on (I − G')x = b: iterations to 1e-3: {to[1e-3]}, to 1e-6: {to[1e-6]} "
         f"(of at most {args.krylov}); mean rate {rate:.2f} per iteration"
     )
-    print("  residuals: " + " ".join(f"{r:.1e}" for r in history_arr[::5]))
-    if 1e-6 in first:
+    print("  residuals: " + " ".join(f"{r:.1e}" for r in residuals[::5]))
+    if to[1e-6] is not None:
         print(
-            f"- so a solve by one-evaluation steps takes at least {first[1e-6]} × {evaluation:.3f} s = "
-            f"{first[1e-6] * evaluation:.1f} s to go from a residual of 1 to 1e-6 near m* (timings: run alone)"
+            f"- so a solve by one-evaluation steps takes at least {to[1e-6]} × {J.evaluation:.3f} s = "
+            f"{to[1e-6] * J.evaluation:.1f} s to go from a residual of 1 to 1e-6 near m* (timings: run alone)"
         )
 
 
